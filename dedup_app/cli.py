@@ -1,0 +1,262 @@
+"""Headless commands, built on ``dedup_app.core`` alone.
+
+dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
+               [--json FILE] [--csv FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from dedup_app import __version__
+
+log = logging.getLogger("dedup_app")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``dedup-app`` command."""
+    parser = argparse.ArgumentParser(
+        prog="dedup-app",
+        description="Find exact and near-duplicate images (resized, recompressed, cropped, rotated, recoloured, "
+        "watermarked copies) with a Siamese CNN and FAISS.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    scan = sub.add_parser(
+        "scan",
+        help="scan folders for duplicate images",
+        description="Scan folders (recursively) and report groups of exact and near-duplicate images. "
+        "Nothing is moved or deleted.",
+    )
+    scan.add_argument("paths", nargs="+", metavar="PATH", help="folders or image files to scan")
+    scan.add_argument(
+        "--threshold",
+        type=_threshold,
+        default=None,
+        metavar="T",
+        help="similarity (0-1] at which two images count as near-duplicates; higher is stricter "
+        "(default: the model's calibrated threshold)",
+    )
+    scan.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the shipped model)")
+    scan.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="embedding cache database (default: in the user data folder); ':memory:' for none",
+    )
+    scan.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+    scan.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)")
+    scan.add_argument("--csv", metavar="FILE", help="write one row per grouped file as CSV ('-' for stdout)")
+    scan.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="images per model batch")
+    scan.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="image decoding threads")
+    scan.add_argument("--show", type=int, default=20, metavar="N", help="groups to list on stdout (default 20)")
+    scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
+    return parser
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (decimal units, as file managers show them)."""
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def format_duration(seconds: float) -> str:
+    """75 -> '1m 15s'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+class _ProgressBar:
+    """One tqdm bar on stderr whose label and total follow the stage of the scan."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.stage: str | None = None
+
+    def __call__(self, report: object) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        stage, done, total = report.stage, report.done, report.total  # type: ignore[attr-defined]
+        if stage != self.stage:
+            self.close()
+            self.bar = tqdm(
+                total=total,
+                desc=stage,
+                unit="img" if stage != "Comparing" else "vec",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
+            self.stage = stage
+        assert self.bar is not None
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _check_output(path: str | None, flag: str, parser: argparse.ArgumentParser) -> None:
+    if path and path != "-":
+        folder = os.path.dirname(os.path.abspath(path)) or "."
+        if not os.path.isdir(folder):
+            parser.error(f"{flag} {path}: folder {folder} does not exist")
+
+
+def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``scan`` command."""
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        parser.error("not found: " + ", ".join(missing))
+    _check_output(args.json, "--json", parser)
+    _check_output(args.csv, "--csv", parser)
+
+    from dedup_app.core.cache import EmbeddingCache
+    from dedup_app.core.duplicates import DuplicateFinder
+    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.progress import drive
+    from dedup_app.core.report import write_csv, write_json
+    from dedup_app.core.scan import ScanOptions, scan
+
+    try:
+        checkpoint = load_checkpoint(args.model)
+        embedder = Embedder(checkpoint, args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dedup-app: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    threshold = args.threshold if args.threshold is not None else checkpoint.threshold
+
+    progress = _ProgressBar(enabled=not args.no_progress)
+    started = time.monotonic()
+    try:
+        cache = EmbeddingCache(args.cache)
+    except OSError as exc:
+        print(f"dedup-app: error: cannot open cache {args.cache}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        options = ScanOptions(batch_size=args.batch_size, decode_workers=args.workers)
+        result = drive(scan(args.paths, embedder, cache, options), progress)
+        finder = DuplicateFinder(result)
+        drive(finder.search(threshold), progress)
+        groups = finder.groups(threshold)
+    except KeyboardInterrupt:
+        progress.close()
+        print("Cancelled. Images read so far are cached; the next scan continues from there.", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        progress.close()
+        cache.close()
+    elapsed = time.monotonic() - started
+
+    if args.json:
+        write_json(args.json, result, groups, threshold)
+    if args.csv:
+        write_csv(args.csv, groups)
+    if args.json != "-" and args.csv != "-":
+        _print_summary(result, groups, threshold, elapsed, args)
+    return EXIT_OK
+
+
+def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: ignore[no-untyped-def]
+    from dedup_app.core.files import display_path
+
+    st = result.stats
+    exact = sum(1 for g in groups if g.kind == "exact")
+    removable = sum(len(g.members) - 1 for g in groups)
+    reclaim = sum(g.reclaimable_bytes for g in groups)
+    print(
+        f"Scanned {len(result.images):,} images in {format_duration(elapsed)} "
+        f"({st.decoded:,} read, {st.cached + st.copies:,} from cache or exact copies); "
+        f"model {result.model_id}, threshold {threshold:.3f}."
+    )
+    if result.errors:
+        hint = "" if args.verbose else " (listed with --verbose or in --json)"
+        print(f"{len(result.errors):,} files could not be read{hint}.")
+        if args.verbose:
+            for e in result.errors:
+                print(f"  {display_path(e.path)}: {e.error}")
+    if not groups:
+        print("No duplicates found.")
+        return
+    print(
+        f"Found {len(groups):,} groups ({exact:,} exact, {len(groups) - exact:,} near-duplicate): "
+        f"{removable:,} files could be removed, {format_bytes(reclaim)}."
+    )
+    for n, g in enumerate(groups[: max(0, args.show)], 1):
+        print(f"\nGroup {n} ({g.kind}, {len(g.members)} files, {format_bytes(g.reclaimable_bytes)} reclaimable)")
+        for k, m in enumerate(g.members):
+            tag = "keep" if k == 0 else f"{m.similarity:.3f}"
+            info = m.image.info
+            print(f"  {tag:>5}  {display_path(m.image.path)}  {info.width}x{info.height}  {format_bytes(m.image.size)}")
+    if len(groups) > args.show:
+        print(f"\n... and {len(groups) - args.show:,} more groups (all of them with --json or --csv).")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dedup-app`` command."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "scan":
+        return run_scan(args, parser)
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

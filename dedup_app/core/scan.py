@@ -1,0 +1,258 @@
+"""The scan: walk folders, find byte-identical files, embed the rest once each, with a cache that makes
+rescans cheap. A generator, so the CLI and the GUI both drive it and either can cancel it between batches.
+
+Order of work, cheapest first:
+
+1. walk the folders (``files.walk_images``);
+2. look every file up in the cache by path, size and mtime;
+3. hash files that share their byte size with another file (only those can be byte-identical);
+4. decode and embed what the cache does not have, one copy per content hash, decoding in threads while the
+   model runs; every batch is committed to the cache before the next progress report;
+5. forget cached files that vanished from the scanned folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Generator, Iterable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dedup_app.core.cache import EmbeddingCache
+from dedup_app.core.embedder import Embedder
+from dedup_app.core.files import FileEntry, FileError, describe_os_error, walk_images
+from dedup_app.core.imageio import DEFAULT_MAX_PIXELS, ImageInfo, ImageLoadError, hash_file, load_for_embedding
+from dedup_app.core.parallel import bounded_map
+from dedup_app.core.progress import CancelToken, Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """Tunables of a scan; the defaults suit a 2-core laptop and a GPU alike."""
+
+    batch_size: int = 32
+    decode_workers: int = 2
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    follow_symlinks: bool = True
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """A readable image in the scan result."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str
+    info: ImageInfo
+
+    @property
+    def pixels(self) -> int:
+        """Full-resolution pixel count (width x height)."""
+        return self.info.width * self.info.height
+
+
+@dataclass
+class ScanStats:
+    """What the scan had to do: how many files it decoded, hashed, took from the cache, and purged from it."""
+
+    files: int = 0
+    decoded: int = 0
+    hashed: int = 0
+    cached: int = 0
+    copies: int = 0
+    purged: int = 0
+
+
+@dataclass
+class ScanResult:
+    """Readable images with their embeddings (row ``k`` belongs to ``images[k]``), and the files that failed."""
+
+    roots: list[str]
+    model_id: str
+    threshold: float
+    images: list[ImageRecord]
+    embeddings: np.ndarray
+    errors: list[FileError]
+    stats: ScanStats = field(default_factory=ScanStats)
+
+
+def scan(
+    roots: Sequence[str | os.PathLike[str]],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    options: ScanOptions | None = None,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, ScanResult]:
+    """Scan ``roots`` (folders or files); yields :class:`Progress`, returns a :class:`ScanResult`.
+
+    Raises :class:`~dedup_app.core.progress.Cancelled` at the next batch boundary once ``cancel`` is set; what
+    was embedded until then is already committed to the cache.
+    """
+    options = options or ScanOptions()
+    cancel = cancel or CancelToken()
+    abs_roots = [os.path.abspath(os.fspath(r)) for r in roots]
+    stats = ScanStats()
+    errors: list[FileError] = []
+
+    # 1. walk
+    entries: list[FileEntry] = []
+    for item in walk_images(abs_roots, follow_symlinks=options.follow_symlinks):
+        if isinstance(item, FileError):
+            errors.append(item)
+            continue
+        entries.append(item)
+        if len(entries) % 500 == 0:
+            cancel.raise_if_cancelled()
+            yield Progress("Finding files", len(entries), None, f"{len(entries):,} images found")
+    stats.files = len(entries)
+    yield Progress("Finding files", len(entries), len(entries), f"{len(entries):,} images found")
+
+    # 2. cache
+    cached = cache.lookup(entries, embedder.model_id)
+    hashes = {path: c.content_hash for path, c in cached.items() if c.content_hash}
+
+    # 3. hash files whose size is shared: the only candidates for byte-identical copies
+    by_size: dict[int, list[FileEntry]] = defaultdict(list)
+    for e in entries:
+        by_size[e.size].append(e)
+    to_hash = [
+        e
+        for same in by_size.values()
+        if len(same) > 1
+        for e in same
+        if e.path not in hashes and not (e.path in cached and cached[e.path].error)
+    ]
+    failed: set[str] = set()
+    for k, e in enumerate(to_hash, 1):
+        try:
+            hashes[e.path] = hash_file(e.path)
+            cache.put_file(e, hashes[e.path])
+        except OSError as exc:
+            errors.append(FileError(e.path, f"cannot read file: {describe_os_error(exc)}"))
+            failed.add(e.path)
+        stats.hashed += 1
+        if k % 64 == 0 or k == len(to_hash):
+            cache.commit()
+            cancel.raise_if_cancelled()
+            yield Progress("Finding exact copies", k, len(to_hash))
+
+    # 4. what is known, what is a copy of known content, what must be decoded
+    records: dict[str, ImageRecord] = {}
+    vectors: dict[str, np.ndarray] = {}
+    known: dict[str, tuple[ImageInfo, np.ndarray]] = {}  # content hash -> facts and vector
+    for e in entries:
+        c = cached.get(e.path)
+        if c is not None and c.info is not None and c.vector is not None and c.content_hash:
+            known.setdefault(c.content_hash, (c.info, c.vector))
+
+    def add(entry: FileEntry, digest: str, info: ImageInfo, vector: np.ndarray) -> None:
+        records[entry.path] = ImageRecord(entry.path, entry.size, entry.mtime_ns, digest, info)
+        vectors[entry.path] = vector
+
+    to_embed: list[FileEntry] = []
+    waiting: dict[str, list[FileEntry]] = defaultdict(list)  # content hash -> copies of a file being embedded
+    for e in entries:
+        if e.path in failed:
+            continue
+        c = cached.get(e.path)
+        if c is not None and c.error:
+            errors.append(FileError(e.path, c.error))
+            stats.cached += 1
+            continue
+        digest = hashes.get(e.path)
+        if c is not None and c.info is not None and c.vector is not None and digest:
+            add(e, digest, c.info, c.vector)
+            stats.cached += 1
+        elif digest is not None and digest in known:
+            info, vector = known[digest]
+            cache.put_file(e, digest, info)
+            cache.put_embedding(e.path, embedder.model_id, vector)
+            add(e, digest, info, vector)
+            stats.copies += 1
+        elif digest is not None and digest in waiting:
+            waiting[digest].append(e)
+        else:
+            to_embed.append(e)
+            if digest is not None:
+                waiting[digest] = []
+    cache.commit()
+
+    # 5. decode in threads, embed in batches, commit each batch
+    total = len(to_embed)
+    done = 0
+    batch: list[tuple[FileEntry, np.ndarray, str, ImageInfo]] = []
+    if total:
+        yield Progress("Reading images", 0, total)
+
+    def load(entry: FileEntry) -> tuple[np.ndarray, str, ImageInfo]:
+        loaded = load_for_embedding(entry.path, embedder.input_size, options.max_pixels)
+        return loaded.pixels, loaded.content_hash, loaded.info
+
+    def flush() -> None:
+        vecs = embedder.embed([b[1] for b in batch])
+        for (entry, _, digest, info), vector in zip(batch, vecs, strict=True):
+            half = vector.astype(np.float16)
+            cache.put_file(entry, digest, info)
+            cache.put_embedding(entry.path, embedder.model_id, half)
+            add(entry, digest, info, half)
+            for copy in waiting.pop(digest, []):
+                cache.put_file(copy, digest, info)
+                cache.put_embedding(copy.path, embedder.model_id, half)
+                add(copy, digest, info, half)
+                stats.copies += 1
+        cache.commit()
+        batch.clear()
+
+    def _embed_all(
+        decoded: Iterable[tuple[FileEntry, tuple[np.ndarray, str, ImageInfo] | BaseException]],
+    ) -> Generator[Progress, None, None]:
+        nonlocal done
+        for entry, outcome in decoded:
+            stats.decoded += 1
+            done += 1
+            if isinstance(outcome, BaseException):
+                reason = str(outcome) if isinstance(outcome, ImageLoadError) else f"unexpected error: {outcome!r}"
+                if not isinstance(outcome, ImageLoadError):
+                    log.exception("decoding %s failed", entry.path, exc_info=outcome)
+                errors.append(FileError(entry.path, reason))
+                if not getattr(outcome, "transient", True):
+                    cache.put_file(entry, hashes.get(entry.path), error=reason)
+                for copy in waiting.pop(hashes.get(entry.path, ""), []):
+                    errors.append(FileError(copy.path, reason))
+            else:
+                pixels, digest, info = outcome
+                batch.append((entry, pixels, digest, info))
+            if len(batch) >= options.batch_size or (cancel.cancelled and batch):
+                flush()
+                yield Progress("Reading images", done, total)
+            cancel.raise_if_cancelled()
+
+    in_flight = max(2 * options.batch_size, 4 * options.decode_workers)
+    decoded = bounded_map(load, to_embed, options.decode_workers, in_flight)
+    with closing(decoded):
+        yield from _embed_all(decoded)
+    if batch:
+        flush()
+    cache.commit()
+    if total:
+        yield Progress("Reading images", done, total)
+
+    # 6. forget files that vanished from the scanned folders
+    stats.purged = cache.purge_missing([r for r in abs_roots if os.path.isdir(r)], {e.path for e in entries})
+
+    images = [records[e.path] for e in entries if e.path in records]
+    dim = embedder.dim
+    matrix = (
+        np.stack([vectors[r.path] for r in images]).astype(np.float16)
+        if images
+        else np.zeros((0, dim), dtype=np.float16)
+    )
+    errors.sort(key=lambda fe: fe.path)
+    return ScanResult(abs_roots, embedder.model_id, embedder.threshold, images, matrix, errors, stats)

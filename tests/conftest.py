@@ -1,0 +1,52 @@
+"""Shared fixtures: the shared data folder, one CPU embedder per session, and synthetic image writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (CI always has it; a missing folder is an error, not a skip)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared data folder not found at {SHARED_DATA}; clone the project beside ../shared")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def checkpoint():  # type: ignore[no-untyped-def]
+    """The shipped default model checkpoint."""
+    from dedup_app.core.embedder import load_checkpoint
+
+    return load_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def embedder(checkpoint):  # type: ignore[no-untyped-def]
+    """One CPU embedder with the shipped model for the whole session."""
+    from dedup_app.core.embedder import Embedder
+
+    return Embedder(checkpoint, "cpu")
+
+
+def photo(shared: Path, name: str = "kodim23.png") -> Image.Image:
+    """A real photo from the shared Kodak set, RGB."""
+    with Image.open(shared / "photos" / "kodak" / name) as im:
+        return im.convert("RGB")
+
+
+def noise_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A smooth random colour field: distinct per seed, like an abstract photo."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
