@@ -106,29 +106,37 @@ def format_duration(seconds: float) -> str:
 
 
 class _ProgressBar:
-    """One tqdm bar on stderr whose label and total follow the stage of the scan."""
+    """Progress on stderr: one tqdm bar that follows the scan's stage on a terminal, plain lines in a log.
 
-    def __init__(self, enabled: bool) -> None:
+    In a log (stderr not a terminal) a line is written when a stage starts and ends, and every ``interval``
+    seconds in between, so CI logs stay readable.
+    """
+
+    def __init__(self, enabled: bool, interval: float = 10.0) -> None:
         self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.interval = interval
         self.bar = None
         self.stage: str | None = None
+        self.last_line = 0.0
 
     def __call__(self, report: object) -> None:
         if not self.enabled:
             return
+        stage, done, total = report.stage, report.done, report.total  # type: ignore[attr-defined]
+        if not self.tty:
+            now = time.monotonic()
+            finished = total is not None and done >= total
+            if stage != self.stage or finished or now - self.last_line >= self.interval:
+                count = f"{done:,}/{total:,}" if total is not None else f"{done:,}"
+                print(f"{stage}: {count}", file=sys.stderr, flush=True)
+                self.stage, self.last_line = stage, now
+            return
         from tqdm import tqdm
 
-        stage, done, total = report.stage, report.done, report.total  # type: ignore[attr-defined]
         if stage != self.stage:
             self.close()
-            self.bar = tqdm(
-                total=total,
-                desc=stage,
-                unit="img" if stage != "Comparing" else "vec",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=False,
-            )
+            self.bar = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
             self.stage = stage
         assert self.bar is not None
         if total is not None and self.bar.total != total:
@@ -252,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU feature probing at INFO
     if args.command == "scan":
         return run_scan(args, parser)
     parser.error(f"unknown command {args.command}")

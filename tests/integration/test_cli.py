@@ -108,10 +108,10 @@ def test_bad_model_file(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_entry_points_run_as_programs(tmp_path: Path) -> None:
-    for cmd in (["dedup-app"], [sys.executable, "-m", "dedup_app"]):
-        exe = shutil.which(cmd[0]) if cmd[0] == "dedup-app" else cmd[0]
-        if exe is None:
-            pytest.fail("the dedup-app console script is not installed (pip install -e .)")
+    script = Path(sys.executable).parent / "dedup-app"  # the venv's script, whether or not it is on PATH
+    if not script.exists():
+        pytest.fail(f"the dedup-app console script is not installed next to {sys.executable} (pip install -e .)")
+    for cmd in ([str(script)], [sys.executable, "-m", "dedup_app"]):
         out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "dedup-app" in out.stdout
         help_out = subprocess.run([*cmd, "scan", "--help"], capture_output=True, text=True, timeout=60)
