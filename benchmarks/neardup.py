@@ -47,15 +47,17 @@ DOC = ROOT / "docs" / "benchmarks.md"
 # ------------------------------------------------------------------------------------------------- the tools
 
 
-def dedup_app_groups(folder: Path, files: list[str], threshold: float | None = None) -> list[list[int]]:
-    """Groups found by dedup-app (default model, calibrated threshold unless given), as indices into ``files``."""
+def dedup_app_groups(
+    folder: Path, files: list[str], threshold: float | None = None, model: Path | None = None
+) -> list[list[int]]:
+    """Groups found by dedup-app (the given or default model at its calibrated threshold), as indices."""
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.duplicates import find_groups
     from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.progress import drive
     from dedup_app.core.scan import scan
 
-    embedder = Embedder(load_checkpoint(), "auto")
+    embedder = Embedder(load_checkpoint(model), "auto")
     with EmbeddingCache(":memory:") as cache:
         result = drive(scan([folder], embedder, cache))
     groups = drive(find_groups(result, threshold))
@@ -129,7 +131,7 @@ def family_scores(
     return out
 
 
-def run_quality(data: Path, split: str) -> dict[str, object]:
+def run_quality(data: Path, split: str, model: Path | None = None, peers: bool = True) -> dict[str, object]:
     """Build the set for ``split`` and score every tool on it."""
     with tempfile.TemporaryDirectory(prefix="neardup-") as tmp:
         folder = Path(tmp)
@@ -137,14 +139,17 @@ def run_quality(data: Path, split: str) -> dict[str, object]:
         files = [it.file for it in items]
         truth = pairs_of_labels([it.source for it in items])
         tools: dict[str, Callable[[], set[tuple[int, int]]]] = {
-            "dedup-app": lambda: pairs_of_groups(dedup_app_groups(folder, files)),
+            "dedup-app": lambda: pairs_of_groups(dedup_app_groups(folder, files, model=model)),
             "pHash (d<=10)": lambda: hash_pairs(folder, files, phash_bits, 10),
             "dHash (d<=10)": lambda: hash_pairs(folder, files, dhash_bits, 10),
             "PDQ (d<=31)": lambda: hash_pairs(folder, files, pdq_bits, 31),
             "Czkawka (default)": lambda: pairs_of_groups(czkawka_groups(folder, files)),
         }
+        if not peers:
+            tools = {"dedup-app": tools["dedup-app"]}
         report: dict[str, object] = {
             "split": split,
+            "model": str(model) if model else "default",
             "files": len(items),
             "sources": sum(1 for it in items if it.family == "orig"),
             "distractors": sum(1 for it in items if it.family == "distractor"),
@@ -371,13 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--large-count", type=int, default=200, help="12 MP JPEGs for the speed part")
     parser.add_argument("--vectors", type=int, default=100_000, help="synthetic embeddings for the grouping part")
+    parser.add_argument("--model", type=Path, help="checkpoint to measure instead of the shipped default")
+    parser.add_argument("--no-peers", action="store_true", help="quality part: measure dedup-app only")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d")
     sections: dict[str, str] = {}
     if "quality" in args.parts:
-        rep = run_quality(args.data, args.split)
+        rep = run_quality(args.data, args.split, args.model, peers=not args.no_peers)
         rep["date"], rep["machine"] = stamp, machine()
         (RESULTS / f"neardup-quality-{args.split}.json").write_text(json.dumps(rep, indent=1))
         sections[f"neardup-quality-{args.split}"] = f"Measured {stamp} on {rep['machine']}.\n\n" + quality_table(rep)
@@ -410,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| NumPy blocked all-pairs (peer, no grouping) | {npb['seconds']:.1f} | {npb['peak_rss_mb']:.0f} | "
             f"{npb['edges']:,} |"
         )
-    if sections and not args.no_doc:
+    if sections and not args.no_doc and args.model is None:
         write_doc(sections)
     return 0
 
