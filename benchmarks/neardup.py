@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" in args.parts:
         rep = run_quality(args.data, args.split, args.model, peers=not args.no_peers)
         rep["date"], rep["machine"] = stamp, machine()
-        (RESULTS / f"neardup-quality-{args.split}.json").write_text(json.dumps(rep, indent=1))
+        tag = f"-{args.model.stem}" if args.model else ""
+        (RESULTS / f"neardup-quality-{args.split}{tag}.json").write_text(json.dumps(rep, indent=1))
         sections[f"neardup-quality-{args.split}"] = f"Measured {stamp} on {rep['machine']}.\n\n" + quality_table(rep)
     if "speed" in args.parts:
         rep = run_speed(args.data, args.large_count)
