@@ -1,7 +1,12 @@
-"""Headless commands, built on ``dedup_app.core`` alone.
+"""The ``dedup-app`` command. ``scan`` is headless, built on ``dedup_app.core`` alone; ``gui`` (and no command)
+opens the window, importing Qt only then.
 
-dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
-               [--json FILE] [--csv FILE]
+Usage::
+
+    dedup-app                                   open the window
+    dedup-app gui [PATH ...] [--screenshot FILE.png]
+    dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
+                   [--json FILE] [--csv FILE]
 """
 
 from __future__ import annotations
@@ -52,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser(
+        "gui",
+        help="open the window (the default with no command)",
+        description="Open the desktop window; with PATHs, add them to the sources and scan at once.",
+    )
+    gui.add_argument("paths", nargs="*", metavar="PATH", help="folders or image files to scan")
+    gui.add_argument("--screenshot", metavar="FILE.png", help="scan, show the results, save the window, exit")
+    gui.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the shipped model)")
+    gui.add_argument("--cache", metavar="FILE", help="embedding cache database (default: in the user data folder)")
+    gui.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
 
     scan = sub.add_parser(
         "scan",
@@ -246,6 +262,37 @@ def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: i
         print(f"\n... and {len(groups) - args.show:,} more groups (all of them with --json or --csv).")
 
 
+def run_gui_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``gui`` command (and ``dedup-app`` with no command)."""
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        parser.error("not found: " + ", ".join(missing))
+    if args.screenshot:
+        _check_output(args.screenshot, "--screenshot", parser)
+        if not args.paths:
+            parser.error("--screenshot needs a PATH to scan")
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    try:
+        from dedup_app.ui.app import has_screen, run_gui
+    except ImportError as exc:
+        print(f"dedup-app: error: the window needs PySide6 ({exc}); 'dedup-app scan' works without it", file=sys.stderr)
+        return EXIT_FAILURE
+    if not has_screen():
+        if not args.paths:
+            print(
+                "dedup-app: error: no screen found (no DISPLAY or WAYLAND_DISPLAY). Use 'dedup-app scan PATH' for "
+                "the command line, or set QT_QPA_PLATFORM=offscreen.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        print("dedup-app: no screen found: scanning on the command line instead of opening the window.",
+              file=sys.stderr)  # fmt: skip
+        scan_args = build_parser().parse_args(["scan", *args.paths, "--device", args.device])
+        scan_args.model, scan_args.cache = args.model, args.cache
+        return run_scan(scan_args, parser)
+    return run_gui(args.paths, args.screenshot, args.model, args.device, args.cache)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dedup-app`` command."""
     for stream in (sys.stdout, sys.stderr):
@@ -254,8 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
+        args = parser.parse_args(["gui"])
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -263,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU feature probing at INFO
     if args.command == "scan":
         return run_scan(args, parser)
+    if args.command == "gui":
+        return run_gui_command(args, parser)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -10,16 +10,22 @@ that has copies but no near-duplicate forms an ``exact`` group. No file is in tw
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
 from dedup_app.core.index import EXACT_MAX, SimilarityGraph, similarity_graph
 from dedup_app.core.progress import CancelToken, Progress
-from dedup_app.core.scan import ImageRecord, ScanResult
+from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
+
+if TYPE_CHECKING:  # torch stays out of the import of this module (the GUI imports it at start-up)
+    from dedup_app.core.embedder import Embedder
 
 
 @dataclass(frozen=True)
@@ -80,29 +86,57 @@ class DuplicateFinder:
         """Find all pairs of distinct contents at or above ``min_threshold`` (yields progress)."""
         self.graph = yield from similarity_graph(self._vectors, min_threshold, self.exact_max, cancel)
 
-    def groups(self, threshold: float) -> list[DuplicateGroup]:
-        """Exact and near-duplicate groups at ``threshold``, largest reclaimable size first."""
+    def groups(
+        self,
+        threshold: float,
+        not_duplicates: set[frozenset[str]] | None = None,
+        removed: set[str] | None = None,
+    ) -> list[DuplicateGroup]:
+        """Exact and near-duplicate groups at ``threshold``, largest reclaimable size first.
+
+        ``not_duplicates`` holds content-hash pairs the user labelled "not duplicate": such a pair is never in one
+        group. Files in ``removed`` (trashed or moved away) are left out; groups left with one file disappear.
+        """
         if self.graph is None:
             raise RuntimeError("call search() before groups()")
-        near = clique_groups(self.graph.at(threshold))
+        graph = self.graph.at(threshold)
+        if not_duplicates:
+            graph = self._without_pairs(graph, not_duplicates)
+        near = clique_groups(graph)
         in_near = {c for group in near for c in group}
-        out = [self._group("near", group) for group in near]
-        out += [
-            self._group("exact", [c])
-            for c in range(len(self.contents))
-            if len(self.contents[c]) > 1 and c not in in_near
+        candidates = [("near", group) for group in near]
+        candidates += [
+            ("exact", [c]) for c in range(len(self.contents)) if len(self.contents[c]) > 1 and c not in in_near
         ]
+        out = [g for kind, ids in candidates if (g := self._group(kind, ids, removed or set())) is not None]
         out.sort(key=lambda g: (-g.reclaimable_bytes, -len(g.members), g.keep.path))
         return out
 
-    def _group(self, kind: str, content_ids: list[int]) -> DuplicateGroup:
+    def _without_pairs(self, graph: SimilarityGraph, pairs: set[frozenset[str]]) -> SimilarityGraph:
         images = self.result.images
-        members = [k for c in content_ids for k in self.contents[c]]
+        content_of = {images[c[0]].content_hash: k for k, c in enumerate(self.contents)}
+        keys = []
+        for pair in pairs:
+            ids = [content_of.get(h) for h in pair]
+            if len(ids) == 2 and None not in ids:
+                a, b = sorted(ids)  # type: ignore[type-var]
+                keys.append(a * graph.n + b)
+        if not keys:
+            return graph
+        keep = ~np.isin(graph.i * graph.n + graph.j, np.array(keys, dtype=np.int64))
+        return SimilarityGraph(graph.n, graph.i[keep], graph.j[keep], graph.s[keep], graph.min_threshold, graph.exact)
+
+    def _group(self, kind: str, content_ids: list[int], removed: set[str]) -> DuplicateGroup | None:
+        images = self.result.images
+        members = [k for c in content_ids for k in self.contents[c] if images[k].path not in removed]
+        if len(members) < 2:
+            return None
         members.sort(key=lambda k: keep_order(images[k]))
-        emb = self.result.embeddings
-        rep = emb[members[0]].astype(np.float32)
-        sims = emb[members].astype(np.float32) @ rep
         rep_hash = images[members[0]].content_hash
+        if all(images[k].content_hash == rep_hash for k in members):
+            kind = "exact"  # what is left of a near group may be copies of one content only
+        emb = self.result.embeddings
+        sims = emb[members].astype(np.float32) @ emb[members[0]].astype(np.float32)
         return DuplicateGroup(
             kind,
             tuple(
@@ -120,3 +154,36 @@ def find_groups(
     finder = DuplicateFinder(result)
     yield from finder.search(t, cancel)
     return finder.groups(t)
+
+
+def search_floor(n_images: int, threshold: float) -> float:
+    """The lowest similarity searched up front, so a threshold slider regroups from memory down to it.
+
+    Unrelated photos often score 0.6-0.8 with this kind of embedding, so the floor rises with collection size to
+    keep the number of stored pairs in the low millions; it never exceeds the working threshold.
+    """
+    floor = 0.70 if n_images <= 5_000 else 0.75 if n_images <= 20_000 else 0.80
+    return min(floor, threshold)
+
+
+def scan_and_search(
+    roots: Sequence[str | os.PathLike[str]],
+    embedder: Embedder,
+    cache_path: str | os.PathLike[str] | None,
+    options: ScanOptions | None = None,
+    floor: float | None = None,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, DuplicateFinder]:
+    """Scan ``roots`` and search their similarity graph; the finder then groups at any threshold >= the floor.
+
+    The cache is opened and closed inside, so the whole job can run on a worker thread. ``floor`` defaults to
+    :func:`search_floor` for the number of images found.
+    """
+    cache = EmbeddingCache(cache_path)
+    try:
+        result = yield from scan(roots, embedder, cache, options, cancel)
+    finally:
+        cache.close()
+    finder = DuplicateFinder(result)
+    yield from finder.search(floor if floor is not None else search_floor(len(result.images), result.threshold), cancel)
+    return finder

@@ -19,15 +19,18 @@ from collections import defaultdict
 from collections.abc import Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dedup_app.core.cache import EmbeddingCache
-from dedup_app.core.embedder import Embedder
 from dedup_app.core.files import FileEntry, FileError, describe_os_error, walk_images
 from dedup_app.core.imageio import DEFAULT_MAX_PIXELS, ImageInfo, ImageLoadError, hash_file, load_for_embedding
 from dedup_app.core.parallel import bounded_map
 from dedup_app.core.progress import CancelToken, Progress
+
+if TYPE_CHECKING:  # torch stays out of the import of this module
+    from dedup_app.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,302 @@
+"""Side-by-side comparison of two images: linked zoom and pan, swap, a differences overlay, and file facts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import numpy as np
+from PySide6.QtCore import QObject, QRectF, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtGui import QImage, QKeySequence, QPainter, QPixmap, QWheelEvent
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dedup_app.core.duplicates import GroupMember
+from dedup_app.ui.models import human_bytes
+from dedup_app.ui.thumbnails import ImageLoader
+
+PREVIEW = 1600  # longest side of the pictures shown in the compare view
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    """A QImage as an H x W x 3 uint8 RGB array (copied)."""
+    img = image.convertToFormat(QImage.Format.Format_RGB888)
+    ptr = img.constBits()
+    arr = np.frombuffer(ptr, dtype=np.uint8, count=img.sizeInBytes()).reshape(img.height(), img.bytesPerLine())
+    return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
+
+
+class ImageView(QGraphicsView):
+    """One zoomable, pannable picture. Two views share zoom and scroll through :meth:`link`."""
+
+    zoomed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.item = QGraphicsPixmapItem()
+        self.item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self.overlay = QGraphicsPixmapItem()
+        self.overlay.setZValue(1)
+        self.scene().addItem(self.item)
+        self.scene().addItem(self.overlay)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.setMinimumSize(160, 160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.placeholder = self.scene().addText("")
+        self._fit = True
+
+    def show_pixmap(self, pixmap: QPixmap | None, frame: QRectF, message: str = "") -> None:
+        """Show ``pixmap`` fitted (aspect kept, centred) into ``frame``, the scene rect both views share."""
+        self.scene().setSceneRect(frame)
+        self.placeholder.setPlainText(message)
+        self.placeholder.setPos(frame.center().x() - 60, frame.center().y())
+        if pixmap is None or pixmap.isNull():
+            self.item.setPixmap(QPixmap())
+            return
+        self.item.setPixmap(pixmap)
+        scale = min(frame.width() / pixmap.width(), frame.height() / pixmap.height())
+        self.item.setScale(scale)
+        self.item.setPos(
+            frame.x() + (frame.width() - pixmap.width() * scale) / 2,
+            frame.y() + (frame.height() - pixmap.height() * scale) / 2,
+        )
+        if self._fit:
+            self.fit()
+
+    def set_overlay(self, pixmap: QPixmap | None, frame: QRectF) -> None:
+        if pixmap is None:
+            self.overlay.setPixmap(QPixmap())
+            return
+        self.overlay.setPixmap(pixmap)
+        self.overlay.setScale(frame.width() / pixmap.width())
+        self.overlay.setPos(frame.topLeft())
+
+    def fit(self) -> None:
+        self._fit = True
+        self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def zoom(self, factor: float) -> None:
+        self._fit = False
+        self.scale(factor, factor)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+        factor = 1.25 if event.angleDelta().y() > 0 else 0.8
+        self.zoom(factor)
+        self.zoomed.emit(factor)
+
+    def resizeEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
+        super().resizeEvent(event)
+        if self._fit:
+            self.fit()
+
+    def link(self, other: ImageView) -> None:
+        """Zoom and scroll ``other`` with this view, and this view with ``other``."""
+        self.zoomed.connect(other.zoom)
+        other.zoomed.connect(self.zoom)
+        for mine, theirs in (
+            (self.horizontalScrollBar(), other.horizontalScrollBar()),
+            (self.verticalScrollBar(), other.verticalScrollBar()),
+        ):
+            mine.valueChanged.connect(theirs.setValue)
+            theirs.valueChanged.connect(mine.setValue)
+
+
+class _DiffBridge(QObject):
+    done = Signal(int, QImage, float, str)  # request id, overlay, changed fraction, transform
+
+
+class _DiffTask(QRunnable):
+    def __init__(self, request: int, a: QImage, b: QImage, bridge: _DiffBridge) -> None:
+        super().__init__()
+        self.request, self.a, self.b, self.bridge = request, a, b, bridge
+
+    def run(self) -> None:
+        from dedup_app.core.compare import difference
+
+        try:
+            diff = difference(qimage_to_rgb(self.a), qimage_to_rgb(self.b))
+            h, w = diff.heat.shape
+            rgba = np.zeros((h, w, 4), np.uint8)
+            rgba[..., 0] = 255
+            rgba[..., 1] = 40
+            rgba[..., 3] = (np.where(diff.mask, 0.35 + 0.5 * diff.heat, 0.0) * 255).astype(np.uint8)
+            overlay = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+            self.bridge.done.emit(self.request, overlay, diff.changed_fraction, diff.transform)
+        except Exception as exc:  # the overlay is optional: report, never crash
+            self.bridge.done.emit(self.request, QImage(), -1.0, str(exc))
+
+
+class CompareWidget(QWidget):
+    """Two images side by side with their facts; ``label_requested`` asks the window to store a pair label."""
+
+    label_requested = Signal(str)  # "duplicate" | "not_duplicate"
+
+    def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.loader = loader
+        self.a: GroupMember | None = None
+        self.b: GroupMember | None = None
+        self._request = 0
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._bridge = _DiffBridge()
+        self._bridge.done.connect(self._diff_done)
+
+        self.view_a, self.view_b = ImageView(), ImageView()
+        self.view_a.link(self.view_b)
+        self.info_a, self.info_b = QFormLayout(), QFormLayout()
+        views = QHBoxLayout()
+        for view, info, title in ((self.view_a, self.info_a, "A"), (self.view_b, self.info_b, "B")):
+            col = QVBoxLayout()
+            head = QLabel(f"<b>{title}</b>")
+            col.addWidget(head)
+            col.addWidget(view, 1)
+            box = QWidget()
+            box.setLayout(info)
+            col.addWidget(box)
+            views.addLayout(col, 1)
+
+        self.swap_button = QPushButton("Swap")
+        self.swap_button.setToolTip("Swap A and B (S)")
+        self.swap_button.setShortcut(QKeySequence("S"))
+        self.diff_button = QPushButton("Show differences")
+        self.diff_button.setCheckable(True)
+        self.diff_button.setToolTip("Align B onto A and highlight on A where they differ (X)")
+        self.diff_button.setShortcut(QKeySequence("X"))
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.setToolTip("Fit both pictures in view (F); scroll to zoom, drag to pan")
+        self.fit_button.setShortcut(QKeySequence("F"))
+        self.dup_button = QPushButton("Duplicate")
+        self.dup_button.setToolTip("Label A and B as duplicates (D); Shift+D labels the whole group")
+        self.notdup_button = QPushButton("Not duplicate")
+        self.notdup_button.setToolTip("Label A and B as not duplicates (N): they are never grouped again")
+        self.diff_label = QLabel("")
+        buttons = QHBoxLayout()
+        for w in (self.swap_button, self.fit_button, self.diff_button, self.diff_label):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+        buttons.addWidget(self.dup_button)
+        buttons.addWidget(self.notdup_button)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(views, 1)
+        layout.addLayout(buttons)
+
+        self.swap_button.clicked.connect(self.swap)
+        self.fit_button.clicked.connect(self._fit)
+        self.diff_button.toggled.connect(lambda _on: self._refresh_overlay())
+        self.dup_button.clicked.connect(lambda: self.label_requested.emit("duplicate"))
+        self.notdup_button.clicked.connect(lambda: self.label_requested.emit("not_duplicate"))
+        loader.loaded.connect(self._loaded)
+        self.show_pair(None, None)
+
+    def show_pair(self, a: GroupMember | None, b: GroupMember | None) -> None:
+        """Compare ``a`` (left) with ``b`` (right); ``None`` clears a side."""
+        self.a, self.b = a, b
+        enabled = a is not None and b is not None
+        for w in (self.swap_button, self.diff_button, self.dup_button, self.notdup_button):
+            w.setEnabled(enabled)
+        self._refresh()
+
+    def swap(self) -> None:
+        self.show_pair(self.b, self.a)
+
+    def _fit(self) -> None:
+        self.view_a.fit()
+        self.view_b.fit()
+
+    def _frame(self) -> QRectF:
+        if self.a is None:
+            return QRectF(0, 0, 400, 300)
+        info = self.a.image.info
+        scale = PREVIEW / max(info.width, info.height, 1)
+        return QRectF(0, 0, max(1.0, info.width * scale), max(1.0, info.height * scale))
+
+    def _refresh(self) -> None:
+        frame = self._frame()
+        for member, view, form in ((self.a, self.view_a, self.info_a), (self.b, self.view_b, self.info_b)):
+            _fill_info(form, member)
+            if member is None:
+                view.show_pixmap(None, frame, "")
+                continue
+            path = member.image.path
+            pixmap = self.loader.get(path, PREVIEW)
+            message = "" if pixmap else (self.loader.error(path) or "loading...")
+            view.show_pixmap(pixmap, frame, message)
+        self._refresh_overlay()
+
+    def _loaded(self, path: str, size: int) -> None:
+        if size == PREVIEW and any(m is not None and m.image.path == path for m in (self.a, self.b)):
+            self._refresh()
+
+    def _refresh_overlay(self) -> None:
+        self._request += 1
+        frame = self._frame()
+        for view in (self.view_a, self.view_b):
+            view.set_overlay(None, frame)
+        self.diff_label.setText("")
+        if not self.diff_button.isChecked() or self.a is None or self.b is None:
+            return
+        ia = self.loader.image(self.a.image.path, PREVIEW)
+        ib = self.loader.image(self.b.image.path, PREVIEW)
+        if ia is None or ib is None:
+            self.diff_label.setText("waiting for the pictures...")
+            return
+        self.diff_label.setText("aligning...")
+        self._pool.start(_DiffTask(self._request, ia, ib, self._bridge))
+
+    def _diff_done(self, request: int, overlay: QImage, fraction: float, transform: str) -> None:
+        if request != self._request:
+            return  # the user moved on
+        if overlay.isNull():
+            self.diff_label.setText(f"could not compare: {transform}")
+            return
+        # The difference is computed in A's frame (B aligned onto A), so it is drawn over A only.
+        self.view_a.set_overlay(QPixmap.fromImage(overlay), self._frame())
+        turned = "" if transform == "identity" else f", B {transform}"
+        self.diff_label.setText(f"{fraction:.1%} differs{turned}")
+
+    def shutdown(self) -> None:
+        self._pool.clear()
+        self._pool.waitForDone(5000)
+
+
+def _fill_info(form: QFormLayout, member: GroupMember | None) -> None:
+    while form.rowCount():
+        form.removeRow(0)
+    if member is None:
+        return
+    image = member.image
+    info = image.info
+    name = QLabel(os.path.basename(image.path))
+    name.setToolTip(image.path)
+    name.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    folder = QLabel(os.path.dirname(image.path))
+    folder.setWordWrap(True)
+    folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    modified = dt.datetime.fromtimestamp(image.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+    rows = [
+        ("Name", name),
+        ("Folder", folder),
+        ("Dimensions", QLabel(f"{info.width} x {info.height} ({info.format})")),
+        ("File size", QLabel(human_bytes(image.size))),
+        ("Modified", QLabel(modified)),
+        ("Taken", QLabel(info.exif_datetime or "—")),
+        ("Camera", QLabel(info.camera or "—")),
+        ("Similarity", QLabel(f"{member.similarity:.3f}")),
+    ]
+    for label, widget in rows:
+        form.addRow(label, widget)

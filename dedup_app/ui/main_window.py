@@ -1,0 +1,924 @@
+"""The main window: sources on the left, duplicate groups in the middle, the comparison on the right.
+
+The window drives core objects and shows their results; it holds no business logic of its own. Long work (scans,
+trash/move, undo) runs through one generic :class:`Worker`, one job at a time; the window stays live throughout.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QRunnable, QSettings, QSize, Qt, QThreadPool, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolBar,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dedup_app.core.actions import ActionRecord, default_trash, move_files, trash_files, undo
+from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
+from dedup_app.core.files import FileError
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
+from dedup_app.core.marking import RULES
+from dedup_app.core.progress import CancelToken, Progress
+from dedup_app.ui import settings as S
+from dedup_app.ui.compare import PREVIEW, CompareWidget
+from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel, human_bytes
+from dedup_app.ui.thumbnails import ImageLoader
+from dedup_app.ui.worker import Job, Worker
+
+log = logging.getLogger(__name__)
+
+SLIDER_MIN, SLIDER_MAX = 0.70, 0.99
+
+
+@dataclass
+class AppContext:
+    """What the window depends on, passed in (tests give temporary files and a temporary trash)."""
+
+    prefs: S.Preferences
+    state: QSettings
+    labels: LabelStore
+    cache_path: str | None = None
+    model_path: str | None = None
+    device: str = "auto"
+    trash: Callable[[str], None] = field(default=default_trash)
+
+
+class ErrorsDialog(QDialog):
+    """The files a scan could not read, with the reason for each."""
+
+    def __init__(self, errors: list[FileError], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Files that could not be read ({len(errors)})")
+        table = QTableWidget(len(errors), 2, self)
+        table.setHorizontalHeaderLabels(["File", "Reason"])
+        for row, err in enumerate(errors):
+            table.setItem(row, 0, QTableWidgetItem(err.path))
+            table.setItem(row, 1, QTableWidgetItem(err.error))
+        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(table)
+        layout.addWidget(buttons)
+        self.resize(900, 400)
+        self.table = table
+
+
+class ProgressPanel(QWidget):
+    """Progress inside the window: a bar, '1,234 / 10,000 images, 2 min left', and Cancel."""
+
+    cancel_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(False)
+        self.label = QLabel()
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setToolTip("Stop after the current batch; what was read stays cached (Esc)")
+        self.cancel.clicked.connect(self.cancel_requested)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 2, 6, 2)
+        layout.addWidget(self.label, 2)
+        layout.addWidget(self.bar, 3)
+        layout.addWidget(self.cancel)
+        self._rate: float | None = None
+        self._last: tuple[float, int, str] | None = None
+        self.hide()
+
+    def start(self, text: str) -> None:
+        self._rate, self._last = None, None
+        self.bar.setRange(0, 0)
+        self.label.setText(text)
+        self.cancel.setEnabled(True)
+        self.show()
+
+    def update_progress(self, report: Progress) -> None:
+        now = time.monotonic()
+        if self._last is not None and self._last[2] == report.stage and report.done > self._last[1]:
+            rate = (report.done - self._last[1]) / max(1e-6, now - self._last[0])
+            self._rate = rate if self._rate is None else 0.3 * rate + 0.7 * self._rate
+        if self._last is None or self._last[2] != report.stage:
+            self._rate = None
+        if self._last is None or report.done != self._last[1] or self._last[2] != report.stage:
+            self._last = (now, report.done, report.stage)
+        if report.total:
+            self.bar.setRange(0, report.total)
+            self.bar.setValue(report.done)
+            text = f"{report.stage}: {report.done:,} / {report.total:,}"
+            if self._rate and report.done < report.total:
+                text += f", {_eta((report.total - report.done) / self._rate)} left"
+        else:
+            self.bar.setRange(0, 0)
+            text = f"{report.stage}: {report.done:,}" + (f" ({report.message})" if report.message else "")
+        self.label.setText(text)
+
+    def finish(self) -> None:
+        self.hide()
+
+
+def _eta(seconds: float) -> str:
+    if seconds < 60:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _RegroupBridge(QObject):
+    done = Signal(int, object)  # request number, list of groups
+
+
+class _RegroupTask(QRunnable):
+    """Grouping at a new threshold, off the UI thread (it only reads the finder's immutable search results)."""
+
+    def __init__(self, request: int, finder: DuplicateFinder, args: tuple[Any, ...], bridge: _RegroupBridge) -> None:
+        super().__init__()
+        self.request, self.finder, self.args, self.bridge = request, finder, args, bridge
+
+    def run(self) -> None:
+        try:
+            groups = self.finder.groups(*self.args)
+        except Exception:  # never lose an error in a pool thread
+            log.exception("regrouping failed")
+            return
+        self.bridge.done.emit(self.request, groups)
+
+
+class MainWindow(QMainWindow):
+    """dedup-app's window. Signals let tests and the screenshot mode wait without sleeping."""
+
+    scan_finished = Signal()
+    groups_changed = Signal()
+    job_finished = Signal(str)  # job name, after success, failure or cancel
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setWindowTitle("dedup-app")
+        self.setAcceptDrops(True)
+        self.finder: DuplicateFinder | None = None
+        self.embedder: Any = None  # core Embedder, created by the first scan (torch loads on the worker)
+        self.worker: Worker | None = None
+        self.removed: set[str] = set()
+        self.undo_stack: list[ActionRecord] = []
+        self.manual_keep: set[str] = set()
+        self.manual_marks: dict[str, bool] = {}
+        self.last_errors: list[FileError] = []
+        self.model_threshold = 0.829
+        self._scan_when_idle = False
+        self._regroup_request = 0
+        self._regroup_pool = QThreadPool(self)
+        self._regroup_pool.setMaxThreadCount(1)
+        self._regroup_bridge = _RegroupBridge()
+        self._regroup_bridge.done.connect(self._show_groups)
+        self.loader = ImageLoader(parent=self)
+
+        self._build_actions()
+        self._build_ui()
+        self._restore()
+        self._update_enabled()
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    def _action(
+        self,
+        text: str,
+        slot: Callable[[], Any],
+        shortcut: str | None = None,
+        tip: str = "",
+        icon: QStyle.StandardPixmap | None = None,
+    ) -> QAction:
+        act = QAction(text, self)
+        if icon is not None:
+            act.setIcon(self.style().standardIcon(icon))
+        if shortcut:
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        act.setToolTip(f"{tip or text} ({shortcut})" if shortcut else (tip or text))
+        act.setStatusTip(tip or text)
+        act.triggered.connect(slot)
+        self.addAction(act)
+        return act
+
+    def _build_actions(self) -> None:
+        sp = QStyle.StandardPixmap
+        self.act_add = self._action(
+            "Add folder…", self.choose_and_add_folder, "Ctrl+O", "Add a folder to scan", sp.SP_DirOpenIcon
+        )
+        self.act_scan = self._action(
+            "Scan", self.start_scan, "F5", "Scan the source folders for duplicates", sp.SP_BrowserReload
+        )
+        self.act_cancel = self._action("Cancel", self.cancel_job, "Esc", "Stop the running job", sp.SP_BrowserStop)
+        self.act_trash = self._action(
+            "Trash marked", self.trash_marked, "Delete", "Move the marked files to the trash", sp.SP_TrashIcon
+        )
+        self.act_move = self._action(
+            "Move marked…", self.move_marked, "Ctrl+M", "Move the marked files to a folder", sp.SP_DirLinkIcon
+        )
+        self.act_undo = self._action(
+            "Undo", self.undo_last, "Ctrl+Z", "Put back the files of the last trash or move", sp.SP_ArrowBack
+        )
+        self.act_export = self._action(
+            "Export…", self.export, "Ctrl+E", "Export the groups as CSV or JSON", sp.SP_DialogSaveButton
+        )
+        self.act_errors = self._action("Errors", self.show_errors, None, "Files the scan could not read")
+        self.act_toggle = self._action("Toggle mark", self.toggle_current, None, "Mark or unmark the file (Space)")
+        self.act_keep = self._action("Keep this file", self.keep_current, "K", "Keep the selected file in its group")
+        self.act_dup = self._action("Label: duplicate", lambda: self.label_pair(DUPLICATE), "D")
+        self.act_notdup = self._action("Label: not duplicate", lambda: self.label_pair(NOT_DUPLICATE), "N")
+        self.act_group_dup = self._action("Label group: duplicate", lambda: self.label_group(DUPLICATE), "Shift+D")
+        self.act_group_notdup = self._action(
+            "Label group: not duplicate", lambda: self.label_group(NOT_DUPLICATE), "Shift+N"
+        )
+        self.act_quit = self._action("Quit", self.close, "Ctrl+Q")
+
+    def _build_ui(self) -> None:
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.act_add)
+        self.recent_menu = file_menu.addMenu("Recent folders")
+        file_menu.addAction(self.act_scan)
+        file_menu.addAction(self.act_export)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        edit_menu = menu.addMenu("&Edit")
+        for act in (self.act_undo, self.act_trash, self.act_move, self.act_keep, self.act_toggle):
+            edit_menu.addAction(act)
+        label_menu = menu.addMenu("&Label")
+        for act in (self.act_dup, self.act_notdup, self.act_group_dup, self.act_group_notdup):
+            label_menu.addAction(act)
+
+        bar = QToolBar("Main")
+        bar.setObjectName("main-toolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.addToolBar(bar)
+        bar.addAction(self.act_add)
+        bar.addAction(self.act_scan)
+        bar.addAction(self.act_cancel)
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Similarity "))
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(round(SLIDER_MIN * 1000), round(SLIDER_MAX * 1000))
+        self.slider.setFixedWidth(180)
+        self.slider.setToolTip("Minimum similarity of near-duplicates: right is stricter. Regroups at once.")
+        self.slider_label = QLabel("0.829")
+        self.slider_label.setMinimumWidth(40)
+        bar.addWidget(self.slider)
+        bar.addWidget(self.slider_label)
+        bar.addSeparator()
+        self.rule_box = QComboBox()
+        for key, (label, _) in RULES.items():
+            self.rule_box.addItem(label, key)
+        self.rule_box.setToolTip("Which file each group keeps; the others are marked for removal")
+        bar.addWidget(self.rule_box)
+        bar.addSeparator()
+        bar.addAction(self.act_trash)
+        bar.addAction(self.act_move)
+        bar.addAction(self.act_undo)
+        bar.addAction(self.act_export)
+
+        # sources
+        self.sources = QListWidget()
+        self.sources.setToolTip("Folders to scan. Tick a folder to make it a reference: its files are never marked.")
+        add_button = QPushButton("Add…")
+        add_button.clicked.connect(self.choose_and_add_folder)
+        remove_button = QPushButton("Remove")
+        remove_button.clicked.connect(self.remove_selected_sources)
+        self.errors_button = QPushButton("Errors (0)")
+        self.errors_button.clicked.connect(self.show_errors)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(QLabel("<b>Sources</b> (tick = reference)"))
+        left_layout.addWidget(self.sources, 1)
+        row = QHBoxLayout()
+        row.addWidget(add_button)
+        row.addWidget(remove_button)
+        left_layout.addLayout(row)
+        left_layout.addWidget(self.errors_button)
+
+        # groups
+        self.model = GroupsModel(self.loader, self)
+        self.tree = QTreeView()
+        self.tree.setModel(self.model)
+        self.tree.setIconSize(QSize(THUMB, THUMB))
+        self.tree.setUniformRowHeights(True)
+        self.tree.setSortingEnabled(True)
+        self.tree.sortByColumn(COL_SIZE, Qt.SortOrder.DescendingOrder)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setAlternatingRowColors(True)
+        self.tree.header().setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Interactive)
+        self.tree.header().resizeSection(COL_FILE, 300)
+        self.tree.installEventFilter(self)
+        self.empty = QLabel(
+            "<h2>Drop folders here to find duplicates</h2>"
+            "<p>or use <b>Add folder…</b> (Ctrl+O). Scanning starts at once; nothing is removed without asking.</p>"
+        )
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.center = QStackedWidget()
+        self.center.addWidget(self.empty)
+        self.center.addWidget(self.tree)
+
+        # compare
+        self.compare = CompareWidget(self.loader)
+
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.center)
+        self.splitter.addWidget(self.compare)
+        self.splitter.setStretchFactor(1, 3)
+        self.splitter.setStretchFactor(2, 4)
+        self.splitter.setSizes([220, 620, 760])
+
+        self.progress = ProgressPanel()
+        self.progress.cancel_requested.connect(self.cancel_job)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.progress)
+        self.setCentralWidget(central)
+
+        self.summary = QLabel()
+        self.statusBar().addPermanentWidget(self.summary)
+
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.rule_box.currentIndexChanged.connect(self._rule_changed)
+        self.sources.itemChanged.connect(self._sources_changed)
+        self.tree.selectionModel().currentChanged.connect(self._current_changed)
+        self.model.marks_changed.connect(self._update_enabled)
+        self.compare.label_requested.connect(self.label_pair)
+
+    def _restore(self) -> None:
+        prefs = self.ctx.prefs
+        for folder in prefs.get(S.SOURCES):
+            self._add_source_item(folder, folder in prefs.get(S.REFERENCE_FOLDERS))
+        rule = prefs.get(S.RULE)
+        self.rule_box.setCurrentIndex(max(0, self.rule_box.findData(rule)))
+        t = prefs.get(S.THRESHOLD) or self.model_threshold
+        self.slider.setValue(round(min(max(t, SLIDER_MIN), SLIDER_MAX) * 1000))
+        self.slider_label.setText(f"{self.threshold:.3f}")
+        self._rebuild_recent_menu()
+        geometry = self.ctx.state.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1500, 880)
+        splitter = self.ctx.state.value("window/splitter")
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+        header = self.ctx.state.value("window/groups_header")
+        if header is not None:
+            self.tree.header().restoreState(header)
+        self._update_summary()
+
+    # -- sources ------------------------------------------------------------------------------------------------
+
+    def _add_source_item(self, folder: str, reference: bool = False) -> None:
+        self.sources.blockSignals(True)
+        item = QListWidgetItem(folder)
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+        item.setCheckState(Qt.CheckState.Checked if reference else Qt.CheckState.Unchecked)
+        item.setToolTip(f"{folder}\nTick to make it a reference folder (its files are never marked)")
+        self.sources.addItem(item)
+        self.sources.blockSignals(False)
+
+    def source_folders(self) -> list[str]:
+        return [self.sources.item(i).text() for i in range(self.sources.count())]
+
+    def reference_folders(self) -> list[str]:
+        return [
+            self.sources.item(i).text()
+            for i in range(self.sources.count())
+            if self.sources.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def add_sources(self, paths: list[str], scan: bool = True) -> None:
+        """Add folders or files to the sources (once each) and, by default, start scanning at once."""
+        known = set(self.source_folders())
+        added = False
+        for path in paths:
+            path = os.path.abspath(path)
+            if not os.path.exists(path):
+                self.statusBar().showMessage(f"Not found: {path}", 8000)
+                continue
+            if path not in known:
+                self._add_source_item(path)
+                known.add(path)
+                added = True
+            if os.path.isdir(path):
+                self.ctx.prefs.add_recent(path)
+        if added:
+            self._sources_changed()
+            self._rebuild_recent_menu()
+        if scan and self.source_folders():
+            self.start_scan()
+
+    def remove_selected_sources(self) -> None:
+        for item in self.sources.selectedItems():
+            self.sources.takeItem(self.sources.row(item))
+        self._sources_changed()
+
+    def choose_and_add_folder(self) -> None:
+        folder = self.choose_folder("Add a folder to scan")
+        if folder:
+            self.add_sources([folder])
+
+    def choose_folder(self, title: str, start: str = "") -> str:
+        """Ask for a folder (tests replace this)."""
+        return QFileDialog.getExistingDirectory(self, title, start or os.path.expanduser("~"))
+
+    def _sources_changed(self, *_: Any) -> None:
+        self.ctx.prefs.set(S.SOURCES, self.source_folders())
+        self.ctx.prefs.set(S.REFERENCE_FOLDERS, self.reference_folders())
+        self.center.setCurrentWidget(self.tree if self.source_folders() or self.model.groups else self.empty)
+        if self.finder is not None:
+            self.regroup()
+
+    def _rebuild_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.ctx.prefs.get(S.RECENT_FOLDERS):
+            act = self.recent_menu.addAction(folder)
+            act.triggered.connect(lambda _=False, f=folder: self.add_sources([f]))
+        self.recent_menu.setEnabled(bool(self.ctx.prefs.get(S.RECENT_FOLDERS)))
+
+    # -- drag and drop ------------------------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.add_sources(paths)
+
+    # -- jobs ---------------------------------------------------------------------------------------------------
+
+    def run_job(self, name: str, job: Job, on_success: Callable[[Any], None], text: str) -> bool:
+        """Run ``job`` on the worker thread; one job at a time. Returns False if another job is running."""
+        if self.worker is not None:
+            self.statusBar().showMessage("Busy: wait for the current job to finish, or cancel it (Esc)", 6000)
+            return False
+        worker = Worker(job, name)
+        self.worker = worker
+        worker.progress.connect(self.progress.update_progress)
+        worker.finished.connect(lambda: self._job_done(worker, on_success, text))
+        self.progress.start(text + "…")
+        self._update_enabled()
+        worker.start()
+        return True
+
+    def _job_done(self, worker: Worker, on_success: Callable[[Any], None], text: str) -> None:
+        """Runs on the UI thread once the worker thread has ended; the window is idle again before results land."""
+        worker.wait()
+        if self.worker is worker:
+            self.worker = None
+        self.progress.finish()
+        try:
+            if worker.outcome == "succeeded":
+                on_success(worker.result)
+            elif worker.outcome == "failed" and worker.error is not None:
+                self.show_error(f"{text} failed", *worker.error)
+            elif worker.outcome == "cancelled":
+                self.statusBar().showMessage(f"{text} cancelled; what was done so far is kept", 8000)
+        finally:
+            self._update_enabled()
+            worker.deleteLater()
+            self.job_finished.emit(worker.name)
+        if self._scan_when_idle and self.worker is None:
+            self._scan_when_idle = False
+            self.start_scan()
+
+    def cancel_job(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.progress.cancel.setEnabled(False)
+            self.progress.label.setText("Cancelling after the current batch…")
+
+    def preload_model(self) -> None:
+        """Load the model on the worker right after start, so the first scan does not wait for it."""
+        if self.embedder is not None or self.worker is not None:
+            return
+        ctx = self.ctx
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            yield Progress("Loading the model", 0, None)
+            return _load_embedder(ctx.model_path, ctx.device)
+
+        self.run_job("model", job, self._model_loaded, "Loading the model")
+
+    def _model_loaded(self, embedder: Any) -> None:
+        self.embedder = embedder
+        self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}", 5000)
+        self._update_summary()
+
+    def start_scan(self) -> None:
+        roots = self.source_folders()
+        if not roots:
+            self.statusBar().showMessage("Add a folder first: drop it on the window or use Add folder (Ctrl+O)", 8000)
+            return
+        if self.worker is not None and self.worker.name == "model":
+            self._scan_when_idle = True  # the model is still loading: scan right after
+            self.statusBar().showMessage("The scan starts as soon as the model is loaded", 8000)
+            return
+        ctx, embedder = self.ctx, self.embedder
+        chosen = ctx.prefs.get(S.THRESHOLD)
+        not_duplicates = ctx.labels.not_duplicate_pairs()
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            from dedup_app.core.duplicates import scan_and_search
+
+            nonlocal embedder
+            if embedder is None:
+                yield Progress("Loading the model", 0, None)
+                embedder = _load_embedder(ctx.model_path, ctx.device)
+            finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, SLIDER_MIN, cancel)
+            threshold = round(min(max(chosen or embedder.threshold, SLIDER_MIN), SLIDER_MAX) * 1000) / 1000
+            yield Progress("Grouping", 0, None)
+            return embedder, finder, threshold, finder.groups(threshold, not_duplicates)  # first groups: here
+
+        self.center.setCurrentWidget(self.tree)
+        self.run_job("scan", job, self._scan_done, "Scanning")
+
+    def _scan_done(self, outcome: tuple[Any, DuplicateFinder, float, list[DuplicateGroup]]) -> None:
+        self.embedder, self.finder, threshold, groups = outcome
+        self.removed.clear()
+        self.loader.clear()
+        self.model_threshold = self.embedder.threshold
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(threshold * 1000))
+        self.slider.blockSignals(False)
+        self.slider_label.setText(f"{self.threshold:.3f}")
+        result = self.finder.result
+        self.last_errors = result.errors
+        self.errors_button.setText(f"Errors ({len(result.errors)})")
+        self._remember_manual()
+        self._regroup_request += 1
+        self._show_groups(self._regroup_request, groups)
+        st = result.stats
+        self.statusBar().showMessage(
+            f"Scanned {len(result.images):,} images: {st.decoded:,} read, {st.cached + st.copies:,} from the cache"
+            + (f", {len(result.errors):,} could not be read" if result.errors else ""),
+            15000,
+        )
+        self.scan_finished.emit()
+
+    # -- grouping and marks -------------------------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return self.slider.value() / 1000
+
+    def _slider_moved(self, value: int) -> None:
+        self.slider_label.setText(f"{value / 1000:.3f}")
+        self.ctx.prefs.set(S.THRESHOLD, value / 1000)
+        self.regroup(background=True)
+
+    def _rule_changed(self) -> None:
+        self.ctx.prefs.set(S.RULE, self.rule_box.currentData())
+        self.manual_keep.clear()
+        self.manual_marks.clear()
+        self.model.set_rule(self.rule_box.currentData())
+        self._after_groups_changed()
+
+    def regroup(self, background: bool = False) -> None:
+        """Regroup from memory at the slider's threshold (no model, no index search).
+
+        With ``background`` (slider moves) the grouping runs on a pool thread and the newest request wins, so
+        dragging the slider never holds up the UI thread; otherwise it runs here and now.
+        """
+        if self.finder is None:
+            return
+        self._remember_manual()
+        self._regroup_request += 1
+        args = (self.threshold, self.ctx.labels.not_duplicate_pairs(), set(self.removed))
+        if background:
+            self._regroup_pool.start(_RegroupTask(self._regroup_request, self.finder, args, self._regroup_bridge))
+        else:
+            self._show_groups(self._regroup_request, self.finder.groups(*args))
+
+    def _show_groups(self, request: int, groups: list[DuplicateGroup]) -> None:
+        if request != self._regroup_request:
+            return  # a newer regroup is on its way
+        if _same_groups(groups, self.model.groups) and self.model.reference_folders == self.reference_folders():
+            self._update_summary()
+            self.groups_changed.emit()
+            return  # the slider moved within a range where nothing changes: keep the view as it is
+        self.tree.setUpdatesEnabled(False)  # one repaint for the reset and the expansion, not two
+        self.model.set_groups(
+            groups, self.rule_box.currentData(), self.reference_folders(), self.manual_keep, self.manual_marks
+        )
+        self.tree.expandAll()
+        self.tree.setUpdatesEnabled(True)
+        self.center.setCurrentWidget(self.tree)
+        self._after_groups_changed()
+
+    def _remember_manual(self) -> None:
+        """Keep the user's own marks when groups are rebuilt (threshold, labels, removals)."""
+        if not self.model.groups or not self.model.user_changed:
+            return
+        from dedup_app.core.marking import mark_group
+
+        for gi, group in enumerate(self.model.groups):
+            by_rule = mark_group(group, self.model.rule, self.model.reference_folders, self.model.references)
+            keep = self.model.keep.get(gi)
+            if keep and keep != by_rule.keep:
+                self.manual_keep.add(keep)
+            for m in group.members:
+                path = m.image.path
+                if (path in self.model.marked) != (path in by_rule.marked) and path != keep:
+                    self.manual_marks[path] = path in self.model.marked
+
+    def _after_groups_changed(self) -> None:
+        if self.model.groups and not self.tree.currentIndex().isValid():
+            self.tree.setCurrentIndex(self.model.index(0, 0))
+        elif not self.model.groups:
+            self.compare.show_pair(None, None)
+        self._update_summary()
+        self._update_enabled()
+        self.groups_changed.emit()
+
+    def _update_summary(self) -> None:
+        groups = self.model.groups
+        images = len(self.finder.result.images) - len(self.removed) if self.finder else 0
+        reclaim = sum(g.reclaimable_bytes for g in groups)
+        counts = self.ctx.labels.counts()
+        labels = counts[DUPLICATE] + counts[NOT_DUPLICATE]
+        model = self.embedder.model_id if self.embedder is not None else "model not loaded yet"
+        self.summary.setText(
+            f"{images:,} images · {len(groups):,} groups · {human_bytes(reclaim)} reclaimable · {model} · "
+            f"labels: {labels} ({counts[DUPLICATE]} duplicate, {counts[NOT_DUPLICATE]} not)"
+        )
+
+    def _update_enabled(self) -> None:
+        busy = self.worker is not None
+        marked = self.model.marked_in_view()
+        self.act_scan.setEnabled(not busy)
+        self.act_cancel.setEnabled(busy)
+        self.act_trash.setEnabled(not busy and bool(marked))
+        self.act_move.setEnabled(not busy and bool(marked))
+        self.act_trash.setText(
+            f"Trash marked ({len(marked)}, {human_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
+        )
+        self.act_undo.setEnabled(not busy and bool(self.undo_stack))
+        self.act_export.setEnabled(bool(self.model.groups))
+
+    def current_member(self) -> tuple[int, GroupMember | None]:
+        return self.model.member(self.tree.currentIndex())
+
+    def toggle_current(self) -> None:
+        gi, member = self.current_member()
+        if member is not None and not self.model.toggle_mark(member.image.path):
+            self.statusBar().showMessage("The kept file and files in reference folders are never marked", 5000)
+
+    def keep_current(self) -> None:
+        gi, member = self.current_member()
+        if member is not None:
+            self.model.set_keep(member.image.path)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if obj is self.tree and event.type() == QEvent.Type.KeyPress:
+            key_event: QKeyEvent = event  # type: ignore[assignment]
+            if key_event.key() == Qt.Key.Key_Space and not key_event.modifiers():
+                self.toggle_current()
+                return True
+        return super().eventFilter(obj, event)
+
+    def _current_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
+        gi, member = self.model.member(current)
+        if gi < 0:
+            self.compare.show_pair(None, None)
+            return
+        group = self.model.groups[gi]
+        keep_path = self.model.keep.get(gi, group.keep.path)
+        kept = next(m for m in group.members if m.image.path == keep_path)
+        others = [m for m in group.members if m.image.path != keep_path]
+        other = member if member is not None and member.image.path != keep_path else (others[0] if others else None)
+        self.compare.show_pair(kept, other)
+        for m in group.members[:8]:  # warm the previews of the group
+            self.loader.get(m.image.path, PREVIEW)
+
+    # -- labels -------------------------------------------------------------------------------------------------
+
+    def label_pair(self, label: str) -> None:
+        a, b = self.compare.a, self.compare.b
+        if a is None or b is None:
+            return
+        self.ctx.labels.set(_labelled(a), _labelled(b), label)
+        self.statusBar().showMessage(
+            f"Labelled {os.path.basename(a.image.path)} and {os.path.basename(b.image.path)} as "
+            f"{label.replace('_', ' ')}",
+            6000,
+        )
+        self._labels_changed(label)
+
+    def label_group(self, label: str) -> None:
+        gi, _ = self.current_member()
+        if gi < 0:
+            return
+        n = self.ctx.labels.set_group([_labelled(m) for m in self.model.groups[gi].members], label)
+        self.statusBar().showMessage(f"Labelled {n} pairs of group {gi + 1} as {label.replace('_', ' ')}", 6000)
+        self._labels_changed(label)
+
+    def _labels_changed(self, label: str) -> None:
+        if label == NOT_DUPLICATE:
+            row = max(0, self.tree.currentIndex().parent().row() if self.tree.currentIndex().parent().isValid()
+                      else self.tree.currentIndex().row())  # fmt: skip
+            self.regroup()
+            if self.model.groups:
+                self.tree.setCurrentIndex(self.model.index(min(row, len(self.model.groups) - 1), 0))
+        self._update_summary()
+
+    # -- actions ------------------------------------------------------------------------------------------------
+
+    def ask(self, title: str, text: str) -> bool:
+        """A yes/no confirmation (tests replace this)."""
+        answer = QMessageBox.question(
+            self, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def trash_marked(self) -> None:
+        paths = self.model.marked_in_view()
+        if not paths:
+            self.statusBar().showMessage("Nothing is marked", 5000)
+            return
+        size = human_bytes(self.model.marked_bytes())
+        if not self.ask(
+            "Move to trash",
+            f"Move {len(paths):,} marked files ({size}) to the trash?\n\nNothing is deleted: you can undo this "
+            "(Ctrl+Z) or restore the files from the system trash.",
+        ):
+            return
+        trash = self.ctx.trash
+        self.run_job("trash", lambda cancel: trash_files(paths, trash, cancel), self._action_done, "Moving to trash")
+
+    def move_marked(self) -> None:
+        paths = self.model.marked_in_view()
+        if not paths:
+            self.statusBar().showMessage("Nothing is marked", 5000)
+            return
+        dest = self.choose_folder("Move the marked files to…", self.ctx.prefs.get(S.MOVE_DESTINATION))
+        if not dest:
+            return
+        size = human_bytes(self.model.marked_bytes())
+        if not self.ask("Move files", f"Move {len(paths):,} marked files ({size}) to {dest}?\n\nYou can undo this."):
+            return
+        self.ctx.prefs.set(S.MOVE_DESTINATION, dest)
+        self.run_job("move", lambda cancel: move_files(paths, dest, cancel), self._action_done, "Moving files")
+
+    def _action_done(self, record: ActionRecord) -> None:
+        if record.moved:
+            self.undo_stack.append(record)
+        self.removed.update(record.sources)
+        self.removed.update(f.path for f in record.failed if not os.path.lexists(f.path))  # gone meanwhile
+        what = "moved to the trash" if record.kind == "trash" else "moved"
+        self.statusBar().showMessage(f"{len(record.moved):,} files {what}. Undo with Ctrl+Z.", 10000)
+        self.regroup()
+        if record.failed:
+            self.show_failures(f"{len(record.failed)} files could not be {what}", record.failed)
+
+    def undo_last(self) -> None:
+        if not self.undo_stack:
+            self.statusBar().showMessage("Nothing to undo", 5000)
+            return
+        record = self.undo_stack.pop()
+        self.run_job("undo", lambda cancel: undo(record), self._undo_done, "Restoring files")
+
+    def _undo_done(self, restored: ActionRecord) -> None:
+        back = {m.destination for m in restored.moved if m.destination}
+        self.removed.difference_update(back)
+        self.statusBar().showMessage(f"{len(back):,} files restored", 10000)
+        self.regroup()
+        if restored.failed:
+            self.show_failures(f"{len(restored.failed)} files could not be restored", restored.failed)
+
+    def export(self) -> None:
+        if self.finder is None or not self.model.groups:
+            return
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export groups", os.path.expanduser("~/duplicates.csv"), "CSV (*.csv);;JSON (*.json)"
+        )
+        if path:
+            self.export_to(path)
+
+    def export_to(self, path: str) -> None:
+        from dedup_app.core.report import write_csv, write_json
+
+        assert self.finder is not None
+        try:
+            if path.lower().endswith(".json"):
+                write_json(path, self.finder.result, self.model.groups, self.threshold)
+            else:
+                write_csv(path, self.model.groups)
+        except OSError as exc:
+            self.show_error("Export failed", f"{path}: {exc}")
+            return
+        self.statusBar().showMessage(f"Exported {len(self.model.groups):,} groups to {path}", 8000)
+
+    # -- errors -------------------------------------------------------------------------------------------------
+
+    def show_errors(self) -> None:
+        ErrorsDialog(self.last_errors, self).exec()
+
+    def show_failures(self, title: str, failures: list[FileError]) -> None:
+        dialog = ErrorsDialog(failures, self)
+        dialog.setWindowTitle(title)
+        dialog.open()
+
+    def show_error(self, title: str, message: str, details: str = "") -> None:
+        """One error dialog, also logged."""
+        log.error("%s: %s\n%s", title, message, details)
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.open()
+
+    # -- closing ------------------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the worker and the loaders, and save the window state. Safe to call twice."""
+        self._scan_when_idle = False
+        if self.worker is not None:
+            self.worker.cancel()  # stops at the next batch; loading the model cannot be interrupted
+            self.worker.wait()
+        self._regroup_pool.waitForDone()
+        self.loader.shutdown()
+        self.compare.shutdown()
+        state = self.ctx.state
+        state.setValue("window/geometry", self.saveGeometry())
+        state.setValue("window/splitter", self.splitter.saveState())
+        state.setValue("window/groups_header", self.tree.header().saveState())
+        state.sync()
+
+
+def _load_embedder(model_path: str | None, device: str) -> Any:
+    """Build the embedder and its network (on the worker thread), then take the loaded modules out of the
+    cycle collector's reach: with torch loaded, each full collection would otherwise freeze every thread, the UI
+    included, for 100-200 ms."""
+    from dedup_app.core.embedder import Embedder, load_checkpoint
+
+    embedder = Embedder(load_checkpoint(model_path), device)
+    _ = embedder.encoder  # build it now, not during the first batch
+    gc.collect()
+    gc.freeze()
+    return embedder
+
+
+def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(
+        ga.kind == gb.kind and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
+        for ga, gb in zip(sorted(a, key=_group_key), sorted(b, key=_group_key), strict=True)
+    )
+
+
+def _group_key(group: DuplicateGroup) -> str:
+    return group.members[0].image.path
+
+
+def _labelled(member: GroupMember) -> LabelledFile:
+    return LabelledFile(member.image.content_hash, member.image.path)

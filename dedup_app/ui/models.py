@@ -1,0 +1,332 @@
+"""The Qt item model of the duplicate groups: groups as top-level rows, their files as children.
+
+Marks live here as plain data (which path is kept per group, which paths are marked for removal); the rules that
+set them come from ``dedup_app.core.marking``. Thumbnails come from an :class:`ImageLoader` and are asked for
+only when a row is painted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QFont, QPixmap
+
+from dedup_app.core.duplicates import DuplicateGroup, GroupMember
+from dedup_app.core.marking import in_folders, mark_group
+from dedup_app.ui.thumbnails import ImageLoader
+
+THUMB = 64
+COLUMNS = ("File", "Similarity", "Size", "Dimensions", "Modified", "Folder")
+HEADER_TIPS = (
+    "File name; groups list the kept file first",
+    "Similarity to the kept file (groups: the lowest in the group)",
+    "File size (groups: the space freed by removing all but the kept file)",
+    "Width x height, upright",
+    "Last modified",
+    "Folder",
+)
+COL_FILE, COL_SIM, COL_SIZE, COL_DIMS, COL_DATE, COL_FOLDER = range(len(COLUMNS))
+
+AnyIndex = QModelIndex | QPersistentModelIndex
+_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (decimal units, as file managers show them)."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} TB"
+
+
+class GroupsModel(QAbstractItemModel):
+    """Groups and their members. Internal ids: 0 for a group row, group index + 1 for its file rows.
+
+    ``marks_changed`` fires when the kept or marked files change (not on every repaint-worthy data change).
+    """
+
+    marks_changed = Signal()
+
+    def __init__(self, loader: ImageLoader, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.loader = loader
+        self.groups: list[DuplicateGroup] = []
+        self.keep: dict[int, str] = {}  # group index -> kept path
+        self.marked: set[str] = set()
+        self.reference_folders: list[str] = []
+        self.rule = "resolution"
+        #: whether the user changed a mark or the kept file since the last set_groups
+        self.user_changed = False
+        #: paths of the shown files that lie in reference folders (computed once per set_groups)
+        self.references: set[str] = set()
+        self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
+        self._rows_of_path: dict[str, QModelIndex] = {}
+        self._placeholder = QPixmap(THUMB, THUMB)
+        self._placeholder.fill(Qt.GlobalColor.transparent)
+        loader.loaded.connect(self._thumbnail_loaded)
+
+    # -- content ------------------------------------------------------------------------------------------------
+
+    def set_groups(
+        self,
+        groups: Sequence[DuplicateGroup],
+        rule: str,
+        reference_folders: Sequence[str],
+        manual_keep: set[str] | None = None,
+        manual_marks: dict[str, bool] | None = None,
+    ) -> None:
+        """Show ``groups`` marked by ``rule``, then re-apply the user's own choices where they still fit."""
+        self.beginResetModel()
+        self.groups = list(groups)
+        self.rule, self.reference_folders = rule, list(reference_folders)
+        self.references = {
+            m.image.path for g in self.groups for m in g.members if in_folders(m.image.path, self.reference_folders)
+        }
+        self._apply_marks(manual_keep or set(), manual_marks or {})
+        self.user_changed = False
+        self._sort_groups()
+        self.endResetModel()
+        self._index_paths()
+        self.marks_changed.emit()
+
+    def _apply_marks(self, manual_keep: set[str], manual_marks: dict[str, bool]) -> None:
+        self.keep.clear()
+        self.marked = set()
+        for gi, group in enumerate(self.groups):
+            marks = mark_group(group, self.rule, self.reference_folders, self.references)
+            keep = next((m.image.path for m in group.members if m.image.path in manual_keep), marks.keep)
+            self.keep[gi] = keep
+            for m in group.members:
+                path = m.image.path
+                if path == keep or self.is_reference(path):
+                    continue
+                if manual_marks.get(path, path in marks.marked):
+                    self.marked.add(path)
+
+    def is_reference(self, path: str) -> bool:
+        return path in self.references
+
+    def set_rule(self, rule: str) -> None:
+        """Re-mark every group with ``rule`` (manual choices are dropped: the user asked for the rule)."""
+        self.set_groups(self.groups, rule, self.reference_folders)
+
+    def member(self, index: AnyIndex) -> tuple[int, GroupMember | None]:
+        """(group index, member or None for a group row) of an index."""
+        if not index.isValid():
+            return -1, None
+        parent_id = index.internalId()
+        if parent_id == 0:
+            return index.row(), None
+        gi = parent_id - 1
+        return gi, self.groups[gi].members[index.row()]
+
+    def group_index(self, gi: int) -> QModelIndex:
+        return self.index(gi, 0)
+
+    def toggle_mark(self, path: str) -> bool:
+        """Flip the removal mark of a file (the kept file and reference files cannot be marked)."""
+        gi = self._group_of(path)
+        if gi is None or self.keep.get(gi) == path or self.is_reference(path):
+            return False
+        if path in self.marked:
+            self.marked.discard(path)
+        else:
+            self.marked.add(path)
+        self.user_changed = True
+        self._changed(path)
+        self.marks_changed.emit()
+        return True
+
+    def set_keep(self, path: str) -> None:
+        """Keep ``path`` in its group: it is unmarked, and the previously kept file is marked instead."""
+        gi = self._group_of(path)
+        if gi is None:
+            return
+        old = self.keep.get(gi)
+        self.keep[gi] = path
+        self.user_changed = True
+        self.marked.discard(path)
+        if old and old != path and not self.is_reference(old):
+            self.marked.add(old)
+        for p in (path, old):
+            if p:
+                self._changed(p)
+        self.marks_changed.emit()
+
+    def marked_in_view(self) -> list[str]:
+        """Marked files of the groups shown, in display order."""
+        return [m.image.path for g in self.groups for m in g.members if m.image.path in self.marked]
+
+    def marked_bytes(self) -> int:
+        return sum(m.image.size for g in self.groups for m in g.members if m.image.path in self.marked)
+
+    def _group_of(self, path: str) -> int | None:
+        idx = self._rows_of_path.get(path)
+        return idx.internalId() - 1 if idx is not None else None
+
+    def _index_paths(self) -> None:
+        self._rows_of_path = {
+            m.image.path: self.createIndex(r, 0, gi + 1)
+            for gi, g in enumerate(self.groups)
+            for r, m in enumerate(g.members)
+        }
+
+    def _changed(self, path: str) -> None:
+        idx = self._rows_of_path.get(path)
+        if idx is not None:
+            self.dataChanged.emit(idx, idx.siblingAtColumn(len(COLUMNS) - 1))
+            self.dataChanged.emit(idx.parent(), idx.parent())
+
+    def _thumbnail_loaded(self, path: str, size: int) -> None:
+        if size == THUMB and path in self._rows_of_path:
+            idx = self._rows_of_path[path]
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+            gi = idx.internalId() - 1
+            if self.keep.get(gi) == path:
+                group_idx = self.index(gi, 0)
+                self.dataChanged.emit(group_idx, group_idx, [Qt.ItemDataRole.DecorationRole])
+
+    # -- QAbstractItemModel -------------------------------------------------------------------------------------
+
+    def index(self, row: int, column: int, parent: AnyIndex = QModelIndex()) -> QModelIndex:  # noqa: B008
+        # bounds checked here rather than with hasIndex(), which calls back into Python twice per index
+        if row < 0 or not 0 <= column < len(COLUMNS):
+            return QModelIndex()
+        if not parent.isValid():
+            return self.createIndex(row, column, 0) if row < len(self.groups) else QModelIndex()
+        if parent.internalId() != 0 or parent.row() >= len(self.groups):
+            return QModelIndex()
+        if row >= len(self.groups[parent.row()].members):
+            return QModelIndex()
+        return self.createIndex(row, column, parent.row() + 1)
+
+    def parent(self, index: AnyIndex = QModelIndex()) -> QModelIndex:  # type: ignore[override]  # noqa: B008
+        if not index.isValid() or index.internalId() == 0:
+            return QModelIndex()
+        return self.createIndex(index.internalId() - 1, 0, 0)
+
+    def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008,N802
+        if not parent.isValid():
+            return len(self.groups)
+        if parent.internalId() == 0 and parent.column() == 0:
+            return len(self.groups[parent.row()].members)
+        return 0
+
+    def columnCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008,N802
+        return len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
+            return HEADER_TIPS[section]
+        return None
+
+    def flags(self, index: AnyIndex) -> Qt.ItemFlag:
+        if index.column() != COL_FILE or index.internalId() == 0:
+            return _FLAGS
+        gi, member = self.member(index)
+        if member is not None and self.keep.get(gi) != member.image.path and not self.is_reference(member.image.path):
+            return _FLAGS_CHECKABLE
+        return _FLAGS
+
+    def data(self, index: AnyIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        gi, member = self.member(index)
+        if gi < 0:
+            return None
+        col = index.column()
+        if member is None:
+            return self._group_data(gi, col, role)
+        image = member.image
+        path = image.path
+        kept = self.keep.get(gi) == path
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_FILE:
+                name = os.path.basename(path)
+                if kept:
+                    return f"{name}  (keep)"
+                return f"{name}  (reference)" if self.is_reference(path) else name
+            if col == COL_SIM:
+                return "1.000" if member.similarity >= 0.9995 else f"{member.similarity:.3f}"
+            if col == COL_SIZE:
+                return human_bytes(image.size)
+            if col == COL_DIMS:
+                return f"{image.info.width} x {image.info.height}"
+            if col == COL_DATE:
+                return dt.datetime.fromtimestamp(image.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
+            if col == COL_FOLDER:
+                return os.path.dirname(path)
+        elif role == Qt.ItemDataRole.CheckStateRole and col == COL_FILE and not kept and not self.is_reference(path):
+            return Qt.CheckState.Checked if path in self.marked else Qt.CheckState.Unchecked
+        elif role == Qt.ItemDataRole.DecorationRole and col == COL_FILE:
+            return self.loader.get(path, THUMB) or self._placeholder
+        elif role == Qt.ItemDataRole.FontRole and kept:
+            font = QFont()
+            font.setBold(True)
+            return font
+        elif role == Qt.ItemDataRole.ToolTipRole:
+            return f"{path}\n{'kept' if kept else 'marked for removal' if path in self.marked else 'not marked'}"
+        elif role == Qt.ItemDataRole.UserRole:
+            return path
+        return None
+
+    def _group_data(self, gi: int, col: int, role: int) -> Any:
+        group = self.groups[gi]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_FILE:
+                kind = "exact copies" if group.kind == "exact" else "near-duplicates"
+                return f"Group {gi + 1}: {len(group.members)} {kind}"
+            if col == COL_SIM:
+                return f"{group.min_similarity:.3f}"
+            if col == COL_SIZE:
+                return human_bytes(group.reclaimable_bytes)
+            if col == COL_FOLDER:
+                return os.path.commonpath([m.image.path for m in group.members]) if len(group.members) else ""
+        elif role == Qt.ItemDataRole.DecorationRole and col == COL_FILE:
+            return self.loader.get(self.keep.get(gi, group.keep.path), THUMB) or self._placeholder
+        elif role == Qt.ItemDataRole.FontRole:
+            font = QFont()
+            font.setBold(True)
+            return font
+        elif role == Qt.ItemDataRole.ToolTipRole:
+            return (
+                f"{len(group.members)} files; removing all but the kept one frees "
+                f"{human_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
+                f"{group.min_similarity:.3f}"
+            )
+        return None
+
+    def setData(self, index: AnyIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:  # noqa: N802
+        gi, member = self.member(index)
+        if member is None or role != Qt.ItemDataRole.CheckStateRole:
+            return False
+        want = Qt.CheckState(value) == Qt.CheckState.Checked if not isinstance(value, bool) else value
+        if (member.image.path in self.marked) != want:
+            return self.toggle_mark(member.image.path)
+        return True
+
+    def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        self._sort = (column, order)
+        self.layoutAboutToBeChanged.emit()
+        self._sort_groups()
+        self.layoutChanged.emit()
+        self._index_paths()
+
+    def _sort_groups(self) -> None:
+        column, order = self._sort
+        keys = {
+            COL_FILE: lambda g: len(g.members),
+            COL_SIM: lambda g: g.min_similarity,
+            COL_SIZE: lambda g: g.reclaimable_bytes,
+        }
+        key = keys.get(column, lambda g: g.keep.path)
+        paired = list(zip(self.groups, [self.keep.get(i) for i in range(len(self.groups))], strict=True))
+        paired.sort(key=lambda p: key(p[0]), reverse=order == Qt.SortOrder.DescendingOrder)
+        self.groups = [p[0] for p in paired]
+        self.keep = {i: p[1] for i, p in enumerate(paired) if p[1] is not None}

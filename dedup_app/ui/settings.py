@@ -1,0 +1,84 @@
+"""Typed settings, each declared once with its type and default (the Picard habit).
+
+Preferences (what the user chose: threshold, rule, reference folders, recent folders) and window state (geometry,
+splitters, column widths) are stored apart, so resetting the layout never loses a preference. Both are QSettings;
+tests pass INI files in a temporary folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from PySide6.QtCore import QSettings
+
+T = TypeVar("T")
+
+SETTINGS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Pref(Generic[T]):
+    """One preference: its key in the settings file, its type and its default."""
+
+    key: str
+    kind: type
+    default: T
+
+
+#: Similarity threshold for near-duplicates; 0 means "the model's calibrated threshold".
+THRESHOLD: Pref[float] = Pref("duplicates/threshold", float, 0.0)
+RULE: Pref[str] = Pref("duplicates/automark_rule", str, "resolution")
+REFERENCE_FOLDERS: Pref[list[str]] = Pref("sources/reference_folders", list, [])
+SOURCES: Pref[list[str]] = Pref("sources/folders", list, [])
+RECENT_FOLDERS: Pref[list[str]] = Pref("sources/recent", list, [])
+MOVE_DESTINATION: Pref[str] = Pref("actions/move_destination", str, "")
+DEVICE: Pref[str] = Pref("engine/device", str, "auto")
+
+MAX_RECENT = 10
+
+
+class Preferences:
+    """Read and write :class:`Pref` values, converting what QSettings hands back to the declared type."""
+
+    def __init__(self, store: QSettings) -> None:
+        self.store = store
+        if self.store.value("meta/version") is None:
+            self.store.setValue("meta/version", SETTINGS_VERSION)
+
+    def get(self, pref: Pref[T]) -> T:
+        raw: Any = self.store.value(pref.key, None)
+        if raw is None:
+            return _copy(pref.default)
+        try:
+            if pref.kind is list:
+                if isinstance(raw, str):  # INI files give back a one-element list as a plain string
+                    return [raw] if raw else []  # type: ignore[return-value]
+                return [str(v) for v in raw]  # type: ignore[return-value]
+            if pref.kind is bool:
+                return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")  # type: ignore[return-value]
+            return pref.kind(raw)  # type: ignore[no-any-return]
+        except (TypeError, ValueError):
+            return _copy(pref.default)
+
+    def set(self, pref: Pref[T], value: T) -> None:
+        self.store.setValue(pref.key, list(value) if isinstance(value, list) else value)  # type: ignore[arg-type]
+        self.store.sync()
+
+    def add_recent(self, folder: str) -> list[str]:
+        """Put ``folder`` first in the recent folders (no repeats, at most ``MAX_RECENT``)."""
+        recent = [folder] + [f for f in self.get(RECENT_FOLDERS) if f != folder]
+        recent = recent[:MAX_RECENT]
+        self.set(RECENT_FOLDERS, recent)
+        return recent
+
+
+def _copy(value: T) -> T:
+    return list(value) if isinstance(value, list) else value  # type: ignore[return-value]
+
+
+def default_stores() -> tuple[QSettings, QSettings]:
+    """The user's preferences and window state, in the platform's native settings location."""
+    prefs = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "dedup-app", "preferences")
+    state = QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "dedup-app", "window-state")
+    return prefs, state

@@ -1,0 +1,112 @@
+"""Images for the views, decoded off the UI thread and cached.
+
+``ImageLoader.get(path, size)`` returns a cached ``QPixmap`` at once or ``None``; in the second case it queues the
+decode on a thread pool (JPEG DCT scaling makes thumbnails of large photos cheap) and emits ``loaded(path, size)``
+when the picture is ready. Views repaint on that signal, so scrolling never waits for a decode. Failed files are
+remembered with their reason and not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtGui import QImage, QPixmap
+
+log = logging.getLogger(__name__)
+
+
+class _Bridge(QObject):
+    done = Signal(str, int, QImage, str)  # path, size, image, error
+
+
+class _Decode(QRunnable):
+    def __init__(self, path: str, size: int, bridge: _Bridge) -> None:
+        super().__init__()
+        self.path, self.size, self.bridge = path, size, bridge
+
+    def run(self) -> None:  # on a pool thread: QImage (not QPixmap) is safe here
+        from dedup_app.core.imageio import ImageLoadError, decode, read_bytes
+
+        try:
+            img, _info = decode(read_bytes(self.path), target=self.size)
+            img.thumbnail((self.size, self.size))
+            data = img.tobytes()
+            qimg = QImage(data, img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888).copy()
+            self.bridge.done.emit(self.path, self.size, qimg, "")
+        except ImageLoadError as exc:
+            self.bridge.done.emit(self.path, self.size, QImage(), str(exc))
+        except Exception as exc:  # never let a pool thread die silently
+            log.exception("loading %s failed", self.path)
+            self.bridge.done.emit(self.path, self.size, QImage(), f"unexpected error: {exc}")
+
+
+class ImageLoader(QObject):
+    """Asynchronous, cached image loading for thumbnails (small) and previews (large)."""
+
+    loaded = Signal(str, int)  # path, size
+    failed = Signal(str, int, str)  # path, size, reason
+
+    def __init__(self, max_items: int = 2000, threads: int = 2, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(threads)
+        self._bridge = _Bridge()
+        self._bridge.done.connect(self._on_done)
+        self._cache: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()
+        self._images: dict[tuple[str, int], QImage] = {}
+        self._pending: set[tuple[str, int]] = set()
+        self._errors: dict[str, str] = {}
+        self.max_items = max_items
+
+    def get(self, path: str, size: int) -> QPixmap | None:
+        """The pixmap if cached; otherwise ``None`` and a decode is queued (once)."""
+        key = (path, size)
+        pix = self._cache.get(key)
+        if pix is not None:
+            self._cache.move_to_end(key)
+            return pix
+        if key not in self._pending and path not in self._errors:
+            self._pending.add(key)
+            self.pool.start(_Decode(path, size, self._bridge))
+        return None
+
+    def image(self, path: str, size: int) -> QImage | None:
+        """The decoded QImage behind a cached pixmap (for pixel work such as the difference overlay)."""
+        return self._images.get((path, size))
+
+    def error(self, path: str) -> str | None:
+        """Why ``path`` could not be shown, if it failed."""
+        return self._errors.get(path)
+
+    @property
+    def busy(self) -> bool:
+        """Whether decodes are queued or running."""
+        return bool(self._pending)
+
+    def clear(self) -> None:
+        """Drop every cached picture (after files were removed or the scan changed)."""
+        self._cache.clear()
+        self._images.clear()
+        self._errors.clear()
+
+    def shutdown(self) -> None:
+        """Drop queued decodes and wait for running ones (at exit)."""
+        self.pool.clear()
+        self.pool.waitForDone(5000)
+
+    def _on_done(self, path: str, size: int, image: QImage, error: str) -> None:
+        key = (path, size)
+        self._pending.discard(key)
+        if error:
+            self._errors[path] = error
+            self.failed.emit(path, size, error)
+            return
+        self._cache[key] = QPixmap.fromImage(image)
+        if size > 256:
+            self._images[key] = image
+        while len(self._cache) > self.max_items:
+            old, _ = self._cache.popitem(last=False)
+            self._images.pop(old, None)
+        self.loaded.emit(path, size)
