@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from dedup_app import __version__
+from dedup_app.core.units import format_bytes, format_duration
 
 log = logging.getLogger("dedup_app")
 
@@ -48,6 +49,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --cache and --device: shared by every command that embeds images."""
+    parser.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the shipped model)")
+    parser.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="embedding cache database (default: in the user data folder); ':memory:' for none",
+    )
+    parser.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``dedup-app`` command."""
     parser = argparse.ArgumentParser(
@@ -65,9 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gui.add_argument("paths", nargs="*", metavar="PATH", help="folders or image files to scan")
     gui.add_argument("--screenshot", metavar="FILE.png", help="scan, show the results, save the window, exit")
-    gui.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the shipped model)")
-    gui.add_argument("--cache", metavar="FILE", help="embedding cache database (default: in the user data folder)")
-    gui.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+    _add_engine_options(gui)
 
     scan = sub.add_parser(
         "scan",
@@ -84,13 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="similarity (0-1] at which two images count as near-duplicates; higher is stricter "
         "(default: the model's calibrated threshold)",
     )
-    scan.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the shipped model)")
-    scan.add_argument(
-        "--cache",
-        metavar="FILE",
-        help="embedding cache database (default: in the user data folder); ':memory:' for none",
-    )
-    scan.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+    _add_engine_options(scan)
     scan.add_argument("--json", metavar="FILE", help="write the full report as JSON ('-' for stdout)")
     scan.add_argument("--csv", metavar="FILE", help="write one row per grouped file as CSV ('-' for stdout)")
     scan.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="images per model batch")
@@ -99,26 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
     return parser
-
-
-def format_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (decimal units, as file managers show them)."""
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def format_duration(seconds: float) -> str:
-    """75 -> '1m 15s'."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 class _ProgressBar:

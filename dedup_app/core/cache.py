@@ -22,6 +22,7 @@ import numpy as np
 
 from dedup_app.core.files import FileEntry
 from dedup_app.core.imageio import ImageInfo
+from dedup_app.core.resources import user_data_file
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model_id);
 
 def default_cache_path() -> Path:
     """``<user data dir>/dedup-app/cache.sqlite3`` (platformdirs)."""
-    from platformdirs import user_data_path
-
-    return user_data_path("dedup-app", appauthor=False) / "cache.sqlite3"
+    return user_data_file("cache.sqlite3")
 
 
 @dataclass(frozen=True)

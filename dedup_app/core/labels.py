@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
+from dedup_app.core.resources import user_data_file
+
 DUPLICATE = "duplicate"
 NOT_DUPLICATE = "not_duplicate"
 LABELS = (DUPLICATE, NOT_DUPLICATE)
@@ -36,9 +38,7 @@ CREATE TABLE IF NOT EXISTS labels (
 
 def default_labels_path() -> Path:
     """``<user data dir>/dedup-app/labels.sqlite3`` (platformdirs)."""
-    from platformdirs import user_data_path
-
-    return user_data_path("dedup-app", appauthor=False) / "labels.sqlite3"
+    return user_data_file("labels.sqlite3")
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ def resource_path(*parts: str) -> Path:
     return path
 
 
+def user_data_file(name: str) -> Path:
+    """A file in the user's data folder for dedup-app (platformdirs), e.g. ``~/.local/share/dedup-app/<name>``."""
+    from platformdirs import user_data_path
+
+    return user_data_path("dedup-app", appauthor=False) / name
+
+
 def default_model_path() -> Path:
     """The shipped default model checkpoint."""
     return resource_path("models", DEFAULT_MODEL_NAME)

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 )
 
 from dedup_app.core.duplicates import GroupMember
-from dedup_app.ui.models import human_bytes
+from dedup_app.core.units import format_bytes
 from dedup_app.ui.thumbnails import ImageLoader
 
 PREVIEW = 1600  # longest side of the pictures shown in the compare view
@@ -292,7 +292,7 @@ def _fill_info(form: QFormLayout, member: GroupMember | None) -> None:
         ("Name", name),
         ("Folder", folder),
         ("Dimensions", QLabel(f"{info.width} x {info.height} ({info.format})")),
-        ("File size", QLabel(human_bytes(image.size))),
+        ("File size", QLabel(format_bytes(image.size))),
         ("Modified", QLabel(modified)),
         ("Taken", QLabel(info.exif_datetime or "—")),
         ("Camera", QLabel(info.camera or "—")),

@@ -49,9 +49,10 @@ from dedup_app.core.files import FileError
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
 from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Progress
+from dedup_app.core.units import format_bytes, format_duration
 from dedup_app.ui import settings as S
 from dedup_app.ui.compare import PREVIEW, CompareWidget
-from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel, human_bytes
+from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel
 from dedup_app.ui.thumbnails import ImageLoader
 from dedup_app.ui.worker import Job, Worker
 
@@ -139,7 +140,7 @@ class ProgressPanel(QWidget):
             self.bar.setValue(report.done)
             text = f"{report.stage}: {report.done:,} / {report.total:,}"
             if self._rate and report.done < report.total:
-                text += f", {_eta((report.total - report.done) / self._rate)} left"
+                text += f", {format_duration((report.total - report.done) / self._rate)} left"
         else:
             self.bar.setRange(0, 0)
             text = f"{report.stage}: {report.done:,}" + (f" ({report.message})" if report.message else "")
@@ -147,14 +148,6 @@ class ProgressPanel(QWidget):
 
     def finish(self) -> None:
         self.hide()
-
-
-def _eta(seconds: float) -> str:
-    if seconds < 60:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 class _RegroupBridge(QObject):
@@ -684,7 +677,7 @@ class MainWindow(QMainWindow):
         labels = counts[DUPLICATE] + counts[NOT_DUPLICATE]
         model = self.embedder.model_id if self.embedder is not None else "model not loaded yet"
         self.summary.setText(
-            f"{images:,} images · {len(groups):,} groups · {human_bytes(reclaim)} reclaimable · {model} · "
+            f"{images:,} images · {len(groups):,} groups · {format_bytes(reclaim)} reclaimable · {model} · "
             f"labels: {labels} ({counts[DUPLICATE]} duplicate, {counts[NOT_DUPLICATE]} not)"
         )
 
@@ -696,7 +689,7 @@ class MainWindow(QMainWindow):
         self.act_trash.setEnabled(not busy and bool(marked))
         self.act_move.setEnabled(not busy and bool(marked))
         self.act_trash.setText(
-            f"Trash marked ({len(marked)}, {human_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
+            f"Trash marked ({len(marked)}, {format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
         self.act_undo.setEnabled(not busy and bool(self.undo_stack))
         self.act_export.setEnabled(bool(self.model.groups))
@@ -781,7 +774,7 @@ class MainWindow(QMainWindow):
         if not paths:
             self.statusBar().showMessage("Nothing is marked", 5000)
             return
-        size = human_bytes(self.model.marked_bytes())
+        size = format_bytes(self.model.marked_bytes())
         if not self.ask(
             "Move to trash",
             f"Move {len(paths):,} marked files ({size}) to the trash?\n\nNothing is deleted: you can undo this "
@@ -799,7 +792,7 @@ class MainWindow(QMainWindow):
         dest = self.choose_folder("Move the marked files to…", self.ctx.prefs.get(S.MOVE_DESTINATION))
         if not dest:
             return
-        size = human_bytes(self.model.marked_bytes())
+        size = format_bytes(self.model.marked_bytes())
         if not self.ask("Move files", f"Move {len(paths):,} marked files ({size}) to {dest}?\n\nYou can undo this."):
             return
         self.ctx.prefs.set(S.MOVE_DESTINATION, dest)

@@ -17,6 +17,7 @@ from PySide6.QtGui import QFont, QPixmap
 
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import in_folders, mark_group
+from dedup_app.core.units import format_bytes
 from dedup_app.ui.thumbnails import ImageLoader
 
 THUMB = 64
@@ -34,15 +35,6 @@ COL_FILE, COL_SIM, COL_SIZE, COL_DIMS, COL_DATE, COL_FOLDER = range(len(COLUMNS)
 AnyIndex = QModelIndex | QPersistentModelIndex
 _FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
-
-
-def human_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (decimal units, as file managers show them)."""
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if abs(n) < 1000:
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n:,.1f} TB"
 
 
 class GroupsModel(QAbstractItemModel):
@@ -255,7 +247,7 @@ class GroupsModel(QAbstractItemModel):
             if col == COL_SIM:
                 return "1.000" if member.similarity >= 0.9995 else f"{member.similarity:.3f}"
             if col == COL_SIZE:
-                return human_bytes(image.size)
+                return format_bytes(image.size)
             if col == COL_DIMS:
                 return f"{image.info.width} x {image.info.height}"
             if col == COL_DATE:
@@ -285,7 +277,7 @@ class GroupsModel(QAbstractItemModel):
             if col == COL_SIM:
                 return f"{group.min_similarity:.3f}"
             if col == COL_SIZE:
-                return human_bytes(group.reclaimable_bytes)
+                return format_bytes(group.reclaimable_bytes)
             if col == COL_FOLDER:
                 return os.path.commonpath([m.image.path for m in group.members]) if len(group.members) else ""
         elif role == Qt.ItemDataRole.DecorationRole and col == COL_FILE:
@@ -297,7 +289,7 @@ class GroupsModel(QAbstractItemModel):
         elif role == Qt.ItemDataRole.ToolTipRole:
             return (
                 f"{len(group.members)} files; removing all but the kept one frees "
-                f"{human_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
+                f"{format_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
                 f"{group.min_similarity:.3f}"
             )
         return None

@@ -1,9 +1,10 @@
 """One generic worker that runs a core generator on its own thread.
 
 The job is a callable taking a :class:`CancelToken` and returning a progress generator (see
-``dedup_app.core.progress``). Reports, the result, cancellation and errors come back as signals, which Qt queues
-to the receiver's (UI) thread: the worker never touches a widget. Errors are never swallowed: ``failed`` carries
-the message and the traceback, and the window shows them in one dialog and the log.
+``dedup_app.core.progress``). Progress reports come back through a signal, which Qt queues to the receiver's (UI)
+thread; when the thread has ended (``finished``), ``outcome`` says how, with the result or the error and its
+traceback. The worker never touches a widget, and errors are never swallowed: the window shows them in one dialog
+and the log.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ class Worker(QThread):
     """Runs ``job(cancel_token)`` to completion on a thread; ``cancel()`` stops it at its next progress point."""
 
     progress = Signal(object)  # Progress
-    succeeded = Signal(object)  # the generator's return value
-    failed = Signal(str, str)  # message, traceback
-    cancelled = Signal()
 
     def __init__(self, job: Job, name: str = "job", min_interval: float = 0.05) -> None:
         super().__init__()
@@ -56,7 +54,6 @@ class Worker(QThread):
                     report = next(gen)
                 except StopIteration as stop:
                     self.outcome, self.result = "succeeded", stop.value
-                    self.succeeded.emit(stop.value)
                     return
                 now = time.monotonic()
                 if now - last_time >= self.min_interval or report.stage != last_stage or report.done == report.total:
@@ -64,8 +61,6 @@ class Worker(QThread):
                     last_time, last_stage = now, report.stage
         except Cancelled:
             self.outcome = "cancelled"
-            self.cancelled.emit()
         except Exception as exc:
             log.exception("%s failed", self.name)
             self.outcome, self.error = "failed", (f"{type(exc).__name__}: {exc}", traceback.format_exc())
-            self.failed.emit(*self.error)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dedup_app.cli import format_bytes, format_duration, main
+from dedup_app.cli import main
+from dedup_app.core.units import format_bytes, format_duration
 from tests.conftest import noise_image, photo
 
 
