@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from dedup_app import __version__
 from dedup_app.core.labels import LabelStore
+from dedup_app.core.resources import resource_path
 from dedup_app.ui import settings as S
 from dedup_app.ui.main_window import AppContext, MainWindow
 
@@ -76,6 +78,19 @@ def take_screenshot_when_ready(window: MainWindow, path: str, app: QApplication,
     window.job_finished.connect(lambda name: app.quit() if name == "scan" and window.finder is None else None)
 
 
+def app_icon() -> QIcon:
+    """The application icon at every size shipped in resources/icons (an empty icon if they are missing)."""
+    icon = QIcon()
+    try:
+        folder = resource_path("icons", "hicolor")
+    except FileNotFoundError:
+        log.warning("icons not found; the window has no icon")
+        return icon
+    for png in sorted(folder.glob("*/apps/dedup-app.png")):
+        icon.addFile(str(png))
+    return icon
+
+
 def run_gui(
     paths: Sequence[str] = (),
     screenshot: str | None = None,
@@ -89,6 +104,8 @@ def run_gui(
     app.setApplicationName("dedup-app")
     app.setOrganizationName("dedup-app")
     app.setApplicationVersion(__version__)
+    app.setWindowIcon(app_icon())
+    app.setDesktopFileName("org.dedupapp.DedupApp")
     if screenshot:
         # a screenshot must not depend on (or change) the user's saved folders and layout
         tmp = tempfile.mkdtemp(prefix="dedup-shot-")

@@ -1,0 +1,98 @@
+"""Packaging: the wheel carries the resources, the desktop files are valid, the bundle builds and scans (slow)."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dedup_app.core import resources
+from tests.conftest import REPO, photo
+
+LINUX = REPO / "packaging" / "linux"
+APP_ID = "org.dedupapp.DedupApp"
+
+
+def test_resources_are_found_from_source_and_from_a_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resources.default_model_path().is_file()
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    assert resources.resources_dir() == tmp_path / "resources"
+    with pytest.raises(FileNotFoundError, match="resource not found"):
+        resources.default_model_path()
+
+
+def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    wheel = next(tmp_path.glob("dedup_app-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "dedup_app/_resources/models/dedup-default-v1.pt" in names
+    assert "dedup_app/_resources/models/dedup-default-v1.md" in names
+    assert "dedup_app/_resources/icons/hicolor/256x256/apps/dedup-app.png" in names
+    assert "dedup_app/ui/main_window.py" in names and "dedup_app/cli.py" in names
+    assert not any(n.startswith("tests/") for n in names)
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "dedup-app = dedup_app.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_desktop_entry_and_appstream_metadata() -> None:
+    desktop = configparser.ConfigParser(interpolation=None, strict=True)
+    desktop.optionxform = str  # type: ignore[assignment,method-assign]
+    desktop.read(LINUX / f"{APP_ID}.desktop")
+    entry = desktop["Desktop Entry"]
+    assert entry["Type"] == "Application" and entry["Exec"].startswith("dedup-app gui")
+    assert entry["Categories"].endswith(";") and "Graphics" in entry["Categories"]
+    icon = REPO / "resources" / "icons" / "hicolor" / "256x256" / "apps" / f"{entry['Icon']}.png"
+    assert icon.is_file()
+    for size in (16, 32, 48, 64, 128, 256):
+        assert (REPO / "resources" / "icons" / "hicolor" / f"{size}x{size}" / "apps" / "dedup-app.png").is_file()
+    meta = ET.parse(LINUX / f"{APP_ID}.metainfo.xml").getroot()
+    assert meta.findtext("id") == APP_ID
+    assert meta.find("launchable").text == f"{APP_ID}.desktop"  # type: ignore[union-attr]
+    from dedup_app import __version__
+
+    assert meta.find("releases/release").get("version") == __version__  # type: ignore[union-attr]
+    if shutil.which("appstreamcli"):
+        check = subprocess.run(
+            ["appstreamcli", "validate", "--no-net", str(LINUX / f"{APP_ID}.metainfo.xml")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.slow
+def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
+    pytest.importorskip("PyInstaller")
+    build = subprocess.run(
+        [sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+         "--distpath", str(tmp_path / "dist"), "--workpath", str(tmp_path / "build"),
+         str(REPO / "packaging" / "dedup-app.spec")],
+        capture_output=True, text=True, timeout=3600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-4000:]
+    exe = tmp_path / "dist" / "dedup-app" / "dedup-app"
+    assert subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120).returncode == 0
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    img = photo(shared_data, "kodim23.png")
+    img.save(folder / "a.jpg", quality=92)
+    img.resize((384, 256)).save(folder / "a_small.jpg", quality=80)
+    photo(shared_data, "kodim08.png").save(folder / "b.jpg", quality=90)
+    out_json = tmp_path / "r.json"
+    run = subprocess.run(
+        [exe, "scan", str(folder), "--cache", ":memory:", "--json", str(out_json), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # not the source tree: resources from the bundle
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    assert [sorted(Path(f["path"]).name for f in g["files"]) for g in report["groups"]] == [["a.jpg", "a_small.jpg"]]
