@@ -7,6 +7,7 @@ Usage::
     dedup-app gui [PATH ...] [--screenshot FILE.png]
     dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
                    [--json FILE] [--csv FILE]
+    dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model FILE] [--device D]
 """
 
 from __future__ import annotations
@@ -102,7 +103,87 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--show", type=int, default=20, metavar="N", help="groups to list on stdout (default 20)")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
+    change = sub.add_parser(
+        "change",
+        help="map what changed between two images or two folders of tiles",
+        description="Compare BEFORE with AFTER (two images, or two folders whose tiles are paired by their path "
+        "inside each folder) and write a mask, an overlay, a heatmap, a GeoJSON of the changed regions (and a "
+        "GeoTIFF mask for georeferenced input) per pair, plus summary.json and summary.csv.",
+    )
+    change.add_argument("before", metavar="BEFORE", help="image or folder (band files may be joined by commas)")
+    change.add_argument("after", metavar="AFTER", help="image or folder of the later date")
+    change.add_argument("--out", required=True, metavar="DIR", help="folder for the outputs (created)")
+    change.add_argument(
+        "--threshold", type=_threshold, default=None, metavar="T",
+        help="change probability (0-1] above which a pixel counts as changed (default: automatic, the model's "
+        "calibrated threshold)",
+    )  # fmt: skip
+    change.add_argument(
+        "--min-area", type=_positive_int, default=64, metavar="PX",
+        help="smallest changed region kept, in pixels (default 64)",
+    )  # fmt: skip
+    change.add_argument("--model", metavar="FILE", help="a trained change-head file (default: training-free)")
+    change.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+    change.add_argument("--bands", metavar="R,G,B", help="bands of multiband rasters to show as RGB, 1-based")
+    change.add_argument(
+        "--method", choices=("features", "pixels"), default="features",
+        help="features: the encoder's feature differences (default); pixels: change-vector analysis, for coarse "
+        "land-cover imagery",
+    )  # fmt: skip
+    change.add_argument("--no-progress", action="store_true", help="no progress on stderr")
     return parser
+
+
+def _bands(text: str | None, parser: argparse.ArgumentParser) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        bands = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        parser.error(f"--bands: expected numbers like 3,2,1, got {text!r}")
+    if not 1 <= len(bands) <= 3 or min(bands) < 1:
+        parser.error(f"--bands: one to three band numbers from 1, got {text!r}")
+    return bands
+
+
+def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``change`` command."""
+    bands = _bands(args.bands, parser)
+    from dedup_app.core.change.detect import ChangeDetector, load_change_head
+    from dedup_app.core.change.pipeline import ChangeInputError, ChangeOptions, pair_inputs, run_change
+    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.progress import drive
+
+    try:
+        pairs = pair_inputs(args.before, args.after)
+    except ChangeInputError as exc:
+        parser.error(str(exc))
+    try:
+        head = load_change_head(args.model) if args.model else None
+        detector = ChangeDetector(Embedder(load_checkpoint(), args.device), head, args.method)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dedup-app: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    options = ChangeOptions(args.threshold, args.min_area, bands)
+    progress = _ProgressBar(enabled=not args.no_progress)
+    try:
+        summaries = drive(run_change(args.before, args.after, args.out, detector, options), progress)
+    except KeyboardInterrupt:
+        print("Cancelled; the pairs finished so far are written.", file=sys.stderr)
+        return EXIT_CANCELLED
+    finally:
+        progress.close()
+    failed = [s for s in summaries if s.get("error")]
+    print(f"Compared {len(pairs) - len(failed):,} of {len(pairs):,} pairs with {detector.model_name}; "
+          f"outputs in {args.out}")  # fmt: skip
+    for s in summaries:
+        if s.get("error"):
+            print(f"  {s['name']}: could not compare: {s['error']}")
+        else:
+            area = f", {s['changed_m2']:,.0f} m2" if s.get("changed_m2") is not None else ""
+            print(f"  {s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions{area}, "
+                  f"shift {s['shift_x_px']:+.1f}, {s['shift_y_px']:+.1f} px")  # fmt: skip
+    return EXIT_FAILURE if failed and len(failed) == len(summaries) else EXIT_OK
 
 
 class _ProgressBar:
@@ -295,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_scan(args, parser)
     if args.command == "gui":
         return run_gui_command(args, parser)
+    if args.command == "change":
+        return run_change_command(args, parser)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -1,0 +1,288 @@
+"""Change probability from the Siamese encoder: the same network looks at both dates, and where its features
+disagree, something changed.
+
+Out of the box (no change-labelled training) the probability comes from multi-scale feature differences: the
+backbone's feature maps at strides 8, 16 and 32 are L2-normalised per position, their cosine distance between the
+two dates is averaged over scales and mapped to [0, 1] by a logistic curve calibrated on the LEVIR-CD dev tiles.
+A trained :class:`ChangeHead` (the training module writes one) replaces that mapping with a small learned network
+on the same features; :func:`load_change_head` loads it.
+
+Large rasters are processed in overlapping tiles; each tile's map is weighted by a 2-D Hann window so seams blend,
+and the maps are accumulated at 1/4 resolution, so memory stays bounded whatever the raster size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dedup_app.core.progress import CancelToken, Progress
+
+CHANGE_FORMAT_VERSION = 1
+OUTPUT_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class ChangeConfig:
+    """How the change map is computed; stored in change-head checkpoints."""
+
+    stages: tuple[int, ...] = (2, 4, 6)  # timm EfficientNet block indices: strides 8, 16, 32
+    stage_weights: tuple[float, ...] = (1.0, 1.0, 1.0)
+    tile: int = 512
+    overlap: int = 64
+    # training-free mapping of the mean cosine distance to a probability: sigmoid((d - center) / scale);
+    # center is the F1-best distance on the LEVIR-CD dev tiles (../shared/data/change/levir_samples), scale a
+    # quarter of the distances' spread there (python -m benchmarks.change --calibrate reproduces both)
+    center: float = 0.75
+    scale: float = 0.06
+    threshold: float = 0.5
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChangeConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names})
+
+
+def stage_features(backbone: nn.Module, x: torch.Tensor, stages: tuple[int, ...]) -> list[torch.Tensor]:
+    """Feature maps of a timm EfficientNet after the given block indices (ImageNet-normalised input)."""
+    out = []
+    h = backbone.bn1(backbone.conv_stem(x))
+    last = max(stages)
+    for i, block in enumerate(backbone.blocks):
+        h = block(h)
+        if i in stages:
+            out.append(h)
+        if i == last:
+            break
+    return out
+
+
+class ChangeHead(nn.Module):
+    """A small learned change head on the shared encoder's features: per scale |fa - fb| and fa * fb, projected,
+    upsampled to stride 4, fused, one logit per position."""
+
+    def __init__(self, channels: tuple[int, ...] = (40, 112, 320), width: int = 32) -> None:
+        super().__init__()
+        self.channels, self.width = channels, width
+        self.project = nn.ModuleList(nn.Conv2d(2 * c, width, kernel_size=1) for c in channels)
+        self.fuse = nn.Sequential(
+            nn.Conv2d(width * len(channels), width, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, 1, kernel_size=1),
+        )
+
+    def forward(self, fa: list[torch.Tensor], fb: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        parts = []
+        for proj, a, b in zip(self.project, fa, fb, strict=True):
+            z = proj(torch.cat([(a - b).abs(), a * b], dim=1))
+            parts.append(F.interpolate(z, size=size, mode="bilinear", align_corners=False))
+        out: torch.Tensor = self.fuse(torch.cat(parts, dim=1))
+        return out
+
+
+@dataclass
+class ChangeHeadCheckpoint:
+    """A trained change head with its config, threshold and metrics."""
+
+    config: ChangeConfig
+    state: dict[str, torch.Tensor]
+    channels: tuple[int, ...]
+    width: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    name: str = "change-head"
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        from dedup_app.core.model import atomic_torch_save
+
+        atomic_torch_save(
+            {
+                "kind": "change-head",
+                "format_version": CHANGE_FORMAT_VERSION,
+                "name": self.name,
+                "config": dataclasses.asdict(self.config),
+                "channels": list(self.channels),
+                "width": self.width,
+                "state": self.state,
+                "metrics": self.metrics,
+            },
+            path,
+        )
+
+    def build(self) -> ChangeHead:
+        head = ChangeHead(self.channels, self.width)
+        head.load_state_dict(self.state)
+        return head.eval()
+
+
+def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
+    """Read a change-head file; ``ValueError`` naming the file when it is not one."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: change model file not found") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a dedup-app change model ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "change-head":
+        raise ValueError(f"{path}: not a dedup-app change model (no 'change-head' marker)")
+    if int(data.get("format_version", 0)) > CHANGE_FORMAT_VERSION:
+        raise ValueError(f"{path}: change model format is newer than this dedup-app reads; update dedup-app")
+    return ChangeHeadCheckpoint(
+        ChangeConfig.from_dict(data["config"]),
+        dict(data["state"]),
+        tuple(data["channels"]),
+        int(data["width"]),
+        dict(data.get("metrics", {})),
+        str(data.get("name", "change-head")),
+    )
+
+
+def _hann(n: int) -> np.ndarray:
+    w = np.hanning(n + 2)[1:-1].astype(np.float32)
+    return np.outer(w, w) + 1e-3  # never exactly zero: borders of the raster still count
+
+
+METHODS = ("features", "pixels")
+
+
+def pixel_change_probability(a: np.ndarray, b: np.ndarray, center: float = 3.0, scale: float = 0.5) -> np.ndarray:
+    """Change-vector analysis: per-pixel colour-difference magnitude, robustly standardised (median/MAD), mapped
+    through a logistic curve, at 1/4 resolution like the feature maps. For coarse imagery (Landsat, Sentinel-2)
+    where changes are a few pixels wide, after radiometric normalisation."""
+    import cv2
+
+    diff = a.astype(np.float32) - b.astype(np.float32)
+    mag = np.sqrt((diff**2).sum(-1))
+    med = float(np.median(mag))
+    mad = float(np.median(np.abs(mag - med))) * 1.4826 + 1e-6
+    z = (mag - med) / mad
+    h, w = a.shape[:2]
+    small = cv2.resize(z, (-(-w // OUTPUT_STRIDE), -(-h // OUTPUT_STRIDE)), interpolation=cv2.INTER_AREA)
+    return (1.0 / (1.0 + np.exp(-(small - center) / scale))).astype(np.float32)
+
+
+class ChangeDetector:
+    """Change probability maps for aligned pairs, with the encoder of an :class:`Embedder` (shared weights).
+
+    ``method`` "features" (default) compares the encoder's multi-scale features (or uses a trained head);
+    "pixels" is change-vector analysis on the normalised colours, for coarse land-cover imagery.
+    """
+
+    def __init__(self, embedder: Any, head: ChangeHeadCheckpoint | None = None, method: str = "features") -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {method!r}")
+        self.embedder = embedder
+        self.config = head.config if head is not None else ChangeConfig()
+        self.head_checkpoint = head
+        self.method = method
+        self._head: ChangeHead | None = None
+
+    @property
+    def model_name(self) -> str:
+        if self.method == "pixels":
+            return "change-vector analysis (pixels)"
+        if self.head_checkpoint is not None:
+            return f"{self.embedder.model_id} + {self.head_checkpoint.name}"
+        return f"{self.embedder.model_id} (feature difference, no change training)"
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedder.device  # type: ignore[no-any-return]
+
+    def _head_module(self) -> ChangeHead | None:
+        if self.head_checkpoint is not None and self._head is None:
+            self._head = self.head_checkpoint.build().to(self.device)
+        return self._head
+
+    def _tile_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Change probability of one tile pair (uint8 RGB, same size, multiple of 32) at stride 4."""
+        cfg = self.config
+        encoder = self.embedder.encoder
+        x = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
+        x = ((x - encoder.mean) / encoder.std).contiguous(memory_format=torch.channels_last)
+        size = (a.shape[0] // OUTPUT_STRIDE, a.shape[1] // OUTPUT_STRIDE)
+        with torch.inference_mode():
+            feats = stage_features(encoder.backbone, x, cfg.stages)  # both dates in one batch: shared weights
+            head = self._head_module()
+            if head is not None:
+                logits = head([f[:1] for f in feats], [f[1:] for f in feats], size)
+                prob = torch.sigmoid(logits)[0, 0]
+            else:
+                dist = torch.zeros(size, device=x.device)
+                for w, f in zip(cfg.stage_weights, feats, strict=True):
+                    f = F.normalize(f.float(), dim=1)
+                    d = 1.0 - (f[0] * f[1]).sum(0, keepdim=True)[None]
+                    dist += w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)[0, 0]
+                dist /= sum(cfg.stage_weights)
+                prob = torch.sigmoid((dist - cfg.center) / cfg.scale)
+        return prob.float().cpu().numpy()
+
+    def probability(
+        self, a: np.ndarray, b: np.ndarray, cancel: CancelToken | None = None
+    ) -> Generator[Progress, None, np.ndarray]:
+        """Blend tile maps over the whole pair; returns float32 probabilities at 1/4 of A's size (ceil)."""
+        if self.method == "pixels":
+            yield Progress("Comparing pixels", 0, 1)
+            return pixel_change_probability(a, b)
+        cfg = self.config
+        h, w = a.shape[:2]
+        tile = min(cfg.tile, _round_up(max(h, w), 32))
+        step = max(32, tile - cfg.overlap)
+        ys = _starts(h, tile, step)
+        xs = _starts(w, tile, step)
+        oh, ow = -(-h // OUTPUT_STRIDE), -(-w // OUTPUT_STRIDE)
+        acc = np.zeros((oh, ow), np.float32)
+        weight = np.zeros((oh, ow), np.float32)
+        window = _hann(tile // OUTPUT_STRIDE)
+        total = len(ys) * len(xs)
+        done = 0
+        for y in ys:
+            for x in xs:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                ta, tb = _crop(a, y, x, tile), _crop(b, y, x, tile)
+                m = self._tile_map(ta, tb)
+                oy, ox = y // OUTPUT_STRIDE, x // OUTPUT_STRIDE
+                hh, ww = min(m.shape[0], oh - oy), min(m.shape[1], ow - ox)
+                acc[oy : oy + hh, ox : ox + ww] += (m * window)[:hh, :ww]
+                weight[oy : oy + hh, ox : ox + ww] += window[:hh, :ww]
+                done += 1
+                yield Progress("Comparing tiles", done, total)
+        return acc / np.maximum(weight, 1e-6)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _crop(img: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
+    """A tile x tile crop, reflect-padded where the image is smaller."""
+    crop = img[y : y + tile, x : x + tile]
+    ph, pw = tile - crop.shape[0], tile - crop.shape[1]
+    if ph or pw:
+        mode = "reflect" if crop.shape[0] > ph and crop.shape[1] > pw else "edge"
+        crop = np.pad(crop, ((0, ph), (0, pw), (0, 0)), mode=mode)
+    return np.ascontiguousarray(crop)
+
+
+def default_head_path() -> Path | None:
+    """The shipped change head, when there is one (resources/models/change-head-v1.pt)."""
+    from dedup_app.core.resources import resources_dir
+
+    path = resources_dir() / "models" / "change-head-v1.pt"
+    return path if path.exists() else None

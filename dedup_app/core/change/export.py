@@ -1,0 +1,119 @@
+"""Writing change maps: mask PNG, colour overlay, heatmap, GeoTIFF mask, GeoJSON regions, and the summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup_app.core.change.raster import GeoInfo
+from dedup_app.core.change.regions import Region
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write uint8 grey or RGB with OpenCV (fast, and fine for 10,000 x 10,000)."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = array if array.ndim == 2 else np.ascontiguousarray(array[..., ::-1])
+    if not cv2.imwrite(str(path), data):
+        raise OSError(f"{path}: could not write the image")
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """Binary mask PNG: 255 changed, 0 unchanged, the before image's size."""
+    write_png(path, (mask > 0).astype(np.uint8) * 255)
+
+
+def overlay(before: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The before image with changed regions tinted red and outlined."""
+    import cv2
+
+    out = before.copy()
+    sel = mask > 0
+    red = np.array([255, 40, 40], np.float32)
+    out[sel] = (out[sel].astype(np.float32) * (1 - alpha) + red * alpha).astype(np.uint8)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, min(mask.shape) // 500)
+    cv2.drawContours(out, contours, -1, (255, 230, 0), thickness)
+    return out
+
+
+def heatmap(prob_full: np.ndarray) -> np.ndarray:
+    """The probability (uint8 0-255) as an RGB colour map (turbo: blue unchanged, red changed)."""
+    import cv2
+
+    return np.ascontiguousarray(cv2.applyColorMap(prob_full, cv2.COLORMAP_TURBO)[..., ::-1])
+
+
+def write_geotiff(path: Path, mask: np.ndarray, geo: GeoInfo) -> None:
+    """Single-band uint8 GeoTIFF mask (255 changed) with the before raster's CRS and transform."""
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        path, "w", driver="GTiff", height=mask.shape[0], width=mask.shape[1], count=1, dtype="uint8",
+        crs=CRS.from_wkt(geo.crs), transform=Affine(*geo.transform), compress="deflate", nodata=None,
+    ) as dst:  # fmt: skip
+        dst.write((mask > 0).astype(np.uint8) * 255, 1)
+
+
+def geojson(regions: Sequence[Region], geo: GeoInfo | None, properties: dict[str, Any]) -> dict[str, Any]:
+    """Regions as a FeatureCollection: map coordinates when georeferenced, pixel coordinates otherwise."""
+    features = []
+    for r in regions:
+        xs = np.array([p[0] for p in r.polygon] + [r.polygon[0][0]])
+        ys = np.array([p[1] for p in r.polygon] + [r.polygon[0][1]])
+        if geo is not None:
+            xs, ys = geo.to_map(xs, ys)
+        ring = [[float(x), float(y)] for x, y in zip(xs, ys, strict=True)]
+        features.append(
+            {
+                "type": "Feature",
+                "id": r.id,
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "id": r.id,
+                    "area_px": r.area_px,
+                    "area_m2": None if r.area_m2 is None else round(r.area_m2, 2),
+                    "mean_probability": round(r.mean_probability, 4),
+                    "bbox_px": list(r.bbox),
+                },
+            }
+        )
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features, "properties": properties}
+    if geo is not None:
+        collection["crs_wkt"] = geo.crs  # GeoJSON (RFC 7946) assumes WGS 84; the source CRS is named here
+    else:
+        collection["coordinates"] = "pixels of the before image (x right, y down)"
+    return collection
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=True) + "\n")
+    os.replace(tmp, path)
+
+
+SUMMARY_COLUMNS = (
+    "before", "after", "changed_fraction", "regions", "changed_px", "changed_m2", "largest_region_px",
+    "shift_x_px", "shift_y_px", "threshold", "error",
+)  # fmt: skip
+
+
+def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """One row per pair with the SUMMARY_COLUMNS."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)

@@ -1,0 +1,228 @@
+"""Change detection end to end, as a progress generator: pair the inputs, read, align, normalise, detect,
+threshold, export. A pair that fails (unreadable, unalignable) is reported in the summary and the rest go on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dedup_app.core.change import export
+from dedup_app.core.change.align import Alignment, AlignmentError, align
+from dedup_app.core.change.detect import ChangeDetector
+from dedup_app.core.change.normalize import match_histograms
+from dedup_app.core.change.raster import Raster, RasterError, read_raster
+from dedup_app.core.change.regions import Region, change_mask, find_regions, upsample
+from dedup_app.core.files import IMAGE_EXTENSIONS
+from dedup_app.core.progress import CancelToken, Progress
+
+RASTER_EXTENSIONS = IMAGE_EXTENSIONS | {".tif", ".tiff", ".img", ".jp2", ".vrt"}
+
+
+class ChangeInputError(Exception):
+    """The inputs cannot be paired (missing, of different kinds, or folders without matching tiles)."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A before/after pair and the name its outputs get."""
+
+    name: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class ChangeOptions:
+    """User choices; ``threshold`` None means the detector's calibrated threshold."""
+
+    threshold: float | None = None
+    min_area_px: int = 64
+    bands: tuple[int, ...] | None = None
+    normalise: bool = True
+
+
+@dataclass
+class ChangeResult:
+    """One compared pair, kept in memory so the threshold and minimum area can change without recomputing."""
+
+    pair: Pair
+    before: Raster
+    after: np.ndarray  # B on A's grid, radiometrically matched
+    valid: np.ndarray  # A's pixels that B covers
+    alignment: Alignment
+    prob_full: np.ndarray  # uint8 0-255, A's size
+    model: str
+    default_threshold: float
+    cache: dict[tuple[float, int], tuple[np.ndarray, list[Region]]] = field(default_factory=dict)
+
+    def regions_at(self, threshold: float, min_area_px: int) -> tuple[np.ndarray, list[Region]]:
+        """Mask and regions at a threshold and minimum area (cached for the last few settings)."""
+        key = (round(threshold, 3), int(min_area_px))
+        if key not in self.cache:
+            if len(self.cache) > 4:
+                self.cache.clear()
+            mask = change_mask(self.prob_full, threshold, min_area_px, self.valid)
+            self.cache[key] = (mask, find_regions(mask, self.prob_full, self.before.geo))
+        return self.cache[key]
+
+    def summary(self, threshold: float, min_area_px: int) -> dict[str, Any]:
+        mask, regions = self.regions_at(threshold, min_area_px)
+        changed = int(mask.sum())
+        valid = int(self.valid.sum()) or 1
+        geo = self.before.geo
+        return {
+            "name": self.pair.name,
+            "before": self.pair.before,
+            "after": self.pair.after,
+            "width": self.before.shape[1],
+            "height": self.before.shape[0],
+            "changed_fraction": round(changed / valid, 6),
+            "regions": len(regions),
+            "changed_px": changed,
+            "changed_m2": None if geo is None else round(sum(r.area_m2 or 0.0 for r in regions), 2),
+            "largest_region_px": max((r.area_px for r in regions), default=0),
+            "region_areas_px": [r.area_px for r in regions],
+            "shift_x_px": round(self.alignment.dx, 2),
+            "shift_y_px": round(self.alignment.dy, 2),
+            "rotation_deg": round(self.alignment.angle_deg, 3),
+            "alignment": self.alignment.method,
+            "alignment_correlation": round(self.alignment.correlation, 3),
+            "georeferenced": geo is not None,
+            "threshold": round(threshold, 4),
+            "min_area_px": min_area_px,
+            "model": self.model,
+            "error": "",
+        }
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS:
+            out[p.relative_to(folder).as_posix()] = p
+    return out
+
+
+def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> list[Pair]:
+    """Two files make one pair; two folders pair their images by relative path. Raises ChangeInputError."""
+    b, a = os.fspath(before), os.fspath(after)
+    for label, p in (("before", b), ("after", a)):
+        if "," not in p and not os.path.exists(p):
+            raise ChangeInputError(f"{label} not found: {p}")
+    if os.path.isdir(b) != os.path.isdir(a):
+        raise ChangeInputError(f"give two files or two folders, not a {'folder' if os.path.isdir(b) else 'file'} "
+                               f"and a {'folder' if os.path.isdir(a) else 'file'}: {b}, {a}")  # fmt: skip
+    if not os.path.isdir(b):
+        name = Path(b.split(",")[0]).stem
+        return [Pair(name, b, a)]
+    left, right = _image_files(Path(b)), _image_files(Path(a))
+    common = sorted(set(left) & set(right))
+    if not common:
+        raise ChangeInputError(
+            f"no tiles with the same name in {b} and {a} ({len(left)} and {len(right)} images); tiles are paired "
+            "by their path inside each folder"
+        )
+    only_b, only_a = sorted(set(left) - set(right)), sorted(set(right) - set(left))
+    if only_b or only_a:
+        raise ChangeInputError(
+            "the folders do not match: "
+            + (f"only before: {', '.join(only_b[:5])}{' ...' if len(only_b) > 5 else ''}; " if only_b else "")
+            + (f"only after: {', '.join(only_a[:5])}{' ...' if len(only_a) > 5 else ''}" if only_a else "")
+        )
+    return [Pair(rel.rsplit(".", 1)[0].replace("/", "__"), str(left[rel]), str(right[rel])) for rel in common]
+
+
+def compare_pair(
+    pair: Pair, detector: ChangeDetector, options: ChangeOptions | None = None, cancel: CancelToken | None = None
+) -> Generator[Progress, None, ChangeResult]:
+    """Read, align, normalise and compute the change probability of one pair."""
+    options = options or ChangeOptions()
+    yield Progress("Reading", 0, None, pair.name)
+    a = read_raster(pair.before, options.bands)
+    b = read_raster(pair.after, options.bands)
+    yield Progress("Aligning", 0, None, pair.name)
+    b_pixels, valid, alignment = align(a, b)
+    del b
+    if options.normalise:
+        b_pixels = match_histograms(b_pixels, a.pixels, valid)
+    prob = yield from detector.probability(a.pixels, b_pixels, cancel)
+    prob_full = upsample(prob, a.shape)
+    return ChangeResult(pair, a, b_pixels, valid, alignment, prob_full, detector.model_name, detector.config.threshold)
+
+
+def write_outputs(result: ChangeResult, out_dir: Path, threshold: float, min_area_px: int) -> dict[str, Any]:
+    """Write every map of one pair into ``out_dir``; returns its summary with the files written."""
+    stem = result.pair.name
+    mask, regions = result.regions_at(threshold, min_area_px)
+    summary = result.summary(threshold, min_area_px)
+    files = {
+        "mask": out_dir / f"{stem}_mask.png",
+        "overlay": out_dir / f"{stem}_overlay.png",
+        "heatmap": out_dir / f"{stem}_heatmap.png",
+        "geojson": out_dir / f"{stem}.geojson",
+    }
+    export.write_mask(files["mask"], mask)
+    export.write_png(files["overlay"], export.overlay(result.before.pixels, mask))
+    export.write_png(files["heatmap"], export.heatmap(result.prob_full))
+    geo = result.before.geo
+    export.write_json(files["geojson"], export.geojson(regions, geo, {"before": result.pair.before,
+                                                                       "after": result.pair.after}))  # fmt: skip
+    if geo is not None:
+        files["geotiff"] = out_dir / f"{stem}_mask.tif"
+        export.write_geotiff(files["geotiff"], mask, geo)
+    summary["files"] = {k: str(v) for k, v in files.items()}
+    return summary
+
+
+def run_change(
+    before: str | os.PathLike[str],
+    after: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    detector: ChangeDetector,
+    options: ChangeOptions | None = None,
+    cancel: CancelToken | None = None,
+) -> Generator[Progress, None, list[dict[str, Any]]]:
+    """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``."""
+    options = options or ChangeOptions()
+    pairs = pair_inputs(before, after)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    threshold = options.threshold if options.threshold is not None else detector.config.threshold
+    summaries: list[dict[str, Any]] = []
+    for k, pair in enumerate(pairs, 1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        try:
+            result = yield from compare_pair(pair, detector, options, cancel)
+            summaries.append(write_outputs(result, out, threshold, options.min_area_px))
+        except (RasterError, AlignmentError, OSError) as exc:
+            summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
+        yield Progress("Pairs", k, len(pairs), pair.name)
+    export.write_json(out / "summary.json", {"model": detector.model_name, "threshold": threshold,
+                                              "min_area_px": options.min_area_px, "pairs": summaries})  # fmt: skip
+    export.write_summary_csv(out / "summary.csv", summaries)
+    return summaries
+
+
+def pixel_scores(mask: np.ndarray, label: np.ndarray) -> dict[str, float]:
+    """Precision, recall, F1 and IoU of changed pixels against a label mask."""
+    pred, truth = mask > 0, label > 0
+    tp = int((pred & truth).sum())
+    fp = int((pred & ~truth).sum())
+    fn = int((~pred & truth).sum())
+    p = tp / (tp + fp) if tp + fp else 1.0
+    r = tp / (tp + fn) if tp + fn else 1.0
+    return {
+        "precision": p,
+        "recall": r,
+        "f1": 2 * p * r / (p + r) if p + r else 0.0,
+        "iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+    }

@@ -1,0 +1,268 @@
+"""Change detection on real files: synthetic edits of an aerial image, LEVIR-CD samples, GeoTIFF, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance
+
+from dedup_app.cli import main
+from dedup_app.core.change.align import AlignmentError, align
+from dedup_app.core.change.detect import (
+    ChangeConfig,
+    ChangeDetector,
+    ChangeHead,
+    ChangeHeadCheckpoint,
+    load_change_head,
+)
+from dedup_app.core.change.normalize import match_histograms
+from dedup_app.core.change.pipeline import (
+    ChangeInputError,
+    Pair,
+    compare_pair,
+    pair_inputs,
+    pixel_scores,
+    run_change,
+)
+from dedup_app.core.change.raster import Raster, read_raster
+from dedup_app.core.progress import drive
+
+BOX = (slice(300, 400), slice(100, 200))  # where the object is pasted
+
+
+@pytest.fixture(scope="module")
+def detector(embedder):  # type: ignore[no-untyped-def]
+    return ChangeDetector(embedder)
+
+
+@pytest.fixture(scope="module")
+def aerial(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 512 x 512 aerial tile, and versions of it: an object pasted in, recoloured, shifted, all three."""
+    root = tmp_path_factory.mktemp("aerial")
+    a = np.asarray(Image.open(shared_data / "change" / "demo_pair" / "A" / "demo.png").convert("RGB"))[:512, :512]
+    houses = np.asarray(Image.open(shared_data / "change" / "levir_samples" / "B" / "train_36_0512_0512.png")
+                        .convert("RGB"))[60:160, 140:240]  # fmt: skip
+    pasted = a.copy()
+    pasted[BOX] = houses
+
+    def recolour(x: np.ndarray) -> np.ndarray:
+        img = ImageEnhance.Brightness(Image.fromarray(x)).enhance(1.3)
+        return np.asarray(ImageEnhance.Color(img).enhance(0.6))
+
+    versions = {
+        "before": a,
+        "pasted": pasted,
+        "recoloured": recolour(a),
+        "shifted": np.roll(a, (5, -3), axis=(0, 1)),
+        "all": np.roll(recolour(pasted), (4, 6), axis=(0, 1)),
+    }
+    out = {}
+    for name, arr in versions.items():
+        out[name] = root / f"{name}.png"
+        Image.fromarray(arr).save(out[name])
+    return out
+
+
+def run_pair(detector: ChangeDetector, before: Path, after: Path):  # type: ignore[no-untyped-def]
+    result = drive(compare_pair(Pair("p", str(before), str(after)), detector))
+    mask, regions = result.regions_at(result.default_threshold, 64)
+    return result, mask.astype(bool), regions
+
+
+def test_pasted_object_is_found_and_nothing_else(detector: ChangeDetector, aerial: dict[str, Path]) -> None:
+    _, mask, regions = run_pair(detector, aerial["before"], aerial["pasted"])
+    box = np.zeros_like(mask)
+    box[BOX] = True
+    assert (mask & box).sum() / (mask | box).sum() > 0.35
+    around = np.zeros_like(mask)
+    around[284:416, 84:216] = True
+    assert (mask & ~around).mean() < 0.01
+    assert regions and 100 <= regions[0].bbox[0] + regions[0].bbox[2] // 2 <= 200
+
+
+def test_colour_shift_and_misalignment_alone_are_not_change(detector: ChangeDetector, aerial: dict[str, Path]) -> None:
+    _, mask, _ = run_pair(detector, aerial["before"], aerial["recoloured"])
+    assert mask.mean() < 0.01
+    result, mask, _ = run_pair(detector, aerial["before"], aerial["shifted"])
+    assert mask.mean() < 0.01
+    assert abs(result.alignment.dx - -3) < 1.0 and abs(result.alignment.dy - 5) < 1.0
+
+
+def test_pasted_object_found_through_shift_and_colour(detector: ChangeDetector, aerial: dict[str, Path]) -> None:
+    result, mask, _ = run_pair(detector, aerial["before"], aerial["all"])
+    assert abs(result.alignment.dx - 6) < 1.0 and abs(result.alignment.dy - 4) < 1.0
+    box = np.zeros_like(mask)
+    box[BOX] = True
+    assert (mask & box).sum() / box.sum() > 0.5
+    around = np.zeros_like(mask)
+    around[280:420, 80:220] = True
+    assert (mask & ~around).mean() < 0.02
+
+
+def test_levir_samples(detector: ChangeDetector, shared_data: Path, tmp_path: Path) -> None:
+    levir = shared_data / "change" / "levir_samples"
+    summaries = drive(run_change(levir / "A", levir / "B", tmp_path, detector))
+    assert len(summaries) == 4 and not any(s["error"] for s in summaries)
+    tp = fp = fn = 0
+    for s in summaries:
+        mask = np.asarray(Image.open(s["files"]["mask"]))
+        label = np.asarray(Image.open(levir / "label" / f"{s['name']}.png").convert("L"))
+        assert mask.shape == label.shape and set(np.unique(mask)) <= {0, 255}
+        sc = pixel_scores(mask, label)
+        tp, fp, fn = tp + sc["tp"], fp + sc["fp"], fn + sc["fn"]
+        if s["name"] == "train_386_0512_0768":  # nothing changed there
+            assert s["changed_fraction"] < 0.05
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert f1 > 0.35  # training-free features; absolute difference + Otsu scores about 0.1 here
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["pairs"]) == 4 and (tmp_path / "summary.csv").read_text().count("\n") == 5
+    geo = json.loads((tmp_path / "train_36_0512_0512.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and geo["features"]
+    assert geo["features"][0]["geometry"]["type"] == "Polygon"
+
+
+def test_geotiff_round_trip_keeps_crs_and_transform(
+    detector: ChangeDetector, aerial: dict[str, Path], tmp_path: Path
+) -> None:  # noqa: E501
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    transform = from_origin(448_000.0, 5_412_000.0, 0.5, 0.5)  # 0.5 m pixels, UTM 31N
+    paths = {}
+    for name in ("before", "pasted"):
+        arr = np.asarray(Image.open(aerial[name])).astype(np.uint16) * 40  # 16-bit, like satellite products
+        paths[name] = tmp_path / f"{name}.tif"
+        with rasterio.open(paths[name], "w", driver="GTiff", height=512, width=512, count=3, dtype="uint16",
+                           crs="EPSG:32631", transform=transform) as dst:  # fmt: skip
+            dst.write(arr.transpose(2, 0, 1))
+    out = tmp_path / "out"
+    [summary] = drive(run_change(paths["before"], paths["pasted"], out, detector))
+    assert summary["georeferenced"] and not summary["error"]
+    with rasterio.open(summary["files"]["geotiff"]) as mask:
+        assert mask.crs.to_epsg() == 32631
+        assert mask.transform == transform
+        changed_px = int((mask.read(1) > 0).sum())
+    assert summary["changed_m2"] == pytest.approx(changed_px * 0.25, rel=0.01)
+    geo = json.loads(Path(summary["files"]["geojson"]).read_text())
+    ring = np.array(geo["features"][0]["geometry"]["coordinates"][0])
+    assert (ring[:, 0] >= 448_000).all() and (ring[:, 0] <= 448_256).all()  # map coordinates, inside the tile
+    assert (ring[:, 1] >= 5_411_744).all() and (ring[:, 1] <= 5_412_000).all()
+    assert "32631" in geo["crs_wkt"] or "UTM" in geo["crs_wkt"]
+
+
+def test_georeferenced_offset_is_put_on_one_grid(shared_data: Path) -> None:
+    pytest.importorskip("rasterio")
+    a = read_raster(shared_data / "change" / "landsat_taizhou" / "A" / "2000TM", bands=(3, 2, 1))
+    assert a.geo is not None and a.geo.pixel_area_m2() == pytest.approx(900.0)
+    # the same scene with a transform moved by 3 pixels east: placed back by georeference, not by search
+    a_geo = a.geo
+    moved = Raster("b", np.ascontiguousarray(a.pixels[:, 3:]), type(a_geo)(a_geo.crs, (
+        a_geo.transform[0], 0.0, a_geo.transform[2] + 3 * a_geo.transform[0], 0.0, a_geo.transform[4],
+        a_geo.transform[5])))  # fmt: skip
+    b_on_a, valid, alignment = align(a, moved)
+    assert alignment.shift_px < 0.5 and alignment.method.startswith("georeference")
+    # B starts 3 pixels east of A: A's first three columns have no B pixels, the rest match A
+    assert np.abs(b_on_a[:, 3:].astype(int) - a.pixels[:, 3:].astype(int)).mean() < 1.0
+    assert not valid[:, :3].any() and valid[:, 3:].all()
+
+
+def test_band_files_and_sentinel_resampling(shared_data: Path) -> None:
+    pytest.importorskip("rasterio")
+    folder = shared_data / "change" / "oscd_bercy_sentinel2" / "A"
+    prefix = "S2A_OPER_MSI_L1C_TL_MPS__20161130T130757_A007527_T31UDQ_"
+    joined = ",".join(str(folder / f"{prefix}{b}.tif") for b in ("B04", "B03", "B01"))  # B01 is 60 m
+    r = read_raster(joined)
+    assert r.pixels.shape == (395, 360, 3) and r.bit_depth == 16
+    assert r.geo is not None and r.geo.is_geographic
+    assert 80 < r.geo.pixel_area_m2(200) < 140  # ~10 m x 10 m at 48.8 degrees north
+
+
+def test_bad_inputs(detector: ChangeDetector, aerial: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ChangeInputError, match="not found"):
+        pair_inputs(tmp_path / "nope.png", aerial["before"])
+    with pytest.raises(ChangeInputError, match="two files or two folders"):
+        pair_inputs(aerial["before"], tmp_path)
+    left, right = tmp_path / "L", tmp_path / "R"
+    left.mkdir()
+    right.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.open(aerial["before"]).save(left / name)
+    Image.open(aerial["before"]).save(right / "a.png")
+    Image.open(aerial["before"]).save(right / "c.png")
+    with pytest.raises(ChangeInputError, match="only before: b.png; only after: c.png"):
+        pair_inputs(left, right)
+    junk = tmp_path / "junk.png"
+    junk.write_text("not an image")
+    photo = tmp_path / "elsewhere.png"  # a street photo of the same size: nothing to align with
+    Image.open(shared_data / "photos" / "kodak" / "kodim05.png").crop((0, 0, 512, 512)).save(photo)
+    out = tmp_path / "out"
+    [bad] = drive(run_change(junk, aerial["before"], out, detector))
+    assert "not a recognised image" in bad["error"]
+    [unrelated] = drive(run_change(aerial["before"], photo, out, detector))
+    assert "do not line up" in unrelated["error"]
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (900, 300)).save(wide)
+    with pytest.raises(AlignmentError, match="different shapes"):
+        align(read_raster(aerial["before"]), read_raster(wide))
+
+
+def test_histogram_matching_removes_a_global_shift() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) * 0.6 + 40, 0, 255).astype(np.uint8)
+    matched = match_histograms(b, a)
+    assert np.abs(matched.astype(int) - a.astype(int)).mean() < 2.0
+
+
+def test_large_image_is_tiled_with_blended_seams(detector: ChangeDetector, aerial: dict[str, Path]) -> None:
+    a = np.asarray(Image.open(aerial["before"]))
+    big = np.tile(a, (2, 3, 1))[:900, :1300]  # 900 x 1300: several 512 tiles with overlap
+    prob = drive(detector.probability(big, big.copy()))
+    assert prob.shape == (225, 325) and np.isfinite(prob).all()
+    assert prob.max() < 0.2  # identical images: no change anywhere, seams included
+
+
+def test_trained_change_head_is_loaded_and_used(
+    detector: ChangeDetector, embedder, aerial: dict[str, Path], tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    torch.manual_seed(0)
+    head = ChangeHead()
+    with torch.no_grad():
+        head.fuse[-1].weight.zero_()
+        head.fuse[-1].bias.fill_(5.0)  # a head that calls everything changed, so its use is visible
+    ckpt = ChangeHeadCheckpoint(ChangeConfig(), {k: v.clone() for k, v in head.state_dict().items()},
+                                head.channels, head.width, {"f1": 0.0}, "test-head")  # fmt: skip
+    path = tmp_path / "head.pt"
+    ckpt.save(path)
+    loaded = load_change_head(path)
+    with_head = ChangeDetector(embedder, loaded)
+    assert "test-head" in with_head.model_name
+    _, mask, _ = run_pair(with_head, aerial["before"], aerial["recoloured"])
+    assert mask.mean() > 0.9
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a dedup-app change model"):
+        load_change_head(tmp_path / "bad.pt")
+
+
+def test_change_command(aerial: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "maps"
+    code = main(["change", str(aerial["before"]), str(aerial["pasted"]), "--out", str(out), "--min-area", "32",
+                 "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    for suffix in ("_mask.png", "_overlay.png", "_heatmap.png", ".geojson"):
+        assert (out / f"before{suffix}").is_file()
+    mask = np.asarray(Image.open(out / "before_mask.png"))
+    assert mask.shape == (512, 512) and mask.max() == 255
+    assert json.loads((out / "summary.json").read_text())["pairs"][0]["regions"] >= 1
+    assert "1 of 1 pairs" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["change", str(aerial["before"]), str(tmp_path / "missing.png"), "--out", str(out)])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        main(["change", str(aerial["before"]), str(aerial["pasted"]), "--out", str(out), "--bands", "x"])
+    assert main(["change", str(aerial["before"]), str(aerial["pasted"]), "--out", str(out), "--model",
+                 str(aerial["before"]), "--no-progress"]) == 2  # fmt: skip
