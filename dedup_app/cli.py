@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gui.add_argument("paths", nargs="*", metavar="PATH", help="folders or image files to scan")
     gui.add_argument("--screenshot", metavar="FILE.png", help="scan, show the results, save the window, exit")
+    gui.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                     help="open the Changes tab and compare two images or folders of tiles")  # fmt: skip
     _add_engine_options(gui)
 
     scan = sub.add_parser(
@@ -329,13 +331,13 @@ def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: i
 
 def run_gui_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``gui`` command (and ``dedup-app`` with no command)."""
-    missing = [p for p in args.paths if not os.path.exists(p)]
+    missing = [p for p in [*args.paths, *(args.compare or [])] if not os.path.exists(p)]
     if missing:
         parser.error("not found: " + ", ".join(missing))
     if args.screenshot:
         _check_output(args.screenshot, "--screenshot", parser)
-        if not args.paths:
-            parser.error("--screenshot needs a PATH to scan")
+        if not args.paths and not args.compare:
+            parser.error("--screenshot needs a PATH to scan or --compare BEFORE AFTER")
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     try:
         from dedup_app.ui.app import has_screen, run_gui
@@ -355,7 +357,7 @@ def run_gui_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         scan_args = build_parser().parse_args(["scan", *args.paths, "--device", args.device])
         scan_args.model, scan_args.cache = args.model, args.cache
         return run_scan(scan_args, parser)
-    return run_gui(args.paths, args.screenshot, args.model, args.device, args.cache)
+    return run_gui(args.paths, args.screenshot, args.model, args.device, args.cache, args.compare)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

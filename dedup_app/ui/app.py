@@ -43,6 +43,21 @@ def install_error_handler(window: MainWindow) -> None:
     sys.excepthook = hook
 
 
+def screenshot_changes_when_ready(window: MainWindow, path: str, app: QApplication) -> None:
+    """After the comparison: save a PNG of the window, quit."""
+
+    def save() -> None:
+        window.grab().save(path)
+        app.quit()
+
+    def on_compared() -> None:
+        QTimer.singleShot(300, save)  # let the window settle (buttons, overlay) before the picture
+
+    window.changes.compared.connect(on_compared)
+    window.job_finished.connect(lambda name: app.quit() if name == "change" and window.changes.current is None
+                                else None)  # fmt: skip
+
+
 def take_screenshot_when_ready(window: MainWindow, path: str, app: QApplication, timeout_s: float = 120) -> None:
     """After the scan: pick the first group, show its differences, wait for the pictures, save a PNG, quit."""
     state = {"waited": 0.0}
@@ -97,8 +112,10 @@ def run_gui(
     model: str | None = None,
     device: str = "auto",
     cache: str | None = None,
+    compare: Sequence[str] | None = None,
 ) -> int:
-    """Open the window (and scan ``paths``); with ``screenshot`` save the window after the scan and exit."""
+    """Open the window (and scan ``paths``, or compare the two images/folders of ``compare`` in the Changes tab);
+    with ``screenshot`` save the window once the results are shown, and exit."""
     app = QApplication.instance() or QApplication([sys.argv[0]])
     assert isinstance(app, QApplication)
     app.setApplicationName("dedup-app")
@@ -121,10 +138,16 @@ def run_gui(
     app.aboutToQuit.connect(window.shutdown)
     if screenshot:
         window.resize(1600, 900)
-        take_screenshot_when_ready(window, screenshot, app)
+        if compare:
+            screenshot_changes_when_ready(window, screenshot, app)
+        else:
+            take_screenshot_when_ready(window, screenshot, app)
     window.show()
     QTimer.singleShot(0, window.preload_model)
-    if paths:
+    if compare:
+        window.tabs.setCurrentWidget(window.changes)
+        QTimer.singleShot(0, lambda: window.changes.handle_drop(list(compare)))
+    elif paths:
         QTimer.singleShot(0, lambda: window.add_sources(list(paths)))
     code = app.exec()
     labels.close()

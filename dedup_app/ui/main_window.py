@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QStyle,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QToolBar,
     QTreeView,
     QVBoxLayout,
@@ -51,6 +52,7 @@ from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.units import format_bytes, format_duration
 from dedup_app.ui import settings as S
+from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
 from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel
 from dedup_app.ui.thumbnails import ImageLoader
@@ -191,7 +193,7 @@ class MainWindow(QMainWindow):
         self.manual_marks: dict[str, bool] = {}
         self.last_errors: list[FileError] = []
         self.model_threshold = 0.829
-        self._scan_when_idle = False
+        self._pending_job: tuple[str, Job, Callable[[Any], None], str] | None = None
         self._regroup_request = 0
         self._regroup_pool = QThreadPool(self)
         self._regroup_pool.setMaxThreadCount(1)
@@ -357,12 +359,19 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(2, 4)
         self.splitter.setSizes([220, 620, 760])
 
+        self.changes = ChangesTab(self.run_job, self._change_detector)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.splitter, "Duplicates")
+        self.tabs.addTab(self.changes, "Changes")
+        self.tabs.setTabToolTip(1, "Compare before/after images or satellite tiles and map what changed")
+
         self.progress = ProgressPanel()
         self.progress.cancel_requested.connect(self.cancel_job)
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.splitter, 1)
+        layout.addWidget(self.tabs, 1)
         layout.addWidget(self.progress)
         self.setCentralWidget(central)
 
@@ -481,13 +490,21 @@ class MainWindow(QMainWindow):
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.add_sources(paths)
+            if self.tabs.currentWidget() is self.changes:
+                self.changes.handle_drop(paths)
+            else:
+                self.add_sources(paths)
 
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     def run_job(self, name: str, job: Job, on_success: Callable[[Any], None], text: str) -> bool:
-        """Run ``job`` on the worker thread; one job at a time. Returns False if another job is running."""
+        """Run ``job`` on the worker thread; one job at a time. While the model is still loading at start, the
+        job waits its turn; otherwise, with another job running, it is refused (returns False)."""
         if self.worker is not None:
+            if self.worker.name == "model":
+                self._pending_job = (name, job, on_success, text)
+                self.statusBar().showMessage(f"{text} starts as soon as the model is loaded", 8000)
+                return True
             self.statusBar().showMessage("Busy: wait for the current job to finish, or cancel it (Esc)", 6000)
             return False
         worker = Worker(job, name)
@@ -516,9 +533,9 @@ class MainWindow(QMainWindow):
             self._update_enabled()
             worker.deleteLater()
             self.job_finished.emit(worker.name)
-        if self._scan_when_idle and self.worker is None:
-            self._scan_when_idle = False
-            self.start_scan()
+        pending, self._pending_job = self._pending_job, None
+        if pending is not None and self.worker is None and worker.outcome == "succeeded":
+            self.run_job(*pending)
 
     def cancel_job(self) -> None:
         if self.worker is not None:
@@ -538,6 +555,17 @@ class MainWindow(QMainWindow):
 
         self.run_job("model", job, self._model_loaded, "Loading the model")
 
+    def _change_detector(self, cancel: CancelToken, method: str) -> Any:
+        """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed)."""
+        from dedup_app.core.change.detect import ChangeDetector, default_head_path, load_change_head
+
+        if self.embedder is None:
+            # Set from the worker: the UI thread reads it only while no job runs (one job at a time).
+            self.embedder = _load_embedder(self.ctx.model_path, self.ctx.device)
+        head_path = default_head_path()
+        head = load_change_head(head_path) if head_path is not None and method == "features" else None
+        return ChangeDetector(self.embedder, head, method)
+
     def _model_loaded(self, embedder: Any) -> None:
         self.embedder = embedder
         self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}", 5000)
@@ -548,18 +576,14 @@ class MainWindow(QMainWindow):
         if not roots:
             self.statusBar().showMessage("Add a folder first: drop it on the window or use Add folder (Ctrl+O)", 8000)
             return
-        if self.worker is not None and self.worker.name == "model":
-            self._scan_when_idle = True  # the model is still loading: scan right after
-            self.statusBar().showMessage("The scan starts as soon as the model is loaded", 8000)
-            return
-        ctx, embedder = self.ctx, self.embedder
+        ctx = self.ctx
         chosen = ctx.prefs.get(S.THRESHOLD)
         not_duplicates = ctx.labels.not_duplicate_pairs()
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             from dedup_app.core.duplicates import scan_and_search
 
-            nonlocal embedder
+            embedder = self.embedder  # read when the job runs: a preload may have finished meanwhile
             if embedder is None:
                 yield Progress("Loading the model", 0, None)
                 embedder = _load_embedder(ctx.model_path, ctx.device)
@@ -873,7 +897,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop the worker and the loaders, and save the window state. Safe to call twice."""
-        self._scan_when_idle = False
+        self._pending_job = None
         if self.worker is not None:
             self.worker.cancel()  # stops at the next batch; loading the model cannot be interrupted
             self.worker.wait()

@@ -186,8 +186,12 @@ def run_change(
     detector: ChangeDetector,
     options: ChangeOptions | None = None,
     cancel: CancelToken | None = None,
+    known: dict[str, ChangeResult] | None = None,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
-    """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``."""
+    """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``.
+
+    ``known`` holds results already computed (the window's), reused instead of compared again.
+    """
     options = options or ChangeOptions()
     pairs = pair_inputs(before, after)
     out = Path(out_dir)
@@ -198,7 +202,7 @@ def run_change(
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            result = yield from compare_pair(pair, detector, options, cancel)
+            result = (known or {}).get(pair.name) or (yield from compare_pair(pair, detector, options, cancel))
             summaries.append(write_outputs(result, out, threshold, options.min_area_px))
         except (RasterError, AlignmentError, OSError) as exc:
             summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})

@@ -1,0 +1,403 @@
+"""The Changes tab: before/after drop zones, a swipe view with the change overlay, live threshold, regions.
+
+All the work (reading, aligning, the change map, exports) runs as core generators on the window's worker; the
+tab keeps the last results in memory, so the threshold and minimum-area controls redraw without recomputing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent, QImage, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QFrame,
+    QGraphicsPixmapItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dedup_app.core.progress import CancelToken
+
+MAX_RESULTS = 16  # change results kept in memory (each holds both images at full size)
+
+
+def rgb_pixmap(arr: np.ndarray) -> QPixmap:
+    h, w = arr.shape[:2]
+    img = QImage(np.ascontiguousarray(arr).data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(img.copy())
+
+
+def mask_pixmap(mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> QPixmap:
+    h, w = mask.shape
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., :3] = colour
+    rgba[..., 3] = (mask > 0) * 255
+    return QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy())
+
+
+class DropZone(QFrame):
+    """A labelled area that takes one dropped file or folder (or a click on Choose…)."""
+
+    changed = Signal(str)
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.path = ""
+        self.setAcceptDrops(True)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.label = QLabel(f"<b>{title}</b><br>drop an image or a folder of tiles")
+        self.label.setWordWrap(True)
+        choose = QPushButton("Choose…")
+        choose.clicked.connect(self._choose)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.label, 1)
+        layout.addWidget(choose)
+
+    def set_path(self, path: str) -> None:
+        self.path = path
+        name = os.path.basename(path.rstrip("/")) or path
+        self.label.setText(f"<b>{self.title}</b><br>{name}")
+        self.label.setToolTip(path)
+        self.changed.emit(path)
+
+    def _choose(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"{self.title} image", "", "Images (*.png *.jpg *.jpeg *.tif "
+                                              "*.tiff *.bmp *.webp);;All files (*)")  # fmt: skip
+        if path:
+            self.set_path(path)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802
+        urls = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if urls:
+            event.acceptProposedAction()
+            self.set_path(urls[0])
+
+
+class SwipeView(QGraphicsView):
+    """Before under After; After is shown left of the swipe position only; the change overlay on top."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.before = QGraphicsPixmapItem()
+        self.clip = QGraphicsRectItem()
+        self.clip.setFlag(QGraphicsRectItem.GraphicsItemFlag.ItemClipsChildrenToShape)
+        self.clip.setPen(QPen(Qt.PenStyle.NoPen))
+        self.after = QGraphicsPixmapItem(self.clip)
+        self.overlay = QGraphicsPixmapItem()
+        self.highlight = QGraphicsRectItem()
+        self.highlight.setPen(QPen(QColor(255, 220, 0), 0))
+        for z, item in enumerate((self.before, self.clip, self.overlay, self.highlight)):
+            item.setZValue(z)
+            self.scene().addItem(item)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        self.swipe = 0.5
+
+    def set_images(self, before: QPixmap, after: QPixmap) -> None:
+        self.before.setPixmap(before)
+        self.after.setPixmap(after)
+        self.scene().setSceneRect(QRectF(before.rect()))
+        self.set_swipe(self.swipe)
+        self.highlight.setRect(QRectF())
+        self.fitInView(self.scene().sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def set_swipe(self, fraction: float) -> None:
+        """Show After on the left ``fraction`` of the picture, Before on the rest."""
+        self.swipe = fraction
+        rect = self.scene().sceneRect()
+        self.clip.setRect(QRectF(rect.x(), rect.y(), rect.width() * fraction, rect.height()))
+
+    def set_overlay(self, pixmap: QPixmap | None, opacity: float) -> None:
+        self.overlay.setPixmap(pixmap or QPixmap())
+        self.overlay.setOpacity(opacity)
+
+    def zoom_to(self, rect: QRectF) -> None:
+        margin = max(rect.width(), rect.height()) * 0.6 + 16
+        self.highlight.setRect(rect)
+        self.fitInView(rect.adjusted(-margin, -margin, margin, margin), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def wheelEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
+        factor = 1.25 if event.angleDelta().y() > 0 else 0.8
+        self.scale(factor, factor)
+
+
+class ChangesTab(QWidget):
+    """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
+
+    compared = Signal()  # results shown (tests wait on it)
+
+    def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str], Any],
+                 parent: QWidget | None = None) -> None:  # fmt: skip
+        super().__init__(parent)
+        self.run_job = run_job
+        self.get_detector = get_detector
+        self.results: OrderedDict[str, Any] = OrderedDict()
+        self.pairs: list[Any] = []
+        self.current: Any = None
+
+        self.before_zone, self.after_zone = DropZone("Before"), DropZone("After")
+        self.method = QComboBox()
+        self.method.addItem("Features (buildings, objects)", "features")
+        self.method.addItem("Pixels (land cover, coarse imagery)", "pixels")
+        self.method.setToolTip("How change is measured: the network's features, or colour differences per pixel")
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Align, normalise and map the changes (runs in the background)")
+        self.compare_button.clicked.connect(self.compare)
+        self.export_button = QPushButton("Export…")
+        self.export_button.setToolTip("Write masks, overlays, heatmaps, GeoTIFF, GeoJSON and a summary")
+        self.export_button.clicked.connect(self.choose_export)
+        top = QHBoxLayout()
+        top.addWidget(self.before_zone, 2)
+        top.addWidget(self.after_zone, 2)
+        top.addWidget(self.method)
+        top.addWidget(self.compare_button)
+        top.addWidget(self.export_button)
+
+        self.pair_list = QListWidget()
+        self.pair_list.setToolTip("Tile pairs; each row shows the changed fraction")
+        self.pair_list.currentRowChanged.connect(self._pair_selected)
+        self.view = SwipeView()
+        self.swipe = self._slider(50, "Swipe: After on the left, Before on the right")
+        self.opacity = self._slider(60, "Opacity of the change overlay")
+        self.threshold = self._slider(50, "Change probability above which a pixel counts as changed")
+        self.threshold.setRange(1, 99)
+        self.threshold_label = QLabel("0.50")
+        self.min_area = QSpinBox()
+        self.min_area.setRange(1, 1_000_000)
+        self.min_area.setValue(64)
+        self.min_area.setSuffix(" px")
+        self.min_area.setToolTip("Smallest changed region kept")
+        controls = QHBoxLayout()
+        for label, widget in (("Swipe", self.swipe), ("Overlay", self.opacity), ("Threshold", self.threshold)):
+            controls.addWidget(QLabel(label))
+            controls.addWidget(widget)
+        controls.addWidget(self.threshold_label)
+        controls.addWidget(QLabel("Min. area"))
+        controls.addWidget(self.min_area)
+        self.info = QLabel("Drop a before and an after image (or two folders of tiles), then Compare.")
+        self.info.setWordWrap(True)
+        center = QWidget()
+        center_layout = QVBoxLayout(center)
+        center_layout.setContentsMargins(0, 0, 0, 0)
+        center_layout.addWidget(self.view, 1)
+        center_layout.addLayout(controls)
+        center_layout.addWidget(self.info)
+
+        self.regions = QTableWidget(0, 3)
+        self.regions.setHorizontalHeaderLabels(["Region", "Area (px)", "Area (m²)"])
+        self.regions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.regions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.regions.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.regions.setToolTip("Changed regions, largest first; click one to zoom to it")
+        self.regions.currentCellChanged.connect(lambda row, *_: self.zoom_to_region(row))
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.pair_list)
+        split.addWidget(center)
+        split.addWidget(self.regions)
+        split.setSizes([200, 900, 260])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+
+        self.swipe.valueChanged.connect(lambda v: self.view.set_swipe(v / 100))
+        self.opacity.valueChanged.connect(lambda _v: self._redraw())
+        self.threshold.valueChanged.connect(lambda _v: self._redraw())
+        self.min_area.valueChanged.connect(lambda _v: self._redraw())
+        self.export_button.setEnabled(False)
+
+    def _slider(self, value: int, tip: str) -> QSlider:
+        slider = QSlider(Qt.Orientation.Horizontal)
+        slider.setRange(0, 100)
+        slider.setValue(value)
+        slider.setToolTip(tip)
+        return slider
+
+    # -- inputs and jobs ----------------------------------------------------------------------------------------
+
+    def handle_drop(self, paths: list[str]) -> None:
+        """Files dropped on the window while this tab is shown: two fill Before and After, one the next empty."""
+        if len(paths) >= 2:
+            self.before_zone.set_path(paths[0])
+            self.after_zone.set_path(paths[1])
+            self.compare()
+        elif paths:
+            (self.after_zone if self.before_zone.path else self.before_zone).set_path(paths[0])
+            if self.before_zone.path and self.after_zone.path:
+                self.compare()
+
+    def compare(self) -> None:
+        from dedup_app.core.change.pipeline import ChangeInputError, pair_inputs
+
+        before, after = self.before_zone.path, self.after_zone.path
+        if not before or not after:
+            self.info.setText("Choose both a before and an after image (or folder) first.")
+            return
+        try:
+            pairs = pair_inputs(before, after)
+        except ChangeInputError as exc:
+            self.info.setText(f"Cannot compare: {exc}")
+            return
+        self.pairs, self.results = pairs, OrderedDict()
+        self.pair_list.clear()
+        for pair in pairs:
+            self.pair_list.addItem(QListWidgetItem(pair.name))
+        self._compute(pairs[: min(len(pairs), MAX_RESULTS)], select=0)
+
+    def _compute(self, pairs: list[Any], select: int | None = None) -> None:
+        from dedup_app.core.change.align import AlignmentError
+        from dedup_app.core.change.pipeline import compare_pair
+        from dedup_app.core.change.raster import RasterError
+
+        method = self.method.currentData()
+        get_detector = self.get_detector
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            detector = get_detector(cancel, method)
+            out: dict[str, Any] = {}
+            for pair in pairs:
+                cancel.raise_if_cancelled()
+                try:
+                    out[pair.name] = yield from compare_pair(pair, detector, None, cancel)
+                except (RasterError, AlignmentError) as exc:
+                    out[pair.name] = str(exc)
+            return out
+
+        def done(out: dict[str, Any]) -> None:
+            for name, result in out.items():
+                self.results[name] = result
+                self.results.move_to_end(name)
+            while len(self.results) > MAX_RESULTS:
+                self.results.popitem(last=False)
+            self._update_pair_rows()
+            if select is not None and self.pair_list.count():
+                self.pair_list.setCurrentRow(select)
+                self._pair_selected(select)
+            self.export_button.setEnabled(True)
+            self.compared.emit()
+
+        self.run_job("change", job, done, "Comparing")
+
+    def _update_pair_rows(self) -> None:
+        t, area = self.threshold.value() / 100, self.min_area.value()
+        for row, pair in enumerate(self.pairs):
+            item = self.pair_list.item(row)
+            result = self.results.get(pair.name)
+            if isinstance(result, str):
+                item.setText(f"{pair.name}: could not compare")
+                item.setToolTip(result)
+            elif result is not None:
+                fraction = result.summary(t, area)["changed_fraction"]
+                item.setText(f"{pair.name}: {fraction:.1%} changed")
+
+    def _pair_selected(self, row: int) -> None:
+        if not 0 <= row < len(self.pairs):
+            return
+        pair = self.pairs[row]
+        result = self.results.get(pair.name)
+        if result is None:
+            self._compute([pair], select=row)
+            return
+        if isinstance(result, str):
+            self.current = None
+            self.info.setText(f"{pair.name}: could not compare: {result}")
+            self.regions.setRowCount(0)
+            self.view.set_images(QPixmap(), QPixmap())
+            return
+        if self.current is not result:
+            first = self.current is None
+            self.current = result
+            if first:
+                self.threshold.blockSignals(True)
+                self.threshold.setValue(round(result.default_threshold * 100))
+                self.threshold.blockSignals(False)
+            self.view.set_images(rgb_pixmap(result.before.pixels), rgb_pixmap(result.after))
+        self._redraw()
+
+    def _redraw(self) -> None:
+        self.threshold_label.setText(f"{self.threshold.value() / 100:.2f}")
+        result = self.current
+        if result is None:
+            return
+        mask, regions = result.regions_at(self.threshold.value() / 100, self.min_area.value())
+        self.view.set_overlay(mask_pixmap(mask), self.opacity.value() / 100)
+        self.regions.setRowCount(len(regions))
+        for row, region in enumerate(regions):
+            m2 = "" if region.area_m2 is None else f"{region.area_m2:,.0f}"
+            for col, text in enumerate((str(region.id), f"{region.area_px:,}", m2)):
+                self.regions.setItem(row, col, QTableWidgetItem(text))
+        s = result.summary(self.threshold.value() / 100, self.min_area.value())
+        al = result.alignment
+        self.info.setText(
+            f"{s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions"
+            + (f", {s['changed_m2']:,.0f} m²" if s["changed_m2"] is not None else "")
+            + f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px. Model: {result.model}."
+        )
+        self._update_pair_rows()
+
+    def zoom_to_region(self, row: int) -> None:
+        if self.current is None or row < 0:
+            return
+        _, regions = self.current.regions_at(self.threshold.value() / 100, self.min_area.value())
+        if row < len(regions):
+            x, y, w, h = regions[row].bbox
+            self.view.zoom_to(QRectF(x, y, w, h))
+
+    # -- export -------------------------------------------------------------------------------------------------
+
+    def choose_export(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Export change maps to…", os.path.expanduser("~"))
+        if folder:
+            self.export_to(folder)
+
+    def export_to(self, folder: str) -> None:
+        from dedup_app.core.change.pipeline import ChangeOptions, run_change
+
+        if not self.pairs:
+            return
+        before, after = self.before_zone.path, self.after_zone.path
+        options = ChangeOptions(self.threshold.value() / 100, self.min_area.value())
+        known = {k: v for k, v in self.results.items() if not isinstance(v, str)}
+        method = self.method.currentData()
+        get_detector = self.get_detector
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            detector = get_detector(cancel, method)
+            return (yield from run_change(before, after, folder, detector, options, cancel, known))
+
+        def done(summaries: list[dict[str, Any]]) -> None:
+            failed = sum(1 for s in summaries if s.get("error"))
+            self.info.setText(f"Exported {len(summaries) - failed} pairs to {folder}"
+                              + (f" ({failed} could not be compared)" if failed else ""))  # fmt: skip
+            self.compared.emit()
+
+        self.run_job("change-export", job, done, "Exporting change maps")

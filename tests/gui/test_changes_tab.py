@@ -1,0 +1,80 @@
+"""The Changes tab, offscreen: drop two images, compare on the worker, live threshold, swipe, regions, export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.gui
+TIMEOUT = 120_000
+
+
+@pytest.fixture()
+def pair(tmp_path: Path, shared_data: Path) -> tuple[Path, Path]:
+    a = np.asarray(Image.open(shared_data / "change" / "demo_pair" / "A" / "demo.png").convert("RGB"))[:512, :512]
+    houses = np.asarray(Image.open(shared_data / "change" / "levir_samples" / "B" / "train_36_0512_0512.png")
+                        .convert("RGB"))[60:160, 140:240]  # fmt: skip
+    b = a.copy()
+    b[300:400, 100:200] = houses
+    Image.fromarray(a).save(tmp_path / "before.png")
+    Image.fromarray(b).save(tmp_path / "after.png")
+    return tmp_path / "before.png", tmp_path / "after.png"
+
+
+def test_compare_two_dropped_images(qtbot, make_window, pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    window = make_window()
+    window.tabs.setCurrentWidget(window.changes)
+    tab = window.changes
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.handle_drop([str(pair[0]), str(pair[1])])
+    assert tab.before_zone.path == str(pair[0]) and tab.after_zone.path == str(pair[1])
+    assert "changed" in tab.pair_list.item(0).text()
+    assert tab.regions.rowCount() >= 1
+    x, y, w, h = tab.current.regions_at(tab.threshold.value() / 100, tab.min_area.value())[1][0].bbox
+    assert 60 < x + w / 2 < 240 and 260 < y + h / 2 < 440  # the pasted houses
+    # live threshold: stricter means fewer changed pixels, from memory (no job)
+    before = tab.current.summary(0.5, 64)["changed_px"]
+    tab.threshold.setValue(95)
+    assert window.worker is None
+    assert tab.current.summary(0.95, 64)["changed_px"] <= before
+    assert tab.threshold_label.text() == "0.95"
+    tab.threshold.setValue(50)
+    # swipe and overlay
+    tab.swipe.setValue(25)
+    assert tab.view.clip.rect().width() == pytest.approx(512 * 0.25)
+    tab.opacity.setValue(30)
+    assert tab.view.overlay.opacity() == pytest.approx(0.3)
+    # click a region: the view zooms there
+    tab.regions.setCurrentCell(0, 0)
+    assert tab.view.highlight.rect().width() > 0
+    # export
+    out = tmp_path / "exported"
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.export_to(str(out))
+    assert (out / "before_mask.png").is_file() and (out / "summary.json").is_file()
+    assert "Exported 1 pairs" in tab.info.text()
+
+
+def test_bad_pairs_are_reported(qtbot, make_window, pair, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    window = make_window()
+    tab = window.changes
+    left, right = tmp_path / "L", tmp_path / "R"
+    left.mkdir()
+    right.mkdir()
+    Image.open(pair[0]).save(left / "x.png")
+    Image.open(pair[0]).save(right / "y.png")
+    tab.before_zone.set_path(str(left))
+    tab.after_zone.set_path(str(right))
+    tab.compare()
+    assert "Cannot compare" in tab.info.text() and window.worker is None
+    elsewhere = tmp_path / "elsewhere.png"
+    Image.open(shared_data / "photos" / "kodak" / "kodim05.png").crop((0, 0, 512, 512)).save(elsewhere)
+    tab.before_zone.set_path(str(pair[0]))
+    tab.after_zone.set_path(str(elsewhere))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    assert "could not compare" in tab.pair_list.item(0).text()
+    assert "do not line up" in tab.info.text()
