@@ -52,7 +52,7 @@ class ChangeResult:
 
     pair: Pair
     before: Raster
-    after: np.ndarray  # B on A's grid, radiometrically matched
+    after: np.ndarray  # B on A's grid, radiometrically matched (0 x 0 when not kept)
     valid: np.ndarray  # A's pixels that B covers
     alignment: Alignment
     prob_full: np.ndarray  # uint8 0-255, A's size
@@ -138,9 +138,17 @@ def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -
 
 
 def compare_pair(
-    pair: Pair, detector: ChangeDetector, options: ChangeOptions | None = None, cancel: CancelToken | None = None
+    pair: Pair,
+    detector: ChangeDetector,
+    options: ChangeOptions | None = None,
+    cancel: CancelToken | None = None,
+    keep_after: bool = True,
 ) -> Generator[Progress, None, ChangeResult]:
-    """Read, align, normalise and compute the change probability of one pair."""
+    """Read, align, normalise and compute the change probability of one pair.
+
+    ``keep_after`` False drops the aligned after image once the map is made (exports do not need it; on a
+    10,000 x 10,000 pair that is 300 MB).
+    """
     options = options or ChangeOptions()
     yield Progress("Reading", 0, None, pair.name)
     a = read_raster(pair.before, options.bands)
@@ -149,14 +157,21 @@ def compare_pair(
     b_pixels, valid, alignment = align(a, b)
     del b
     if options.normalise:
-        b_pixels = match_histograms(b_pixels, a.pixels, valid)
+        b_pixels = match_histograms(b_pixels, a.pixels, valid, out=b_pixels)  # B's array is ours alone now
     prob = yield from detector.probability(a.pixels, b_pixels, cancel)
+    if not keep_after:
+        b_pixels = np.zeros((0, 0, 3), np.uint8)
     prob_full = upsample(prob, a.shape)
     return ChangeResult(pair, a, b_pixels, valid, alignment, prob_full, detector.model_name, detector.config.threshold)
 
 
-def write_outputs(result: ChangeResult, out_dir: Path, threshold: float, min_area_px: int) -> dict[str, Any]:
-    """Write every map of one pair into ``out_dir``; returns its summary with the files written."""
+def write_outputs(
+    result: ChangeResult, out_dir: Path, threshold: float, min_area_px: int, consume: bool = False
+) -> dict[str, Any]:
+    """Write every map of one pair into ``out_dir``; returns its summary with the files written.
+
+    With ``consume`` the result's images are drawn on to save memory: do not use the result afterwards.
+    """
     stem = result.pair.name
     mask, regions = result.regions_at(threshold, min_area_px)
     summary = result.summary(threshold, min_area_px)
@@ -167,14 +182,14 @@ def write_outputs(result: ChangeResult, out_dir: Path, threshold: float, min_are
         "geojson": out_dir / f"{stem}.geojson",
     }
     export.write_mask(files["mask"], mask)
-    export.write_png(files["overlay"], export.overlay(result.before.pixels, mask))
-    export.write_png(files["heatmap"], export.heatmap(result.prob_full))
+    export.write_heatmap(files["heatmap"], result.prob_full)
     geo = result.before.geo
     export.write_json(files["geojson"], export.geojson(regions, geo, {"before": result.pair.before,
                                                                        "after": result.pair.after}))  # fmt: skip
     if geo is not None:
         files["geotiff"] = out_dir / f"{stem}_mask.tif"
         export.write_geotiff(files["geotiff"], mask, geo)
+    export.write_overlay(files["overlay"], result.before.pixels, mask, in_place=consume)  # last: may consume
     summary["files"] = {k: str(v) for k, v in files.items()}
     return summary
 
@@ -202,8 +217,12 @@ def run_change(
         if cancel is not None:
             cancel.raise_if_cancelled()
         try:
-            result = (known or {}).get(pair.name) or (yield from compare_pair(pair, detector, options, cancel))
-            summaries.append(write_outputs(result, out, threshold, options.min_area_px))
+            result = (known or {}).get(pair.name)
+            fresh = result is None
+            if result is None:
+                result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
+            summaries.append(write_outputs(result, out, threshold, options.min_area_px, consume=fresh))
+            del result
         except (RasterError, AlignmentError, OSError) as exc:
             summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
         yield Progress("Pairs", k, len(pairs), pair.name)

@@ -118,6 +118,9 @@ def read_raster(path: str | os.PathLike[str], bands: tuple[int, ...] | None = No
         raise RasterError(f"{path}: joining band files needs rasterio (pip install 'dedup-app[geo]')")
     if not os.path.exists(path):
         raise RasterError(f"{path}: file not found")
+    direct = _read_with_opencv(path)
+    if direct is not None:
+        return direct
     try:
         data = read_bytes(path)
     except ImageLoadError as exc:
@@ -131,6 +134,32 @@ def read_raster(path: str | os.PathLike[str], bands: tuple[int, ...] | None = No
         hint = " (GeoTIFF/ENVI need rasterio: pip install 'dedup-app[geo]')" if _is_geo_path(path) else ""
         raise RasterError(f"{path}: {exc}{hint}") from None
     return Raster(path, np.asarray(img, dtype=np.uint8).copy(), None)
+
+
+def _read_with_opencv(path: str) -> Raster | None:
+    """Read straight into one array (large PNG/TIFF/JPEG rasters: no second copy), EXIF orientation applied;
+    ``None`` when OpenCV cannot read the file (the Pillow path then tries, and explains failures)."""
+    import cv2
+
+    if Path(path).suffix.lower() not in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}:
+        return None
+    try:
+        arr = cv2.imread(path, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+    except cv2.error:
+        return None
+    if arr is None:
+        return None
+    depth = int(arr.dtype.itemsize * 8)
+    if arr.dtype != np.uint8:
+        bands = [arr] if arr.ndim == 2 else [arr[..., c] for c in range(min(3, arr.shape[2]))][::-1]
+        rgb, _ = _to_rgb(bands, None)
+        return Raster(path, rgb, None, (1, 2, 3), depth)
+    if arr.ndim == 2:
+        return Raster(path, cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB), None, (1,), depth)
+    if arr.shape[2] == 4:
+        arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2BGR)
+    cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)  # in place: a 10,000 x 10,000 raster is 300 MB
+    return Raster(path, arr, None, (1, 2, 3), depth)
 
 
 def _read_high_bit_depth(data: bytes) -> np.ndarray | None:
