@@ -8,6 +8,8 @@ Usage::
     dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
                    [--json FILE] [--csv FILE]
     dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model FILE] [--device D]
+    dedup-app train (--labels FILE | --from-app | --images DIR ...) [--epochs N] [--out FILE] [--activate]
+    dedup-app models [list | activate ID | rollback]
 """
 
 from __future__ import annotations
@@ -133,7 +135,54 @@ def build_parser() -> argparse.ArgumentParser:
         "land-cover imagery",
     )  # fmt: skip
     change.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+
+    from model_training.cli import TRAIN_DESCRIPTION, add_train_arguments
+
+    train = sub.add_parser("train", help="fine-tune the model on labelled pairs (and/or edited copies of images)",
+                           description=TRAIN_DESCRIPTION)  # fmt: skip
+    add_train_arguments(train)
+
+    models = sub.add_parser("models", help="list, activate or roll back trained models",
+                            description="The model registry: trained models, the active one, roll back.")  # fmt: skip
+    models.add_argument("action", nargs="?", default="list", choices=("list", "activate", "rollback"))
+    models.add_argument("model_id", nargs="?", metavar="ID", help="model id for activate ('default': shipped)")
+    models.add_argument("--cache", metavar="FILE", help="embedding cache whose old-model entries are dropped")
     return parser
+
+
+def run_train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``train`` command (also ``python -m model_training``)."""
+    from model_training.cli import train_main
+
+    return train_main(args, parser, progress=_ProgressBar(enabled=not args.no_progress))
+
+
+def run_models_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``models`` command."""
+    from dedup_app.core.registry import ModelRegistry, drop_embeddings_of
+
+    registry = ModelRegistry()
+    try:
+        if args.action == "activate":
+            if not args.model_id:
+                parser.error("activate needs a model id (see 'dedup-app models')")
+            old, new = registry.activate(args.model_id)
+        elif args.action == "rollback":
+            old, new = registry.rollback()
+        else:
+            active = registry.active_id
+            print(f"{'*' if active is None else ' '} default  (shipped)")
+            for e in registry.entries():
+                after = e.metrics.get("validation_after", {})
+                f1 = f"val F1 {after['f1']:.3f}" if "f1" in after else ""
+                print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {e.name}  {f1}")
+            return EXIT_OK
+    except ValueError as exc:
+        print(f"dedup-app: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    dropped = drop_embeddings_of(old, args.cache) if old != new else 0
+    print(f"active model: {new} (was {old}; {dropped:,} cached embeddings of the old model dropped)")
+    return EXIT_OK
 
 
 def _bands(text: str | None, parser: argparse.ArgumentParser) -> tuple[int, ...] | None:
@@ -380,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_gui_command(args, parser)
     if args.command == "change":
         return run_change_command(args, parser)
+    if args.command == "train":
+        return run_train_command(args, parser)
+    if args.command == "models":
+        return run_models_command(args, parser)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

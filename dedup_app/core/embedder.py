@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from dedup_app.core.model import Checkpoint, SiameseEncoder, fold_batchnorm
-from dedup_app.core.resources import default_model_path
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +33,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def load_checkpoint(path: str | os.PathLike[str] | None = None) -> Checkpoint:
-    """The model file at ``path``, or the shipped default. Raises ``ValueError`` with the file named."""
-    return Checkpoint.load(path if path is not None else default_model_path())
+    """The model file at ``path``, or the active model of the registry (the shipped default when none is active).
+    Raises ``ValueError`` with the file named."""
+    if path is None:
+        from dedup_app.core.registry import ModelRegistry
+
+        path = ModelRegistry().active_path()
+    return Checkpoint.load(path)
 
 
 class Embedder:

@@ -68,6 +68,7 @@ class LabelStore:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         target = default_labels_path() if path is None else path
+        self.path = str(target)
         if str(target) != ":memory:":
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()

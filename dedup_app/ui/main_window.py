@@ -74,6 +74,16 @@ class AppContext:
     model_path: str | None = None
     device: str = "auto"
     trash: Callable[[str], None] = field(default=default_trash)
+    registry_root: str | None = None
+
+    def registry(self) -> Any:
+        from dedup_app.core.registry import ModelRegistry
+
+        return ModelRegistry(self.registry_root)
+
+    def checkpoint_path(self) -> str:
+        """The model to load: the one given on the command line, else the registry's active one."""
+        return self.model_path or str(self.registry().active_path())
 
 
 class ErrorsDialog(QDialog):
@@ -259,6 +269,9 @@ class MainWindow(QMainWindow):
             "Label group: not duplicate", lambda: self.label_group(NOT_DUPLICATE), "Shift+N"
         )
         self.act_quit = self._action("Quit", self.close, "Ctrl+Q")
+        self.act_train = self._action("Train on my labels…", self.open_training, "Ctrl+T",
+                                      "Fine-tune the model on the pairs you labelled")  # fmt: skip
+        self.act_rollback = self._action("Roll back to the previous model", self.rollback_model)
 
     def _build_ui(self) -> None:
         menu = self.menuBar()
@@ -275,6 +288,11 @@ class MainWindow(QMainWindow):
         label_menu = menu.addMenu("&Label")
         for act in (self.act_dup, self.act_notdup, self.act_group_dup, self.act_group_notdup):
             label_menu.addAction(act)
+        model_menu = menu.addMenu("&Model")
+        model_menu.addAction(self.act_train)
+        model_menu.addAction(self.act_rollback)
+        self.models_menu = model_menu.addMenu("Use model")
+        self.models_menu.aboutToShow.connect(self._fill_models_menu)
 
         bar = QToolBar("Main")
         bar.setObjectName("main-toolbar")
@@ -551,7 +569,7 @@ class MainWindow(QMainWindow):
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             yield Progress("Loading the model", 0, None)
-            return _load_embedder(ctx.model_path, ctx.device)
+            return _load_embedder(ctx.checkpoint_path(), ctx.device)
 
         self.run_job("model", job, self._model_loaded, "Loading the model")
 
@@ -561,7 +579,7 @@ class MainWindow(QMainWindow):
 
         if self.embedder is None:
             # Set from the worker: the UI thread reads it only while no job runs (one job at a time).
-            self.embedder = _load_embedder(self.ctx.model_path, self.ctx.device)
+            self.embedder = _load_embedder(self.ctx.checkpoint_path(), self.ctx.device)
         head_path = default_head_path()
         head = load_change_head(head_path) if head_path is not None and method == "features" else None
         return ChangeDetector(self.embedder, head, method)
@@ -586,7 +604,7 @@ class MainWindow(QMainWindow):
             embedder = self.embedder  # read when the job runs: a preload may have finished meanwhile
             if embedder is None:
                 yield Progress("Loading the model", 0, None)
-                embedder = _load_embedder(ctx.model_path, ctx.device)
+                embedder = _load_embedder(ctx.checkpoint_path(), ctx.device)
             finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, SLIDER_MIN, cancel)
             threshold = round(min(max(chosen or embedder.threshold, SLIDER_MIN), SLIDER_MAX) * 1000) / 1000
             yield Progress("Grouping", 0, None)
@@ -870,6 +888,52 @@ class MainWindow(QMainWindow):
             self.show_error("Export failed", f"{path}: {exc}")
             return
         self.statusBar().showMessage(f"Exported {len(self.model.groups):,} groups to {path}", 8000)
+
+    # -- models -------------------------------------------------------------------------------------------------
+
+    def open_training(self) -> Any:
+        from dedup_app.ui.train_dialog import TrainDialog
+
+        dialog = TrainDialog(
+            self.run_job, lambda: self.worker, self.ctx.labels.counts(), self.ctx.labels.path,
+            self.source_folders(), self.activate_trained, self,
+        )  # fmt: skip
+        dialog.open()
+        return dialog
+
+    def activate_trained(self, result: Any) -> None:
+        """Register a training result and make it the active model."""
+        registry = self.ctx.registry()
+        entry = registry.add(result.checkpoint, base=result.checkpoint.metrics.get("base_model"))
+        self._switch_model(*registry.activate(entry.model_id))
+
+    def rollback_model(self) -> None:
+        try:
+            self._switch_model(*self.ctx.registry().rollback())
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+
+    def _fill_models_menu(self) -> None:
+        from dedup_app.core.registry import DEFAULT
+
+        self.models_menu.clear()
+        registry = self.ctx.registry()
+        active = registry.active_id
+        for model_id, label in [(DEFAULT, "Shipped default"), *((e.model_id, e.model_id) for e in registry.entries())]:
+            act = self.models_menu.addAction(label)
+            act.setCheckable(True)
+            act.setChecked((active or DEFAULT) == model_id)
+            act.triggered.connect(lambda _=False, m=model_id: self._switch_model(*self.ctx.registry().activate(m)))
+
+    def _switch_model(self, old: str, new: str) -> None:
+        from dedup_app.core.registry import drop_embeddings_of
+
+        dropped = drop_embeddings_of(old, self.ctx.cache_path) if old != new else 0
+        self.embedder = None  # the next scan loads the new model
+        self.statusBar().showMessage(
+            f"Model {new} is active ({dropped:,} cached embeddings of {old} dropped). Scan again to use it.", 15000
+        )
+        self._update_summary()
 
     # -- errors -------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ def make_window(qtbot, tmp_path: Path, embedder) -> Iterator[Callable[..., MainW
         prefs = QSettings(str(app_dir / "prefs.ini"), QSettings.Format.IniFormat)
         state = QSettings(str(app_dir / "state.ini"), QSettings.Format.IniFormat)
         labels = LabelStore(labels_path or app_dir / "labels.sqlite3")
+        kwargs.setdefault("registry_root", str(app_dir / "models"))
         ctx = AppContext(S.Preferences(prefs), state, labels, str(app_dir / "cache.sqlite3"), **kwargs)  # type: ignore[arg-type]
         window = MainWindow(ctx)
         window.embedder = embedder  # skip loading the model per test

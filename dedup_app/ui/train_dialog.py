@@ -1,0 +1,230 @@
+""" "Train on my labels": label counts, a live loss and validation curve, Cancel, before/after, and Activate.
+
+The training code (``model_training``) is imported only inside the job that runs on the worker, so the window
+starts without it. Nothing changes for the user until they press Activate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE
+from dedup_app.core.progress import CancelToken
+
+
+class CurveView(QWidget):
+    """Training loss per step (blue) and validation F1 per epoch (orange), each scaled to its own range."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.losses: list[float] = []
+        self.f1: list[tuple[int, float]] = []  # (step, F1)
+        self.total = 1
+        self.setMinimumHeight(160)
+
+    def add_loss(self, step: int, total: int, loss: float) -> None:
+        self.total = max(total, 1)
+        self.losses.append(loss)
+        self.update()
+
+    def add_validation(self, step: int, f1: float) -> None:
+        self.f1.append((step, f1))
+        self.update()
+
+    def paintEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        r = self.rect().adjusted(30, 8, -8, -20)
+        p.setPen(QPen(self.palette().mid().color()))
+        p.drawRect(r)
+        p.drawText(4, r.bottom() + 16, "loss (blue), validation F1 (orange)")
+        if self.losses:
+            hi = max(self.losses) or 1.0
+            pts = [QPointF(r.left() + r.width() * i / self.total, r.bottom() - r.height() * v / hi)
+                   for i, v in enumerate(self.losses)]  # fmt: skip
+            p.setPen(QPen(QColor(40, 110, 220), 1.5))
+            p.drawPolyline(QPolygonF(pts))
+        if self.f1:
+            lo = min(v for _, v in self.f1)
+            span = max(1e-3, 1.0 - lo)
+            pts = [QPointF(r.left() + r.width() * s / self.total, r.bottom() - r.height() * (v - lo) / span)
+                   for s, v in self.f1]  # fmt: skip
+            p.setPen(QPen(QColor(230, 120, 20), 2))
+            p.drawPolyline(QPolygonF(pts))
+            for pt in pts:
+                p.drawEllipse(pt, 2.5, 2.5)
+        p.end()
+
+
+class TrainDialog(QDialog):
+    """Runs ``model_training.fit`` through the window's job runner and offers to activate the result."""
+
+    def __init__(
+        self,
+        run_job: Callable[..., bool],
+        worker: Callable[[], Any],
+        label_counts: dict[str, int],
+        labels_path: str | None,
+        source_folders: list[str],
+        on_activate: Callable[[Any], None],
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Train on my labels")
+        self.run_job, self.worker, self.on_activate = run_job, worker, on_activate
+        self.labels_path, self.source_folders = labels_path, source_folders
+        self.result: Any = None
+        pairs = label_counts.get(DUPLICATE, 0) + label_counts.get(NOT_DUPLICATE, 0)
+        self.intro = QLabel(
+            f"<b>{pairs} labelled pairs</b> ({label_counts.get(DUPLICATE, 0)} duplicate, "
+            f"{label_counts.get(NOT_DUPLICATE, 0)} not duplicate).<br>Training adjusts the model's projection "
+            "head so that your duplicates score higher and your non-duplicates lower, checked on a held-out part "
+            "of your labels. With the images of your source folders added, edited copies of them teach it too. "
+            "Expect one to a few minutes on a laptop. Nothing changes until you press <b>Activate</b>."
+        )
+        self.intro.setWordWrap(True)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.epochs.setValue(40)
+        self.use_sources = QCheckBox("Also learn from edited copies of images in my source folders (up to 300)")
+        self.use_sources.setChecked(pairs < 200)
+        self.curve = CurveView()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.table = QGridLayout()
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.activate_button = QPushButton("Activate")
+        self.close_button = QPushButton("Close")
+        self.cancel_button.setEnabled(False)
+        self.activate_button.setEnabled(False)
+        self.start_button.setEnabled(pairs > 0 or bool(source_folders))
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.activate_button.clicked.connect(self.activate)
+        self.close_button.clicked.connect(self.reject)
+        options = QHBoxLayout()
+        options.addWidget(QLabel("Epochs"))
+        options.addWidget(self.epochs)
+        options.addWidget(self.use_sources, 1)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.start_button, self.cancel_button, self.activate_button, self.close_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.intro)
+        layout.addLayout(options)
+        layout.addWidget(self.curve, 1)
+        layout.addWidget(self.status)
+        layout.addLayout(self.table)
+        layout.addLayout(buttons)
+        self.resize(720, 520)
+
+    def start(self) -> None:
+        labels_path, sources = self.labels_path, self.source_folders if self.use_sources.isChecked() else []
+        epochs = self.epochs.value()
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            from dedup_app.core.embedder import load_checkpoint
+            from dedup_app.core.files import FileEntry, walk_images
+            from dedup_app.core.labels import LabelStore
+            from model_training.data import (
+                DataError,
+                ItemSet,
+                items_from_pairs,
+                merge,
+                pairs_from_store,
+                self_supervised_items,
+                split_by_class,
+            )
+            from model_training.train import TrainConfig, fit
+
+            store = LabelStore(labels_path)
+            pairs, _missing = pairs_from_store(store)
+            store.close()
+            items = items_from_pairs(pairs) if pairs else ItemSet()
+            if sources:
+                paths = [e.path for e in walk_images(sources) if isinstance(e, FileEntry)][:300]
+                items = merge(items, self_supervised_items(paths, copies=4))
+            train, val = split_by_class(items, 0.2)
+            if len(set(val.labels)) < 2 or len(set(train.labels)) < 2:
+                raise DataError("too little data: label more pairs, or add source folders with images")
+            return (yield from fit(load_checkpoint(), train, val, TrainConfig(epochs=epochs), None, cancel))
+
+        if not self.run_job("train", job, self._done, "Training"):
+            self.status.setText("Another job is running; try again when it has finished.")
+            return
+        worker = self.worker()
+        if worker is not None:
+            worker.progress.connect(self._progress)
+            worker.finished.connect(self._finished)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText("Preparing the images…")
+
+    def cancel(self) -> None:
+        worker = self.worker()
+        if worker is not None:
+            worker.cancel()
+        self.status.setText("Cancelling… the active model stays as it is.")
+
+    def _progress(self, report: Any) -> None:
+        loss = getattr(report, "loss", None)
+        val = getattr(report, "val", None)
+        if report.stage == "Training" and loss is not None:
+            self.curve.add_loss(report.done, report.total or 1, loss)
+            self.status.setText(f"Epoch {report.epoch}: step {report.done:,} of {report.total:,}, loss {loss:.4f}")
+        elif val is not None:
+            self.curve.add_validation(report.done, val["f1"])
+        else:
+            self.status.setText(f"{report.stage}: {report.done:,}" + (f" of {report.total:,}" if report.total else ""))
+
+    def _finished(self) -> None:
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        if self.result is None:
+            self.status.setText(self.status.text() if "Cancel" not in self.status.text() else
+                                "Cancelled. The active model is unchanged.")  # fmt: skip
+
+    def _done(self, result: Any) -> None:
+        self.result = result
+        rows = [("", "ROC AUC", "threshold", "precision", "recall", "F1")]
+        for name, m in (("Before", result.before), ("After", result.after)):
+            rows.append((name, f"{m['auc']:.4f}", f"{m['calibrated_threshold']:.3f}", f"{m['precision']:.3f}",
+                         f"{m['recall']:.3f}", f"{m['f1']:.3f}"))  # fmt: skip
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                label = QLabel(f"<b>{text}</b>" if r == 0 or c == 0 else text)
+                label.setAlignment(Qt.AlignmentFlag.AlignRight if c else Qt.AlignmentFlag.AlignLeft)
+                self.table.addWidget(label, r, c)
+        improved = result.after is not result.before
+        self.activate_button.setEnabled(improved)
+        self.status.setText(
+            "Validation at 99 % pair precision, on labels the training did not see. "
+            + (
+                "Activate to use the new model from now on (roll back any time)."
+                if improved
+                else "No epoch beat the current model: keeping it is the better choice."
+            )  # fmt: skip
+        )
+
+    def activate(self) -> None:
+        if self.result is not None:
+            self.on_activate(self.result)
+            self.activate_button.setEnabled(False)
+            self.status.setText(f"Active model: {self.result.checkpoint.model_id}.")

@@ -1,0 +1,40 @@
+"""The "Train on my labels" dialog, offscreen: counts, a run on the worker with a live curve, activate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile
+
+pytestmark = pytest.mark.gui
+
+
+def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    window = make_window()
+    window.add_sources([str(photos_dir)], scan=False)
+    store = window.ctx.labels
+    f = {p.name: LabelledFile(p.name, str(p)) for p in photos_dir.iterdir()}
+    store.set(f["kodim01.jpg"], f["kodim01_resize.jpg"], DUPLICATE)
+    store.set(f["kodim05.jpg"], f["kodim05_rotate90.jpg"], DUPLICATE)
+    store.set(f["kodim01.jpg"], f["lonely.jpg"], NOT_DUPLICATE)
+    dialog = window.open_training()
+    assert "3 labelled pairs" in dialog.intro.text() and "2 duplicate" in dialog.intro.text()
+    dialog.epochs.setValue(2)
+    dialog.use_sources.setChecked(True)
+    with qtbot.waitSignal(window.job_finished, timeout=300_000):
+        dialog.start()
+    assert dialog.result is not None, dialog.status.text()
+    assert dialog.curve.losses and dialog.curve.f1
+    assert dialog.table.count() == 18  # header + before + after, six columns
+    registry = window.ctx.registry()
+    before = registry.active_id
+    dialog.activate_button.setEnabled(True)  # whether or not it improved, activation must work
+    window.embedder = object()
+    dialog.activate()
+    assert registry.active_id == dialog.result.checkpoint.model_id != before
+    assert window.embedder is None  # the next scan loads the new model
+    window.rollback_model()
+    assert registry.active_id is None
+    dialog.close()

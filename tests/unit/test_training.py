@@ -1,0 +1,205 @@
+"""The training module: losses against hand-computed values, balanced batches, data sources and splits,
+a short fit that lowers the validation loss, cancel, the registry, and the train command."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
+from dedup_app.core.model import Checkpoint
+from dedup_app.core.progress import Cancelled, CancelToken, drive
+from dedup_app.core.registry import DEFAULT, ModelRegistry
+from dedup_app.core.resources import default_model_path
+from model_training.data import (
+    DataError,
+    items_from_pairs,
+    pairs_from_csv,
+    pairs_from_store,
+    self_supervised_items,
+    split_by_class,
+)
+from model_training.train import BalancedBatchSampler, TrainConfig, TrainProgress, build_loss, fit
+
+
+def test_triplet_loss_matches_hand_computed_value() -> None:
+    loss, _ = build_loss(TrainConfig(loss="triplet", margin=0.1))
+    # anchor a, positive p (cos 0.8 to a), negative n (cos 0.6 to a), unit vectors in 2-D
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.8, 0.6]])
+    n = torch.tensor([[0.6, 0.8]])
+    emb = torch.cat([a, p, n])
+    labels = torch.tensor([0, 0, 1])
+    # with cosine similarity the violation is s(a,n) - s(a,p) + margin; triplets (a,p,n) and (p,a,n):
+    # (a,p,n): 0.6 - 0.8 + 0.1 = -0.1 -> 0 ; (p,a,n): s(p,n)=0.96 - 0.8 + 0.1 = 0.26 -> 0.26 ; mean over positive
+    # triplets (pml averages the non-zero ones): 0.26
+    value = float(loss(emb, labels, (torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([2, 2]))))
+    assert value == pytest.approx(0.26, abs=1e-5)
+
+
+def test_contrastive_loss_matches_hand_computed_value() -> None:
+    loss, _ = build_loss(TrainConfig(loss="contrastive", pos_margin=0.9, neg_margin=0.6))
+    emb = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])
+    labels = torch.tensor([0, 0, 1])
+    # positive pair (0,1): 0.9 - 0.8 = 0.1 ; negative pairs (0,2): 0.6 - 0.6 = 0 -> 0, (1,2): 0.96 - 0.6 = 0.36
+    # pml averages each part over its non-zero terms and sums: 0.1 + 0.36
+    assert float(loss(emb, labels)) == pytest.approx(0.46, abs=1e-5)
+
+
+def test_balanced_batches() -> None:
+    labels = [c for c in range(10) for _ in range(5)] + [99]  # class 99 has one item: never usable as a positive
+    sampler = BalancedBatchSampler(labels, classes_per_batch=4, per_class=3, seed=1)
+    batches = list(sampler)
+    assert batches == list(BalancedBatchSampler(labels, 4, 3, seed=1))  # deterministic
+    for batch in batches:
+        assert len(batch) == 12
+        counts = np.bincount([labels[i] for i in batch])
+        assert sorted(c for c in counts if c) == [3, 3, 3, 3]
+        assert all(labels[i] != 99 for i in batch)
+    with pytest.raises(ValueError, match="two classes"):
+        BalancedBatchSampler([0, 0, 1], 2, 2)
+
+
+def test_csv_and_label_store_sources(tmp_path: Path) -> None:
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    path = tmp_path / "pairs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path_a", "path_b", "label"])
+        w.writerows([["a.jpg", "b.jpg", 1], ["b.jpg", "c.jpg", 1], ["a.jpg", "d.jpg", 0]])
+    pairs = pairs_from_csv(path)
+    items = items_from_pairs(pairs)
+    by_name = {Path(k).name: lab for k, lab in zip(items.keys, items.labels, strict=True)}
+    assert by_name["a.jpg"] == by_name["b.jpg"] == by_name["c.jpg"] != by_name["d.jpg"]  # joined by duplicates
+    assert len(items.negatives) == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a.jpg,b.jpg,maybe\n")
+    with pytest.raises(DataError, match="bad.csv:1"):
+        pairs_from_csv(bad)
+    store = LabelStore(tmp_path / "labels.sqlite3")
+    store.set(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h2", str(tmp_path / "b.jpg")), DUPLICATE)
+    store.set(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h9", str(tmp_path / "gone.jpg")),
+              NOT_DUPLICATE)  # fmt: skip
+    got, missing = pairs_from_store(store)
+    assert [(Path(p.a).name, Path(p.b).name, p.label) for p in got] == [("a.jpg", "b.jpg", 1)] and missing == 1
+
+
+def test_split_keeps_every_class_on_one_side(shared_data: Path) -> None:
+    paths = sorted(str(p) for p in (shared_data / "photos" / "kodak").glob("*.png"))[:10]
+    items = self_supervised_items(paths, copies=3)
+    train, val = split_by_class(items, 0.3, seed=0)
+    assert len(train) + len(val) == len(items) == 40
+    assert not set(train.labels) & set(val.labels)
+    assert not {k.split("#")[0] for k in train.keys} & {k.split("#")[0] for k in val.keys}  # no image leaks
+    copy = items.load(1)
+    assert copy.mode == "RGB" and copy.size != (0, 0)
+
+
+@pytest.fixture()
+def weak_base(tmp_path: Path) -> Checkpoint:
+    """The shipped model with a collapsed head (one direction dominates every embedding, so unrelated images look
+    alike): a short fit has clear room to improve."""
+    base = Checkpoint.load(default_model_path())
+    gen = torch.Generator().manual_seed(0)
+    head = dict(base.head_state)
+    w = head["proj.weight"]
+    u = torch.randn(w.shape[0], 1, generator=gen)
+    head["proj.weight"] = w + 3.0 * (u / u.norm()) @ (torch.ones(1, w.shape[1]) / w.shape[1] ** 0.5)
+    return Checkpoint(base.config, head, base.threshold, "weak")
+
+
+def small_set(shared_data: Path):  # type: ignore[no-untyped-def]
+    paths = sorted(str(p) for p in (shared_data / "photos" / "kodak").glob("*.png"))[:12]
+    return split_by_class(self_supervised_items(paths, copies=3), 0.35, seed=0)
+
+
+def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Path, tmp_path: Path) -> None:
+    train, val = small_set(shared_data)
+    out = tmp_path / "model.pt"
+    reports = []
+    config = TrainConfig(epochs=1, lr=3e-3, loss="triplet", classes_per_batch=4, per_class=4)
+    result = drive(fit(weak_base, train, val, config, out), reports.append)
+    assert result.history[1]["loss"] < 0.9 * result.history[0]["loss"]
+    assert any(isinstance(r, TrainProgress) and r.loss is not None for r in reports)
+    saved = Checkpoint.load(out)
+    assert saved.metrics["recipe"]["loss"] == "triplet" and "validation_after" in saved.metrics
+    assert 0.0 < saved.threshold <= 1.0
+
+
+def test_cancel_leaves_the_active_model_alone(weak_base: Checkpoint, shared_data: Path, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models")
+    before = registry.active_path()
+    train, val = small_set(shared_data)
+    token = CancelToken()
+    out = tmp_path / "model.pt"
+    gen = fit(weak_base, train, val, TrainConfig(epochs=3, classes_per_batch=4, per_class=4), out, token)
+    with pytest.raises(Cancelled):
+        for report in gen:
+            if report.stage == "Training":
+                token.cancel()
+    assert not out.exists()
+    assert registry.active_path() == before and registry.active_id is None
+
+
+def test_registry_activate_and_roll_back(weak_base: Checkpoint, tmp_path: Path) -> None:
+    from dedup_app.core.cache import EmbeddingCache
+    from dedup_app.core.files import FileEntry
+    from dedup_app.core.registry import drop_embeddings_of
+
+    registry = ModelRegistry(tmp_path / "models")
+    default_id = Checkpoint.load(default_model_path()).model_id
+    entry = registry.add(weak_base)
+    assert [e.model_id for e in registry.entries()] == [entry.model_id]
+    assert registry.active_id is None and registry.active_path() == default_model_path()
+    cache_path = tmp_path / "cache.sqlite3"
+    with EmbeddingCache(cache_path) as cache:
+        f = FileEntry("/x.jpg", 1, 1)
+        cache.put_file(f, "h")
+        cache.put_embedding(f.path, default_id, np.ones(4))
+        cache.put_embedding(f.path, entry.model_id, np.ones(4))
+    old, new = registry.activate(entry.model_id)
+    assert (old, new) == (default_id, entry.model_id)
+    assert drop_embeddings_of(old, cache_path) == 1
+    with EmbeddingCache(cache_path) as cache:
+        assert cache.count(default_id) == 0 and cache.count(entry.model_id) == 1  # only the old model's rows go
+    assert Checkpoint.load(registry.active_path()).model_id == entry.model_id
+    assert registry.rollback() == (entry.model_id, default_id)
+    assert registry.active_id is None
+    registry.activate(DEFAULT)
+    with pytest.raises(ValueError, match="no model"):
+        registry.activate("nonexistent")
+    (registry.root / "registry.json").write_text("{broken")
+    assert registry.active_path() == default_model_path()  # a damaged index falls back to the shipped model
+
+
+def test_train_command(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dedup_app.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in sorted((shared_data / "photos" / "kodak").glob("*.png"))[:8]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "trained.pt"
+    code = main(["train", "--images", str(folder), "--copies", "2", "--epochs", "1", "--out", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0 and out.is_file()
+    text = capsys.readouterr().out
+    assert "before: ROC AUC" in text and "after: ROC AUC" in text
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--epochs", "1"])
+    assert exc.value.code == 2
+
+
+def test_embeddings_of_trained_model_are_unit_vectors(weak_base: Checkpoint) -> None:
+    enc = weak_base.build_encoder()
+    x = torch.rand(2, 3, 160, 160)
+    with torch.no_grad():
+        out = enc(x)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    assert not torch.allclose(out, F.normalize(out + 1, dim=1))
