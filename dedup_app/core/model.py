@@ -215,6 +215,16 @@ def fold_batchnorm(module: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------------- checkpoints
 
 
+def read_torch_file(path: str | os.PathLike[str], what: str) -> Any:
+    """``torch.load`` (tensors and plain data only) with failures turned into ``ValueError`` naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: {what} file not found") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a dedup-app {what} file ({exc})") from None
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file in the target folder, fsync, then rename: never a half-written file."""
     path = Path(path)
@@ -283,12 +293,7 @@ class Checkpoint:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
         """Read a checkpoint; raises ``ValueError`` naming the file when it is not one or is too new."""
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"{path}: model file not found") from None
-        except Exception as exc:
-            raise ValueError(f"{path}: not a dedup-app model file ({exc})") from None
+        data = read_torch_file(path, "model")
         if not isinstance(data, dict) or "format_version" not in data or "config" not in data:
             raise ValueError(f"{path}: not a dedup-app model file (no format version or config)")
         version = int(data["format_version"])

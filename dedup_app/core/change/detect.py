@@ -125,14 +125,11 @@ class ChangeHeadCheckpoint:
 
 def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
     """Read a change-head file; ``ValueError`` naming the file when it is not one."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"{path}: change model file not found") from None
-    except Exception as exc:
-        raise ValueError(f"{path}: not a dedup-app change model ({exc})") from None
+    from dedup_app.core.model import read_torch_file
+
+    data = read_torch_file(path, "change model")
     if not isinstance(data, dict) or data.get("kind") != "change-head":
-        raise ValueError(f"{path}: not a dedup-app change model (no 'change-head' marker)")
+        raise ValueError(f"{path}: not a dedup-app change model file (no 'change-head' marker)")
     if int(data.get("format_version", 0)) > CHANGE_FORMAT_VERSION:
         raise ValueError(f"{path}: change model format is newer than this dedup-app reads; update dedup-app")
     return ChangeHeadCheckpoint(
