@@ -6,7 +6,7 @@ import datetime as dt
 import os
 
 import numpy as np
-from PySide6.QtCore import QObject, QRectF, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from dedup_app.core.duplicates import GroupMember
 from dedup_app.core.units import format_bytes
+from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.thumbnails import ImageLoader
 
 PREVIEW = 1600  # longest side of the pictures shown in the compare view
@@ -114,29 +115,19 @@ class ImageView(QGraphicsView):
             theirs.valueChanged.connect(mine.setValue)
 
 
-class _DiffBridge(QObject):
-    done = Signal(int, QImage, float, str)  # request id, overlay, changed fraction, transform
+def difference_overlay(a: QImage, b: QImage) -> tuple[QImage, float, str]:
+    """Runs on a pool thread: B aligned onto A, the differences as a red overlay in A's frame, the changed
+    fraction and the turn/mirror that was undone."""
+    from dedup_app.core.compare import difference
 
-
-class _DiffTask(QRunnable):
-    def __init__(self, request: int, a: QImage, b: QImage, bridge: _DiffBridge) -> None:
-        super().__init__()
-        self.request, self.a, self.b, self.bridge = request, a, b, bridge
-
-    def run(self) -> None:
-        from dedup_app.core.compare import difference
-
-        try:
-            diff = difference(qimage_to_rgb(self.a), qimage_to_rgb(self.b))
-            h, w = diff.heat.shape
-            rgba = np.zeros((h, w, 4), np.uint8)
-            rgba[..., 0] = 255
-            rgba[..., 1] = 40
-            rgba[..., 3] = (np.where(diff.mask, 0.35 + 0.5 * diff.heat, 0.0) * 255).astype(np.uint8)
-            overlay = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
-            self.bridge.done.emit(self.request, overlay, diff.changed_fraction, diff.transform)
-        except Exception as exc:  # the overlay is optional: report, never crash
-            self.bridge.done.emit(self.request, QImage(), -1.0, str(exc))
+    diff = difference(qimage_to_rgb(a), qimage_to_rgb(b))
+    h, w = diff.heat.shape
+    rgba = np.zeros((h, w, 4), np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 1] = 40
+    rgba[..., 3] = (np.where(diff.mask, 0.35 + 0.5 * diff.heat, 0.0) * 255).astype(np.uint8)
+    overlay = QImage(rgba.tobytes(), w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+    return overlay, diff.changed_fraction, diff.transform
 
 
 class CompareWidget(QWidget):
@@ -150,10 +141,7 @@ class CompareWidget(QWidget):
         self.a: GroupMember | None = None
         self.b: GroupMember | None = None
         self._request = 0
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(1)
-        self._bridge = _DiffBridge()
-        self._bridge.done.connect(self._diff_done)
+        self._calls = BackgroundCalls(1, self)
 
         self.view_a, self.view_b = ImageView(), ImageView()
         self.view_a.link(self.view_b)
@@ -256,22 +244,23 @@ class CompareWidget(QWidget):
             self.diff_label.setText("waiting for the pictures...")
             return
         self.diff_label.setText("aligning...")
-        self._pool.start(_DiffTask(self._request, ia, ib, self._bridge))
+        request = self._request
+        self._calls.submit(lambda: difference_overlay(ia, ib), lambda out, err: self._diff_done(request, out, err))
 
-    def _diff_done(self, request: int, overlay: QImage, fraction: float, transform: str) -> None:
+    def _diff_done(self, request: int, out: tuple[QImage, float, str] | None, error: BaseException | None) -> None:
         if request != self._request:
             return  # the user moved on
-        if overlay.isNull():
-            self.diff_label.setText(f"could not compare: {transform}")
+        if error is not None or out is None:  # the overlay is optional: report, never crash
+            self.diff_label.setText(f"could not compare: {error}")
             return
+        overlay, fraction, transform = out
         # The difference is computed in A's frame (B aligned onto A), so it is drawn over A only.
         self.view_a.set_overlay(QPixmap.fromImage(overlay), self._frame())
         turned = "" if transform == "identity" else f", B {transform}"
         self.diff_label.setText(f"{fraction:.1%} differs{turned}")
 
     def shutdown(self) -> None:
-        self._pool.clear()
-        self._pool.waitForDone(5000)
+        self._calls.shutdown(5000)
 
 
 def _fill_info(form: QFormLayout, member: GroupMember | None) -> None:

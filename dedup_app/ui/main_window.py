@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QRunnable, QSettings, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -52,6 +52,7 @@ from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.units import format_bytes, format_duration
 from dedup_app.ui import settings as S
+from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
 from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel
@@ -162,26 +163,6 @@ class ProgressPanel(QWidget):
         self.hide()
 
 
-class _RegroupBridge(QObject):
-    done = Signal(int, object)  # request number, list of groups
-
-
-class _RegroupTask(QRunnable):
-    """Grouping at a new threshold, off the UI thread (it only reads the finder's immutable search results)."""
-
-    def __init__(self, request: int, finder: DuplicateFinder, args: tuple[Any, ...], bridge: _RegroupBridge) -> None:
-        super().__init__()
-        self.request, self.finder, self.args, self.bridge = request, finder, args, bridge
-
-    def run(self) -> None:
-        try:
-            groups = self.finder.groups(*self.args)
-        except Exception:  # never lose an error in a pool thread
-            log.exception("regrouping failed")
-            return
-        self.bridge.done.emit(self.request, groups)
-
-
 class MainWindow(QMainWindow):
     """dedup-app's window. Signals let tests and the screenshot mode wait without sleeping."""
 
@@ -205,10 +186,7 @@ class MainWindow(QMainWindow):
         self.model_threshold = 0.829
         self._pending_job: tuple[str, Job, Callable[[Any], None], str] | None = None
         self._regroup_request = 0
-        self._regroup_pool = QThreadPool(self)
-        self._regroup_pool.setMaxThreadCount(1)
-        self._regroup_bridge = _RegroupBridge()
-        self._regroup_bridge.done.connect(self._show_groups)
+        self._regroup_calls = BackgroundCalls(1, self)
         self.loader = ImageLoader(parent=self)
 
         self._build_actions()
@@ -666,9 +644,19 @@ class MainWindow(QMainWindow):
         self._regroup_request += 1
         args = (self.threshold, self.ctx.labels.not_duplicate_pairs(), set(self.removed))
         if background:
-            self._regroup_pool.start(_RegroupTask(self._regroup_request, self.finder, args, self._regroup_bridge))
+            # the finder's search results are immutable: grouping may read them from a pool thread
+            request, finder = self._regroup_request, self.finder
+            self._regroup_calls.submit(
+                lambda: finder.groups(*args), lambda groups, err: self._regrouped(request, groups, err)
+            )
         else:
             self._show_groups(self._regroup_request, self.finder.groups(*args))
+
+    def _regrouped(self, request: int, groups: list[DuplicateGroup] | None, error: BaseException | None) -> None:
+        if error is not None or groups is None:
+            log.error("regrouping failed", exc_info=error)
+            return
+        self._show_groups(request, groups)
 
     def _show_groups(self, request: int, groups: list[DuplicateGroup]) -> None:
         if request != self._regroup_request:
@@ -965,7 +953,7 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.cancel()  # stops at the next batch; loading the model cannot be interrupted
             self.worker.wait()
-        self._regroup_pool.waitForDone()
+        self._regroup_calls.shutdown()
         self.loader.shutdown()
         self.compare.shutdown()
         state = self.ctx.state

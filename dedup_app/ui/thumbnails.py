@@ -11,35 +11,21 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage, QPixmap
+
+from dedup_app.ui.background import BackgroundCalls
 
 log = logging.getLogger(__name__)
 
 
-class _Bridge(QObject):
-    done = Signal(str, int, QImage, str)  # path, size, image, error
+def _decode_qimage(path: str, size: int) -> QImage:
+    """Runs on a pool thread: a QImage (not a QPixmap, which belongs to the UI thread) at most size x size."""
+    from dedup_app.core.imageio import decode, read_bytes
 
-
-class _Decode(QRunnable):
-    def __init__(self, path: str, size: int, bridge: _Bridge) -> None:
-        super().__init__()
-        self.path, self.size, self.bridge = path, size, bridge
-
-    def run(self) -> None:  # on a pool thread: QImage (not QPixmap) is safe here
-        from dedup_app.core.imageio import ImageLoadError, decode, read_bytes
-
-        try:
-            img, _info = decode(read_bytes(self.path), target=self.size)
-            img.thumbnail((self.size, self.size))
-            data = img.tobytes()
-            qimg = QImage(data, img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888).copy()
-            self.bridge.done.emit(self.path, self.size, qimg, "")
-        except ImageLoadError as exc:
-            self.bridge.done.emit(self.path, self.size, QImage(), str(exc))
-        except Exception as exc:  # never let a pool thread die silently
-            log.exception("loading %s failed", self.path)
-            self.bridge.done.emit(self.path, self.size, QImage(), f"unexpected error: {exc}")
+    img, _info = decode(read_bytes(path), target=size)
+    img.thumbnail((size, size))
+    return QImage(img.tobytes(), img.width, img.height, 3 * img.width, QImage.Format.Format_RGB888).copy()
 
 
 class ImageLoader(QObject):
@@ -50,10 +36,7 @@ class ImageLoader(QObject):
 
     def __init__(self, max_items: int = 2000, threads: int = 2, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(threads)
-        self._bridge = _Bridge()
-        self._bridge.done.connect(self._on_done)
+        self.calls = BackgroundCalls(threads, self)
         self._cache: OrderedDict[tuple[str, int], QPixmap] = OrderedDict()
         self._images: dict[tuple[str, int], QImage] = {}
         self._pending: set[tuple[str, int]] = set()
@@ -69,7 +52,7 @@ class ImageLoader(QObject):
             return pix
         if key not in self._pending and path not in self._errors:
             self._pending.add(key)
-            self.pool.start(_Decode(path, size, self._bridge))
+            self.calls.submit(lambda: _decode_qimage(path, size), lambda img, err: self._on_done(path, size, img, err))
         return None
 
     def image(self, path: str, size: int) -> QImage | None:
@@ -93,15 +76,19 @@ class ImageLoader(QObject):
 
     def shutdown(self) -> None:
         """Drop queued decodes and wait for running ones (at exit)."""
-        self.pool.clear()
-        self.pool.waitForDone(5000)
+        self.calls.shutdown(5000)
 
-    def _on_done(self, path: str, size: int, image: QImage, error: str) -> None:
+    def _on_done(self, path: str, size: int, image: QImage | None, error: BaseException | None) -> None:
+        from dedup_app.core.imageio import ImageLoadError
+
         key = (path, size)
         self._pending.discard(key)
-        if error:
-            self._errors[path] = error
-            self.failed.emit(path, size, error)
+        if error is not None or image is None:
+            if not isinstance(error, ImageLoadError):
+                log.error("loading %s failed", path, exc_info=error)
+            reason = str(error) if isinstance(error, ImageLoadError) else f"unexpected error: {error}"
+            self._errors[path] = reason
+            self.failed.emit(path, size, reason)
             return
         self._cache[key] = QPixmap.fromImage(image)
         if size > 256:

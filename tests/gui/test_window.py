@@ -310,7 +310,7 @@ def test_no_thread_left_running_at_exit(qtbot, make_window, photos_dir: Path) ->
     assert running is not None and running.isRunning()
     window.close()  # cancels and waits
     assert not running.isRunning()
-    assert window.loader.pool.activeThreadCount() == 0
+    assert window.loader.calls.pool.activeThreadCount() == 0
     qtbot.waitUntil(lambda: not [t for t in threading.enumerate() if t.name.startswith("decode")], timeout=10_000)
 
 
