@@ -77,8 +77,14 @@ class ModelRegistry:
         """Registered models, oldest first."""
         data = self._load()
         out = [
-            ModelEntry(mid, self.root / m["file"], m.get("name", mid), float(m.get("created", 0)),
-                       dict(m.get("metrics", {})), m.get("base"))  # fmt: skip
+            ModelEntry(
+                mid,
+                self.root / m["file"],
+                m.get("name", mid),
+                float(m.get("created", 0)),
+                dict(m.get("metrics", {})),
+                m.get("base"),
+            )  # fmt: skip
             for mid, m in data["models"].items()
         ]
         return sorted(out, key=lambda e: e.created)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -543,27 +544,29 @@ class MainWindow(QMainWindow):
         """Load the model on the worker right after start, so the first scan does not wait for it."""
         if self.embedder is not None or self.worker is not None:
             return
-        ctx = self.ctx
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             yield Progress("Loading the model", 0, None)
-            return _load_embedder(ctx.checkpoint_path(), ctx.device)
+            return self._ensure_embedder()
 
         self.run_job("model", job, self._model_loaded, "Loading the model")
+
+    def _ensure_embedder(self) -> Any:
+        """The embedder, loaded on first use. Called on the worker thread: the UI thread reads ``embedder`` only
+        while no job runs (one job at a time)."""
+        if self.embedder is None:
+            self.embedder = _load_embedder(self.ctx.checkpoint_path(), self.ctx.device)
+        return self.embedder
 
     def _change_detector(self, cancel: CancelToken, method: str) -> Any:
         """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed)."""
         from dedup_app.core.change.detect import ChangeDetector, default_head_path, load_change_head
 
-        if self.embedder is None:
-            # Set from the worker: the UI thread reads it only while no job runs (one job at a time).
-            self.embedder = _load_embedder(self.ctx.checkpoint_path(), self.ctx.device)
         head_path = default_head_path()
         head = load_change_head(head_path) if head_path is not None and method == "features" else None
-        return ChangeDetector(self.embedder, head, method)
+        return ChangeDetector(self._ensure_embedder(), head, method)
 
     def _model_loaded(self, embedder: Any) -> None:
-        self.embedder = embedder
         self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}", 5000)
         self._update_summary()
 
@@ -579,24 +582,25 @@ class MainWindow(QMainWindow):
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             from dedup_app.core.duplicates import scan_and_search
 
-            embedder = self.embedder  # read when the job runs: a preload may have finished meanwhile
-            if embedder is None:
+            if self.embedder is None:  # read when the job runs: a preload may have finished meanwhile
                 yield Progress("Loading the model", 0, None)
-                embedder = _load_embedder(ctx.checkpoint_path(), ctx.device)
-            finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, SLIDER_MIN, cancel)
-            threshold = round(min(max(chosen or embedder.threshold, SLIDER_MIN), SLIDER_MAX) * 1000) / 1000
+            embedder = self._ensure_embedder()
+            # searched down to a floor that rises with the collection's size (see search_floor)
+            finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, None, cancel)
+            threshold = min(max(chosen or embedder.threshold, _slider_floor(finder)), SLIDER_MAX)
             yield Progress("Grouping", 0, None)
-            return embedder, finder, threshold, finder.groups(threshold, not_duplicates)  # first groups: here
+            return finder, threshold, finder.groups(threshold, not_duplicates)  # first groups: here
 
         self.center.setCurrentWidget(self.tree)
         self.run_job("scan", job, self._scan_done, "Scanning")
 
-    def _scan_done(self, outcome: tuple[Any, DuplicateFinder, float, list[DuplicateGroup]]) -> None:
-        self.embedder, self.finder, threshold, groups = outcome
+    def _scan_done(self, outcome: tuple[DuplicateFinder, float, list[DuplicateGroup]]) -> None:
+        self.finder, threshold, groups = outcome
         self.removed.clear()
         self.loader.clear()
         self.model_threshold = self.embedder.threshold
         self.slider.blockSignals(True)
+        self.slider.setMinimum(round(_slider_floor(self.finder) * 1000))  # no regrouping below what was searched
         self.slider.setValue(round(threshold * 1000))
         self.slider.blockSignals(False)
         self.slider_label.setText(f"{self.threshold:.3f}")
@@ -974,6 +978,12 @@ def _load_embedder(model_path: str | None, device: str) -> Any:
     gc.collect()
     gc.freeze()
     return embedder
+
+
+def _slider_floor(finder: DuplicateFinder) -> float:
+    """The lowest threshold the slider may take: what was searched, rounded up to the slider's 0.001 steps."""
+    assert finder.graph is not None
+    return max(SLIDER_MIN, math.ceil(round(finder.graph.min_threshold * 1000, 6)) / 1000)
 
 
 def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:

@@ -132,7 +132,8 @@ def test_slider_regroups_without_a_new_search(qtbot, make_window, photos_dir: Pa
         window.slider.setValue(700)
     loose = members()
     assert strict <= default <= loose and strict < loose
-    assert window.finder.graph is graph and window.worker is None  # regrouped from memory, synchronously
+    assert window.finder.graph is graph and window.worker is None  # regrouped from memory: no new search
+    assert window.slider.minimum() == round(graph.min_threshold * 1000) == 700  # 17 images: searched from 0.70
     assert window.slider_label.text() == "0.700"
     assert window.ctx.prefs.get(S.THRESHOLD) == pytest.approx(0.7)
 
