@@ -139,15 +139,6 @@ def walk_images(
             yield FileError(root_str, "not a regular file or folder")
 
 
-def is_valid_name(path: str) -> bool:
-    """Whether ``path`` is valid Unicode (names read from disk may carry undecodable bytes as surrogates)."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def display_path(path: str) -> str:
     """``path`` made printable: undecodable bytes shown as ``\\xNN`` escapes."""
     return os.fsencode(path).decode("utf-8", errors="backslashreplace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from dedup_app.core.change.detect import ChangeDetector
 from dedup_app.core.change.normalize import match_histograms
 from dedup_app.core.change.raster import Raster, RasterError, read_raster
 from dedup_app.core.change.regions import Region, change_mask, find_regions, upsample
-from dedup_app.core.files import IMAGE_EXTENSIONS
+from dedup_app.core.files import IMAGE_EXTENSIONS, FileEntry, walk_images
 from dedup_app.core.progress import CancelToken, Progress
 
 RASTER_EXTENSIONS = IMAGE_EXTENSIONS | {".tif", ".tiff", ".img", ".jp2", ".vrt"}
@@ -60,6 +61,11 @@ class ChangeResult:
     default_threshold: float
     cache: dict[tuple[float, int], tuple[np.ndarray, list[Region]]] = field(default_factory=dict)
 
+    @cached_property
+    def valid_px(self) -> int:
+        """Pixels of A that B covers (counted once: the summary is asked for on every threshold change)."""
+        return int(self.valid.sum())
+
     def regions_at(self, threshold: float, min_area_px: int) -> tuple[np.ndarray, list[Region]]:
         """Mask and regions at a threshold and minimum area (cached for the last few settings)."""
         key = (round(threshold, 3), int(min_area_px))
@@ -73,7 +79,7 @@ class ChangeResult:
     def summary(self, threshold: float, min_area_px: int) -> dict[str, Any]:
         mask, regions = self.regions_at(threshold, min_area_px)
         changed = int(mask.sum())
-        valid = int(self.valid.sum()) or 1
+        valid = self.valid_px or 1
         geo = self.before.geo
         return {
             "name": self.pair.name,
@@ -101,11 +107,12 @@ class ChangeResult:
 
 
 def _image_files(folder: Path) -> dict[str, Path]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix.lower() in RASTER_EXTENSIONS:
-            out[p.relative_to(folder).as_posix()] = p
-    return out
+    """Rasters under ``folder`` by relative path (the scanner's walk: loops, unreadable folders, FIFOs are safe)."""
+    return {
+        Path(e.path).relative_to(folder).as_posix(): Path(e.path)
+        for e in walk_images([folder], RASTER_EXTENSIONS)
+        if isinstance(e, FileEntry)
+    }
 
 
 def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> list[Pair]:

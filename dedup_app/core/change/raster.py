@@ -38,11 +38,6 @@ class GeoInfo:
         a, b, c, d, e, f = self.transform
         return a * np.asarray(x) + b * np.asarray(y) + c, d * np.asarray(x) + e * np.asarray(y) + f
 
-    @property
-    def pixel_size(self) -> tuple[float, float]:
-        a, b, _, d, e, _ = self.transform
-        return math.hypot(a, d), math.hypot(b, e)
-
     def pixel_area_m2(self, row: float = 0.0) -> float:
         """Ground area of one pixel in square metres (geographic CRS: spherical approximation at ``row``)."""
         a, b, _, d, e, f = self.transform
