@@ -22,8 +22,10 @@ import torch
 
 from dedup_app.core.imageio import load_for_embedding
 from dedup_app.core.model import Checkpoint, EncoderConfig, SiameseEncoder, create_backbone
+from dedup_app.core.progress import drive
 from model_training.metrics import calibrate_threshold, pairs_of_labels, threshold_scores
 from model_training.neardup_set import build_neardup_set
+from model_training.train import descriptors_of
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +40,11 @@ def orthogonal_projection(in_dim: int, out_dim: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(q.T.astype(np.float32))
 
 
-def descriptors(encoder: SiameseEncoder, files: list[Path], batch: int = 32) -> np.ndarray:
+def descriptors(encoder: SiameseEncoder, files: list[Path]) -> np.ndarray:
     """Pooled backbone descriptors (before the head) of image files."""
-    out = []
     size = encoder.config.input_size
-    with torch.inference_mode():
-        for k in range(0, len(files), batch):
-            pix = np.stack([load_for_embedding(str(f), size).pixels for f in files[k : k + batch]])
-            x = torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0
-            out.append(encoder.descriptor(x).numpy())
-    return np.concatenate(out)
+    pixels = np.stack([load_for_embedding(str(f), size).pixels for f in files])
+    return drive(descriptors_of(encoder, pixels)).cpu().numpy()
 
 
 def pair_similarities(emb: np.ndarray, sources: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
