@@ -233,6 +233,8 @@ class ChangesTab(QWidget):
         self.opacity.valueChanged.connect(lambda _v: self._redraw())
         self.threshold.valueChanged.connect(lambda _v: self._redraw())
         self.min_area.valueChanged.connect(lambda _v: self._redraw())
+        self.threshold.sliderReleased.connect(self._update_pair_rows)  # the other pairs once the user lets go
+        self.min_area.editingFinished.connect(self._update_pair_rows)
         self.export_button.setEnabled(False)
 
     def _slider(self, value: int, tip: str) -> QSlider:
@@ -307,9 +309,11 @@ class ChangesTab(QWidget):
 
         self.run_job("change", job, done, "Comparing")
 
-    def _update_pair_rows(self) -> None:
+    def _update_pair_rows(self, rows: range | list[int] | None = None) -> None:
+        """Rewrite the changed fraction of the given rows (all by default) at the current settings."""
         t, area = self.threshold.value() / 100, self.min_area.value()
-        for row, pair in enumerate(self.pairs):
+        for row in rows if rows is not None else range(len(self.pairs)):
+            pair = self.pairs[row]
             item = self.pair_list.item(row)
             result = self.results.get(pair.name)
             if isinstance(result, str):
@@ -362,7 +366,8 @@ class ChangesTab(QWidget):
             + (f", {s['changed_m2']:,.0f} m²" if s["changed_m2"] is not None else "")
             + f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px. Model: {result.model}."
         )
-        self._update_pair_rows()
+        # only the pair shown while the slider moves: every other pair would mean a mask and regions per tile
+        self._update_pair_rows([self.pair_list.currentRow()] if self.pair_list.currentRow() >= 0 else [])
 
     def zoom_to_region(self, row: int) -> None:
         if self.current is None or row < 0:
