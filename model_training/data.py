@@ -146,7 +146,8 @@ def self_supervised_items(
     for cls, path in enumerate(image_paths):
         items.add(path, cls, _open_rgb(path))
         for k in range(copies):
-            rng_seed = int.from_bytes(hashlib.sha256(f"{seed}:{path}:{k}".encode()).digest()[:8], "little")
+            # seeded by the file name, not the full path, so a data set gives the same copies on every machine
+            rng_seed = int.from_bytes(hashlib.sha256(f"{seed}:{Path(path).name}:{k}".encode()).digest()[:8], "little")
             family = families[rng_seed % len(families)]
             items.add(f"{path}#{family}{k}", cls, _edited(path, family, rng_seed))
     return items
@@ -174,7 +175,7 @@ def split_by_class(items: ItemSet, val_fraction: float = 0.2, seed: int = 0) -> 
     classes = sorted(set(items.labels))
 
     def rank(cls: int) -> float:
-        key = "|".join(sorted(items.keys[i] for i, lab in enumerate(items.labels) if lab == cls))
+        key = "|".join(sorted(Path(items.keys[i]).name for i, lab in enumerate(items.labels) if lab == cls))
         return (int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") % 10_000) / 10_000
 
     ranked = sorted(classes, key=rank)

@@ -101,6 +101,20 @@ def test_split_keeps_every_class_on_one_side(shared_data: Path) -> None:
     assert copy.mode == "RGB" and copy.size != (0, 0)
 
 
+def test_copies_and_split_do_not_depend_on_where_the_data_lives(shared_data: Path, tmp_path: Path) -> None:
+    """CI mounts the data under another root: the same files must give the same edited copies and split there."""
+    other = tmp_path / "elsewhere"
+    other.symlink_to(shared_data / "photos" / "kodak", target_is_directory=True)
+    names = sorted(p.name for p in (shared_data / "photos" / "kodak").glob("*.png"))[:6]
+
+    def described(root: Path) -> tuple[list[str], list[str], bytes]:
+        items = self_supervised_items([str(root / n) for n in names], copies=2)
+        train, val = split_by_class(items, 0.35, seed=0)
+        return [Path(k).name for k in train.keys], [Path(k).name for k in val.keys], items.load(1).tobytes()
+
+    assert described(shared_data / "photos" / "kodak") == described(other)
+
+
 @pytest.fixture()
 def weak_base(tmp_path: Path) -> Checkpoint:
     """The shipped model with a collapsed head (one direction dominates every embedding, so unrelated images look
