@@ -1,6 +1,6 @@
 """Render resources/icons/dedup-app.svg to the PNG sizes desktops ask for (hicolor theme layout).
 
-    python packaging/make_icons.py      # rewrites resources/icons/hicolor/*/apps/dedup-app.png
+python packaging/make_icons.py      # rewrites resources/icons/hicolor/*/apps/dedup-app.png
 """
 
 from __future__ import annotations

@@ -85,22 +85,27 @@ def trash_files(
     On cancel, the files already trashed stay trashed (and are in the returned record, so they can be undone).
     """
     record = ActionRecord(TRASH)
-    for k, path in enumerate(paths, 1):
-        if cancel is not None and cancel.cancelled:
-            break
-        problem = _check_source(path)
-        if problem is None:
-            started = time.time()
-            try:
-                trash(path)
-                record.moved.append(Moved(path, find_in_trash(path, since=started - 2)))
-            except OSError as exc:
-                problem = f"could not move to the trash: {describe_os_error(exc)}"
-            except Exception as exc:  # send2trash raises its own types on some platforms
-                problem = f"could not move to the trash: {exc}"
-        if problem is not None:
-            record.failed.append(FileError(path, problem))
-        yield Progress("Moving to trash", k, len(paths))
+    sent: list[str] = []
+    started = time.time()
+    try:
+        for k, path in enumerate(paths, 1):
+            if cancel is not None and cancel.cancelled:
+                break
+            problem = _check_source(path)
+            if problem is None:
+                try:
+                    trash(path)
+                    sent.append(path)
+                except OSError as exc:
+                    problem = f"could not move to the trash: {describe_os_error(exc)}"
+                except Exception as exc:  # send2trash raises its own types on some platforms
+                    problem = f"could not move to the trash: {exc}"
+            if problem is not None:
+                record.failed.append(FileError(path, problem))
+            yield Progress("Moving to trash", k, len(paths))
+    finally:  # where each file went is looked up once for the whole action: one pass over each trash folder
+        found = find_many_in_trash(sent, since=started - 2)
+        record.moved = [Moved(path, found.get(os.path.abspath(path))) for path in sent]
     return record
 
 
@@ -186,35 +191,48 @@ def find_in_trash(original: str, since: float = 0.0) -> str | None:
 
     Only for the freedesktop trash (Linux and BSDs); elsewhere returns ``None``.
     """
-    if sys.platform in ("darwin", "win32"):
-        return None
-    original_abs = os.path.abspath(original)
-    stem = os.path.splitext(os.path.basename(original))[0]
-    best: tuple[float, Path] | None = None
-    for trash_dir in _trash_dirs(original):
-        info_dir = trash_dir / "info"
-        if not info_dir.is_dir():
-            continue
+    return find_many_in_trash([original], since).get(os.path.abspath(original))
+
+
+def find_many_in_trash(originals: Sequence[str], since: float = 0.0) -> dict[str, str]:
+    """For each of ``originals`` found in the freedesktop trash, where it now lies (keyed by absolute original
+    path; the newest entry wins). Each trash folder is listed once, whatever the number of files, and only entries
+    whose names could belong to one of them (send2trash's ``name 2.ext`` or GIO's ``name.2.ext``) are read."""
+    if sys.platform in ("darwin", "win32") or not originals:
+        return {}
+    wanted = {os.path.abspath(p) for p in originals}
+    prefixes = tuple({_trash_prefix(p) for p in wanted})
+    best: dict[str, tuple[float, Path]] = {}
+    folders = {os.path.dirname(p) for p in wanted}
+    trash_dirs = dict.fromkeys(d for folder in sorted(folders) for d in _trash_dirs(folder))  # without repeats
+    for trash_dir in trash_dirs:
         topdir = trash_dir.parent if trash_dir.name != str(os.getuid()) else trash_dir.parent.parent
-        for info in info_dir.glob(f"{_glob_escape(stem)}*.trashinfo"):
+        try:
+            entries = [e for e in os.scandir(trash_dir / "info") if e.name.endswith(".trashinfo")]
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(prefixes):
+                continue
             try:
-                stat = info.stat()
-                fields = dict(
-                    line.split("=", 1) for line in info.read_text(errors="replace").splitlines() if "=" in line
-                )
+                mtime = entry.stat().st_mtime
+                if mtime < since:
+                    continue
+                text = Path(entry.path).read_text(errors="replace")
             except OSError:
                 continue
+            fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
             recorded = unquote(fields.get("Path", ""), errors="surrogateescape")
-            absolute = recorded if os.path.isabs(recorded) else os.path.join(topdir, recorded)
-            if os.path.abspath(absolute) != original_abs or stat.st_mtime < since:
-                continue
-            if best is None or stat.st_mtime >= best[0]:
-                best = (stat.st_mtime, trash_dir / "files" / info.name[: -len(".trashinfo")])
-    return str(best[1]) if best else None
+            original = os.path.abspath(recorded if os.path.isabs(recorded) else os.path.join(topdir, recorded))
+            if original in wanted and (original not in best or mtime >= best[original][0]):
+                best[original] = (mtime, trash_dir / "files" / entry.name[: -len(".trashinfo")])
+    return {original: str(location) for original, (_, location) in best.items()}
 
 
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+def _trash_prefix(path: str) -> str:
+    """The part of a file name every trash entry for it starts with: up to the first dot (GIO numbers copies as
+    ``name.2.ext``, send2trash as ``name 2.ext``)."""
+    return os.path.basename(path).split(".", 1)[0]
 
 
 def _remove_trashinfo(trashed: Path) -> None:

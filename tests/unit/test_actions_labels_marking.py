@@ -46,6 +46,25 @@ def test_trash_then_undo_restores_bytes(tmp_path: Path) -> None:
         assert find_in_trash(p) is None  # the trash entry is gone with the file
 
 
+def test_trash_many_same_names_into_a_crowded_trash_then_undo(tmp_path: Path) -> None:
+    """Same file names from several folders (the trash renames them ``a 1.jpg``, ...), a trash already holding
+    unrelated and older same-name entries, and names with dots: every file is found and restored byte for byte."""
+    old = files(tmp_path / "old", "a.jpg", "x.y.z.png")
+    drive(trash_files(old))  # older entries with the same names, from another folder
+    names = ("a.jpg", "x.y.z.png", "b c.jpeg")
+    paths = [p for k in range(4) for p in files(tmp_path / f"f{k}", *names)]
+    contents = {p: Path(p).read_bytes() for p in paths}
+    record = drive(trash_files(paths))
+    assert record.failed == [] and record.sources == paths
+    destinations = [m.destination for m in record.moved]
+    assert None not in destinations and len(set(destinations)) == len(paths)
+    assert all(os.path.exists(d) for d in destinations)  # type: ignore[arg-type]
+    restored = drive(undo(record))
+    assert restored.failed == []
+    assert all(Path(p).read_bytes() == contents[p] for p in paths)
+    assert all(find_in_trash(p) is not None for p in old)  # the older entries were left alone
+
+
 def test_trash_reports_missing_and_read_only_files_and_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     paths = files(tmp_path / "pics", "ok.jpg")
     locked = files(tmp_path / "locked", "ro.jpg")
