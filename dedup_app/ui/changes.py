@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,13 @@ from PySide6.QtWidgets import (
 
 from dedup_app.core.progress import CancelToken
 
-MAX_RESULTS = 16  # change results kept in memory (each holds both images at full size)
+MAX_RESULTS = 16  # change results computed up front and kept in memory (each holds both images at full size)
+MAX_RESULT_BYTES = 1_500_000_000  # ... unless they hold more than this: the oldest go first, the newest always stays
+
+
+def _held_bytes(results: Iterable[Any]) -> int:
+    """Memory held by change results (an error message holds none)."""
+    return sum(r.nbytes for r in results if not isinstance(r, str))
 
 
 def rgb_pixmap(arr: np.ndarray) -> QPixmap:
@@ -288,6 +294,8 @@ class ChangesTab(QWidget):
             out: dict[str, Any] = {}
             for pair in pairs:
                 cancel.raise_if_cancelled()
+                if _held_bytes(out.values()) > MAX_RESULT_BYTES:
+                    break  # large rasters: the rest are compared when selected
                 try:
                     out[pair.name] = yield from compare_pair(pair, detector, None, cancel)
                 except (RasterError, AlignmentError) as exc:
@@ -298,7 +306,9 @@ class ChangesTab(QWidget):
             for name, result in out.items():
                 self.results[name] = result
                 self.results.move_to_end(name)
-            while len(self.results) > MAX_RESULTS:
+            while len(self.results) > 1 and (
+                len(self.results) > MAX_RESULTS or _held_bytes(self.results.values()) > MAX_RESULT_BYTES
+            ):
                 self.results.popitem(last=False)
             self._update_pair_rows()
             if select is not None and self.pair_list.count():

@@ -78,3 +78,28 @@ def test_bad_pairs_are_reported(qtbot, make_window, pair, tmp_path: Path, shared
         tab.compare()
     assert "could not compare" in tab.pair_list.item(0).text()
     assert "do not line up" in tab.info.text()
+
+
+def test_large_results_are_kept_within_a_memory_budget(qtbot, make_window, pair, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Tile folders: only as many results as fit the memory budget are computed up front and kept; the others are
+    compared when selected."""
+    from dedup_app.ui import changes
+
+    left, right = tmp_path / "L", tmp_path / "R"
+    left.mkdir()
+    right.mkdir()
+    for k in range(3):
+        Image.open(pair[0]).save(left / f"t{k}.png")
+        Image.open(pair[1]).save(right / f"t{k}.png")
+    monkeypatch.setattr(changes, "MAX_RESULT_BYTES", 1)  # one 512 x 512 result is already over it
+    window = make_window()
+    tab = window.changes
+    tab.before_zone.set_path(str(left))
+    tab.after_zone.set_path(str(right))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    assert list(tab.results) == ["t0"] and tab.pair_list.count() == 3
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.pair_list.setCurrentRow(2)
+    assert list(tab.results) == ["t2"] and tab.current is tab.results["t2"]
+    assert tab.regions.rowCount() >= 1

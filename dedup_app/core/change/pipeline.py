@@ -61,6 +61,13 @@ class ChangeResult:
     default_threshold: float
     cache: dict[tuple[float, int], tuple[np.ndarray, list[Region]]] = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory the result holds (both images, the coverage, the probability map and cached masks)."""
+        arrays = [self.before.pixels, self.after, self.valid, self.prob_full]
+        arrays += [mask for mask, _ in self.cache.values()]
+        return sum(int(a.nbytes) for a in arrays)
+
     @cached_property
     def valid_px(self) -> int:
         """Pixels of A that B covers (counted once: the summary is asked for on every threshold change)."""
