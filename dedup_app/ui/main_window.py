@@ -251,6 +251,10 @@ class MainWindow(QMainWindow):
         self.act_train = self._action("Train on my labels…", self.open_training, "Ctrl+T",
                                       "Fine-tune the model on the pairs you labelled")  # fmt: skip
         self.act_rollback = self._action("Roll back to the previous model", self.rollback_model)
+        # acting on the duplicate groups: only while they are on screen (Delete or N on the Changes tab, or in the
+        # Sources list, must not trash or label files the user is not looking at)
+        self.review_actions = (self.act_trash, self.act_move, self.act_keep, self.act_toggle, self.act_dup,
+                               self.act_notdup, self.act_group_dup, self.act_group_notdup)  # fmt: skip
 
     def _build_ui(self) -> None:
         menu = self.menuBar()
@@ -305,6 +309,7 @@ class MainWindow(QMainWindow):
 
         # sources
         self.sources = QListWidget()
+        self.sources.installEventFilter(self)  # Delete here removes the folder, not the marked files
         self.sources.setToolTip("Folders to scan. Tick a folder to make it a reference: its files are never marked.")
         add_button = QPushButton("Add…")
         add_button.clicked.connect(self.choose_and_add_folder)
@@ -362,6 +367,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.splitter, "Duplicates")
         self.tabs.addTab(self.changes, "Changes")
         self.tabs.setTabToolTip(1, "Compare before/after images or satellite tiles and map what changed")
+        self.tabs.currentChanged.connect(self._update_enabled)
 
         self.progress = ProgressPanel()
         self.progress.cancel_requested.connect(self.cancel_job)
@@ -718,10 +724,13 @@ class MainWindow(QMainWindow):
     def _update_enabled(self) -> None:
         busy = self.worker is not None
         marked = self.model.marked_in_view()
+        reviewing = not hasattr(self, "tabs") or self.tabs.currentWidget() is self.splitter
+        for act in self.review_actions:
+            act.setEnabled(reviewing)
         self.act_scan.setEnabled(not busy)
         self.act_cancel.setEnabled(busy)
-        self.act_trash.setEnabled(not busy and bool(marked))
-        self.act_move.setEnabled(not busy and bool(marked))
+        self.act_trash.setEnabled(reviewing and not busy and bool(marked))
+        self.act_move.setEnabled(reviewing and not busy and bool(marked))
         self.act_trash.setText(
             f"Trash marked ({len(marked)}, {format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
@@ -742,10 +751,18 @@ class MainWindow(QMainWindow):
             self.model.set_keep(member.image.path)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
-        if obj is self.tree and event.type() == QEvent.Type.KeyPress:
+        if obj is getattr(self, "tree", None) and event.type() == QEvent.Type.KeyPress:  # (events come early)
             key_event: QKeyEvent = event  # type: ignore[assignment]
             if key_event.key() == Qt.Key.Key_Space and not key_event.modifiers():
                 self.toggle_current()
+                return True
+        key_events = (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
+        if obj is getattr(self, "sources", None) and event.type() in key_events:
+            key_event = event  # type: ignore[assignment]
+            if key_event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not key_event.modifiers():
+                event.accept()  # overriding the window's Delete (trash marked) while the list has the focus
+                if event.type() == QEvent.Type.KeyPress:
+                    self.remove_selected_sources()
                 return True
         return super().eventFilter(obj, event)
 

@@ -306,7 +306,18 @@ class GroupsModel(QAbstractItemModel):
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self._sort = (column, order)
         self.layoutAboutToBeChanged.emit()
+        before = {id(g): gi for gi, g in enumerate(self.groups)}
         self._sort_groups()
+        moved_to = {before[id(g)]: gi for gi, g in enumerate(self.groups)}
+        # the selection and current row follow their groups (members keep their order within a group)
+        old = self.persistentIndexList()
+        new = [
+            self.createIndex(moved_to[i.row()], i.column(), 0)
+            if i.internalId() == 0
+            else self.createIndex(i.row(), i.column(), moved_to[i.internalId() - 1] + 1)
+            for i in old
+        ]
+        self.changePersistentIndexList(old, new)
         self.layoutChanged.emit()
         self._index_paths()
 

@@ -217,6 +217,33 @@ def test_trash_and_undo_on_real_files(qtbot, make_window, photos_dir: Path) -> N
     assert sum(len(g.members) for g in window.model.groups) == 8 - 1  # all back but the one deleted outside
 
 
+def test_keys_act_only_on_what_the_user_is_looking_at(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from dedup_app.ui.models import COL_SIM, COL_SIZE
+
+    window = make_window()
+    asked: list[str] = []
+    window.ask = lambda title, text: asked.append(title) or False  # type: ignore[method-assign]
+    scan(qtbot, window, photos_dir)
+    # sorting moves groups; the selected file and the compare view stay on the same file
+    group_row = window.model.index(window.model.rowCount() - 1, 0)
+    window.tree.setCurrentIndex(window.model.index(1, 0, group_row))
+    chosen = window.current_member()[1].image.path
+    for column, order in ((COL_SIM, Qt.SortOrder.AscendingOrder), (COL_SIZE, Qt.SortOrder.AscendingOrder)):
+        window.tree.sortByColumn(column, order)
+        assert window.current_member()[1].image.path == chosen
+        assert chosen in (window.compare.a.image.path, window.compare.b.image.path)
+    # Delete in the Sources list removes the folder, and never asks to trash the marked files
+    window.sources.setCurrentRow(0)
+    window.sources.setFocus()
+    qtbot.keyClick(window.sources, Qt.Key.Key_Delete)
+    assert window.source_folders() == [] and asked == []
+    # on the Changes tab, the review keys (Delete, K, D, N, ...) do nothing to the hidden groups
+    window.tabs.setCurrentWidget(window.changes)
+    assert not any(act.isEnabled() for act in window.review_actions)
+    window.tabs.setCurrentWidget(window.splitter)
+    assert window.act_notdup.isEnabled() and window.act_trash.isEnabled()
+
+
 def test_move_and_undo(qtbot, make_window, photos_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     window = make_window()
     scan(qtbot, window, photos_dir)
