@@ -86,8 +86,11 @@ def train_main(
     """Run training from parsed ``train`` arguments; returns the exit status."""
     from dedup_app.core.embedder import load_checkpoint
     from dedup_app.core.registry import ModelRegistry, drop_embeddings_of
-    from model_training.train import TrainConfig, fit
+    from model_training.train import TrainConfig, fit, missing_dependency
 
+    if (missing := missing_dependency()) is not None:
+        print(f"dedup-app: error: {missing}", file=sys.stderr)
+        return 2
     if not (args.labels or args.from_app or args.images):
         parser.error("give training data: --labels FILE, --from-app and/or --images DIR")
     for folder in args.images or []:
@@ -119,11 +122,14 @@ def train_main(
     finally:
         if progress is not None and hasattr(progress, "close"):
             progress.close()
+    for key, reason in result.skipped:
+        print(f"dedup-app: skipped {key}: {reason}", file=sys.stderr)
     print(format_metrics("before", result.before))
     print(format_metrics("after", result.after))
-    improved = result.after is not result.before
+    improved = result.improved
     if not improved and out is None:
-        print("No epoch beat the starting model on validation: nothing was added, the active model stays.")
+        print("The new model is not clearly better on validation (F1 +0.01 or more, ROC AUC no worse): "
+              "nothing was added, the active model stays.")  # fmt: skip
         return 0
     if out is not None:
         print(f"Model written to {out} (use it with --model {out})")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import random
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from dedup_app.core.imageio import resize_square
 from dedup_app.core.model import Checkpoint, SiameseEncoder
 from dedup_app.core.progress import CancelToken, Progress
-from model_training.data import ItemSet
+from model_training.data import DataError, ItemSet
 from model_training.metrics import calibrate_threshold, threshold_scores
 
 LOSSES = ("triplet", "contrastive")
@@ -77,6 +78,17 @@ class TrainResult:
     after: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
     path: Path | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason) of images that could not be read
+
+    @property
+    def improved(self) -> bool:
+        """Whether the new model is worth using: F1 at the precision target up by at least 0.01 on validation,
+        and the ranking quality (ROC AUC) not worse by more than 0.002. A gain from near-zero F1 that costs
+        ranking quality is noise, not a better model."""
+        if self.after is self.before:
+            return False
+        return (self.after["f1"] >= self.before["f1"] + 0.01
+                and self.after["auc"] >= self.before["auc"] - 0.002)  # fmt: skip
 
 
 class BalancedBatchSampler:
@@ -109,6 +121,15 @@ class BalancedBatchSampler:
             yield batch
 
 
+def missing_dependency() -> str | None:
+    """Why training cannot run in this installation (the ``train`` extra is missing), or ``None``."""
+    import importlib.util
+
+    if importlib.util.find_spec("pytorch_metric_learning") is None:
+        return "training needs pytorch-metric-learning: pip install 'dedup-app[train]'"
+    return None
+
+
 def build_loss(config: TrainConfig) -> tuple[Any, Any]:
     """(loss, miner) from pytorch-metric-learning on cosine similarity."""
     from pytorch_metric_learning import distances, losses, miners
@@ -123,16 +144,40 @@ def build_loss(config: TrainConfig) -> tuple[Any, Any]:
     return loss, miner
 
 
-def pixels_of(items: ItemSet, size: int, cancel: CancelToken | None = None) -> Generator[Progress, None, np.ndarray]:
-    """Every item as size x size x 3 uint8 (loaded and edited once)."""
+def pixels_of(
+    items: ItemSet, size: int, cancel: CancelToken | None = None
+) -> Generator[Progress, None, tuple[ItemSet, np.ndarray, list[tuple[str, str]]]]:
+    """Every readable item as size x size x 3 uint8 (loaded and edited once).
+
+    Returns the items that could be read, their pixels, and ``(key, reason)`` for each one that could not (a
+    corrupt or vanished file is skipped, not fatal: the scan reports such files too)."""
+    from dedup_app.core.imageio import ImageLoadError
+
     out = np.zeros((len(items), size, size, 3), np.uint8)
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
     for i in range(len(items)):
         if cancel is not None and i % 16 == 0:
             cancel.raise_if_cancelled()
-        out[i] = resize_square(items.load(i).convert("RGB"), size)
+        try:
+            out[len(kept)] = resize_square(items.load(i).convert("RGB"), size)
+            kept.append(i)
+        except (ImageLoadError, OSError, ValueError) as exc:
+            source = _source_file(items.keys[i])
+            if all(source != k for k, _ in skipped[-64:]):  # an unreadable file's edited copies: named once
+                skipped.append((source, str(exc)))
         if i % 16 == 15 or i == len(items) - 1:
             yield Progress("Preparing images", i + 1, len(items))
-    return out
+    if not skipped:
+        return items, out, skipped
+    return items.subset(kept), out[: len(kept)].copy(), skipped
+
+
+def _source_file(key: str) -> str:
+    """The file an item comes from: its key, or for an edited copy (``path#family3``) the original's path."""
+    if "#" in key and not os.path.exists(key):
+        return key.rsplit("#", 1)[0]
+    return key
 
 
 def descriptors_of(
@@ -203,13 +248,18 @@ def fit(
     from dedup_app.core.embedder import resolve_device
 
     config = config or TrainConfig()
+    if (missing := missing_dependency()) is not None:
+        raise DataError(missing)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 (pml's miners draw from numpy's global generator)
     dev = resolve_device(device)
     encoder = base.build_encoder().to(dev)
     size = encoder.config.input_size
-    train_pix = yield from pixels_of(train, size, cancel)
-    val_pix = yield from pixels_of(val, size, cancel)
+    train, train_pix, skipped = yield from pixels_of(train, size, cancel)
+    val, val_pix, skipped_val = yield from pixels_of(val, size, cancel)
+    skipped += skipped_val
+    if len(set(train.labels)) < 2 or len(set(val.labels)) < 2:
+        raise DataError(f"too little readable data: {len(skipped)} images could not be read")
     frozen = config.unfreeze_blocks <= 0
 
     # what the model does before training, on the same validation set
@@ -289,7 +339,7 @@ def fit(
     checkpoint = _checkpoint(base, encoder, best_state, best_metrics, before, config, frozen)
     if out is not None:
         checkpoint.save(out)
-    return TrainResult(checkpoint, before, best_metrics, history, out)
+    return TrainResult(checkpoint, before, best_metrics, history, out, skipped)
 
 
 def _trainable_state(encoder: SiameseEncoder, frozen: bool) -> dict[str, dict[str, torch.Tensor]]:

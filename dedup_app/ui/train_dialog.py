@@ -6,6 +6,7 @@ starts without it. Nothing changes for the user until they press Activate.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -212,15 +213,21 @@ class TrainDialog(QDialog):
                 label = QLabel(f"<b>{text}</b>" if r == 0 or c == 0 else text)
                 label.setAlignment(Qt.AlignmentFlag.AlignRight if c else Qt.AlignmentFlag.AlignLeft)
                 self.table.addWidget(label, r, c)
-        improved = result.after is not result.before
+        improved = result.improved
         self.activate_button.setEnabled(improved)
+        names = ", ".join(os.path.basename(key) for key, _ in result.skipped[:3])
+        more = "…" if len(result.skipped) > 3 else ""
+        skipped = f" {len(result.skipped)} images could not be read and were left out ({names}{more})."
+        skipped = skipped if result.skipped else ""
         self.status.setText(
-            "Validation at 99 % pair precision, on labels the training did not see. "
+            "Checked on pairs the training did not see; F1 at 99 % pair precision (how many duplicates are found "
+            "when almost no wrong pair is allowed), ROC AUC (how well duplicates rank above other pairs). "
             + (
-                "Activate to use the new model from now on (roll back any time)."
+                "The new model is better: Activate to use it from now on (roll back any time)."
                 if improved
-                else "No epoch beat the current model: keeping it is the better choice."
-            )  # fmt: skip
+                else "The new model is not clearly better (F1 up by 0.01 with ROC AUC no worse): keep the current one."
+            )
+            + skipped
         )
 
     def activate(self) -> None:

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.gui
 
 
 def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    (photos_dir / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")  # left out, named, not fatal
     window = make_window()
     window.add_sources([str(photos_dir)], scan=False)
     store = window.ctx.labels
@@ -28,6 +29,8 @@ def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> 
     assert dialog.result is not None, dialog.status.text()
     assert dialog.curve.losses and dialog.curve.f1
     assert dialog.table.count() == 18  # header + before + after, six columns
+    assert "could not be read" in dialog.status.text() and "broken.jpg" in dialog.status.text()
+    assert [Path(k).name for k, _ in dialog.result.skipped] == ["broken.jpg"]
     registry = window.ctx.registry()
     before = registry.active_id
     dialog.activate_button.setEnabled(True)  # whether or not it improved, activation must work

@@ -146,6 +146,16 @@ def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Pa
     assert 0.0 < saved.threshold <= 1.0
 
 
+def test_a_new_model_must_be_clearly_better_to_be_offered() -> None:
+    from model_training.train import TrainResult
+
+    before = {"f1": 0.0, "auc": 0.9747}
+    noise = TrainResult(None, before, {"f1": 0.034, "auc": 0.9707})  # type: ignore[arg-type]
+    assert not noise.improved  # the case seen in the window: F1 from 0 to 0.03 while ranking got worse
+    assert TrainResult(None, before, {"f1": 0.30, "auc": 0.9750}).improved  # type: ignore[arg-type]
+    assert not TrainResult(None, before, before).improved  # type: ignore[arg-type]
+
+
 def test_cancel_leaves_the_active_model_alone(weak_base: Checkpoint, shared_data: Path, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models")
     before = registry.active_path()
