@@ -1,7 +1,8 @@
 """Which file of a group to keep and which to mark for removal.
 
 One rule picks the file to keep in every group (highest resolution, largest file, oldest, newest, or a file in a
-reference folder); every other member is marked, except files in reference folders, which are never marked.
+reference folder); every other member is marked, except files in reference folders, which are never marked, and
+except in near-duplicate groups below :data:`SURE_SIMILARITY`, which are left for the user to review.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ RULES: dict[str, tuple[str, Callable[[ImageRecord], tuple[object, ...]]]] = {
 }
 
 
+#: Near-duplicate groups whose lowest similarity is below this are not marked automatically. Between the
+#: threshold (0.83) and here the model also joins different photos of one subject (another viewpoint, the next
+#: shot of a burst: UKBench viewpoints score 0.88-0.95), so those groups are shown for review, nothing ticked.
+#: Resized, recompressed and cropped copies score above it (benchmarks/neardup.py, docs/benchmarks.md).
+SURE_SIMILARITY = 0.95
+
+
 def in_folders(path: str, folders: Sequence[str]) -> bool:
     """Whether ``path`` lies inside one of ``folders`` (compared as absolute, normalised paths)."""
     p = os.path.normcase(os.path.abspath(path))
@@ -35,10 +43,12 @@ def in_folders(path: str, folders: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class Marks:
-    """The outcome of a rule on one group: the file kept and the files marked for removal."""
+    """The outcome of a rule on one group: the file kept, the files marked for removal, and whether the group was
+    left unmarked for the user to review (similar, but not surely the same picture)."""
 
     keep: str
     marked: frozenset[str]
+    review: bool = False
 
 
 def choose_keep(
@@ -66,10 +76,17 @@ def mark_group(
     rule: str,
     reference_folders: Sequence[str] = (),
     references: Collection[str] | None = None,
+    sure: float = 0.0,
 ) -> Marks:
-    """Keep one file by ``rule``; mark every other member that is not in a reference folder."""
+    """Keep one file by ``rule``; mark every other member that is not in a reference folder.
+
+    A near-duplicate group whose lowest similarity is below ``sure`` gets its keep suggestion but no marks
+    (``review`` is set); exact copies are always sure.
+    """
     images = [m.image for m in group.members]
     keep = choose_keep(images, rule, reference_folders, references)
+    if group.kind != "exact" and group.min_similarity < sure:
+        return Marks(keep.path, frozenset(), review=True)
     marked = frozenset(
         r.path for r in images if r.path != keep.path and not _is_ref(r.path, reference_folders, references)
     )

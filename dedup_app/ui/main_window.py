@@ -241,6 +241,8 @@ class MainWindow(QMainWindow):
         self.act_errors = self._action("Errors", self.show_errors, None, "Files the scan could not read")
         self.act_toggle = self._action("Toggle mark", self.toggle_current, None, "Mark or unmark the file (Space)")
         self.act_keep = self._action("Keep this file", self.keep_current, "K", "Keep the selected file in its group")
+        self.act_mark_group = self._action("Mark the group", self.mark_current_group, "M",
+                                           "Mark every file of the selected group but the kept one")  # fmt: skip
         self.act_dup = self._action("Label: duplicate", lambda: self.label_pair(DUPLICATE), "D")
         self.act_notdup = self._action("Label: not duplicate", lambda: self.label_pair(NOT_DUPLICATE), "N")
         self.act_group_dup = self._action("Label group: duplicate", lambda: self.label_group(DUPLICATE), "Shift+D")
@@ -253,8 +255,8 @@ class MainWindow(QMainWindow):
         self.act_rollback = self._action("Roll back to the previous model", self.rollback_model)
         # acting on the duplicate groups: only while they are on screen (Delete or N on the Changes tab, or in the
         # Sources list, must not trash or label files the user is not looking at)
-        self.review_actions = (self.act_trash, self.act_move, self.act_keep, self.act_toggle, self.act_dup,
-                               self.act_notdup, self.act_group_dup, self.act_group_notdup)  # fmt: skip
+        self.review_actions = (self.act_trash, self.act_move, self.act_keep, self.act_mark_group, self.act_toggle,
+                               self.act_dup, self.act_notdup, self.act_group_dup, self.act_group_notdup)  # fmt: skip
 
     def _build_ui(self) -> None:
         menu = self.menuBar()
@@ -266,7 +268,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         edit_menu = menu.addMenu("&Edit")
-        for act in (self.act_undo, self.act_trash, self.act_move, self.act_keep, self.act_toggle):
+        for act in (self.act_undo, self.act_trash, self.act_move, self.act_keep, self.act_toggle, self.act_mark_group):
             edit_menu.addAction(act)
         label_menu = menu.addMenu("&Label")
         for act in (self.act_dup, self.act_notdup, self.act_group_dup, self.act_group_notdup):
@@ -688,10 +690,8 @@ class MainWindow(QMainWindow):
         """Keep the user's own marks when groups are rebuilt (threshold, labels, removals)."""
         if not self.model.groups or not self.model.user_changed:
             return
-        from dedup_app.core.marking import mark_group
-
         for gi, group in enumerate(self.model.groups):
-            by_rule = mark_group(group, self.model.rule, self.model.reference_folders, self.model.references)
+            by_rule = self.model.rule_marks(group)
             keep = self.model.keep.get(gi)
             if keep and keep != by_rule.keep:
                 self.manual_keep.add(keep)
@@ -744,6 +744,11 @@ class MainWindow(QMainWindow):
         gi, member = self.current_member()
         if member is not None and not self.model.toggle_mark(member.image.path):
             self.statusBar().showMessage("The kept file and files in reference folders are never marked", 5000)
+
+    def mark_current_group(self) -> None:
+        gi, _member = self.current_member()
+        if gi >= 0 and not self.model.mark_all_in_group(gi):
+            self.statusBar().showMessage("Nothing more to mark in this group", 5000)
 
     def keep_current(self) -> None:
         gi, member = self.current_member()

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QFont, QPixmap
+from PySide6.QtGui import QColor, QFont, QPixmap
 
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
-from dedup_app.core.marking import in_folders, mark_group
+from dedup_app.core.marking import SURE_SIMILARITY, Marks, in_folders, mark_group
 from dedup_app.core.units import format_bytes
 from dedup_app.ui.thumbnails import ImageLoader
 
@@ -51,6 +51,8 @@ class GroupsModel(QAbstractItemModel):
         self.groups: list[DuplicateGroup] = []
         self.keep: dict[int, str] = {}  # group index -> kept path
         self.marked: set[str] = set()
+        self.review: set[int] = set()  # id() of the groups left unmarked for review
+        self.sure = SURE_SIMILARITY
         self.reference_folders: list[str] = []
         self.rule = "resolution"
         #: whether the user changed a mark or the kept file since the last set_groups
@@ -87,11 +89,18 @@ class GroupsModel(QAbstractItemModel):
         self._index_paths()
         self.marks_changed.emit()
 
+    def rule_marks(self, group: DuplicateGroup) -> Marks:
+        """What the rule alone does to ``group`` (keep, marks, review), before the user's own choices."""
+        return mark_group(group, self.rule, self.reference_folders, self.references, self.sure)
+
     def _apply_marks(self, manual_keep: set[str], manual_marks: dict[str, bool]) -> None:
         self.keep.clear()
         self.marked = set()
+        self.review = set()
         for gi, group in enumerate(self.groups):
-            marks = mark_group(group, self.rule, self.reference_folders, self.references)
+            marks = self.rule_marks(group)
+            if marks.review:
+                self.review.add(id(group))
             keep = next((m.image.path for m in group.members if m.image.path in manual_keep), marks.keep)
             self.keep[gi] = keep
             for m in group.members:
@@ -150,6 +159,21 @@ class GroupsModel(QAbstractItemModel):
             if p:
                 self._changed(p)
         self.marks_changed.emit()
+
+    def mark_all_in_group(self, gi: int) -> int:
+        """Mark every member of group ``gi`` but the kept file and reference files; returns how many changed."""
+        if not 0 <= gi < len(self.groups):
+            return 0
+        changed = [m.image.path for m in self.groups[gi].members
+                   if m.image.path != self.keep.get(gi) and not self.is_reference(m.image.path)
+                   and m.image.path not in self.marked]  # fmt: skip
+        self.marked.update(changed)
+        if changed:
+            self.user_changed = True
+            for path in changed:
+                self._changed(path)
+            self.marks_changed.emit()
+        return len(changed)
 
     def marked_in_view(self) -> list[str]:
         """Marked files of the groups shown, in display order."""
@@ -273,7 +297,8 @@ class GroupsModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
                 kind = "exact copies" if group.kind == "exact" else "near-duplicates"
-                return f"Group {gi + 1}: {len(group.members)} {kind}"
+                review = "  · similar: review" if id(group) in self.review else ""
+                return f"Group {gi + 1}: {len(group.members)} {kind}{review}"
             if col == COL_SIM:
                 return f"{group.min_similarity:.3f}"
             if col == COL_SIZE:
@@ -286,11 +311,19 @@ class GroupsModel(QAbstractItemModel):
             font = QFont()
             font.setBold(True)
             return font
+        elif role == Qt.ItemDataRole.ForegroundRole and id(group) in self.review and col == COL_FILE:
+            return QColor(170, 100, 0)
         elif role == Qt.ItemDataRole.ToolTipRole:
+            review = (
+                f"\nSimilar but not surely the same picture (below {self.sure:.2f}): nothing was marked. Compare, "
+                "then mark files with Space or the whole group with M."
+                if id(group) in self.review
+                else ""
+            )
             return (
                 f"{len(group.members)} files; removing all but the kept one frees "
                 f"{format_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
-                f"{group.min_similarity:.3f}"
+                f"{group.min_similarity:.3f}{review}"
             )
         return None
 

@@ -192,6 +192,28 @@ def test_auto_mark_rules_and_reference_folder(qtbot, make_window, tmp_path: Path
     assert window.ctx.prefs.get(S.REFERENCE_FOLDERS) == [str(ref)]
 
 
+def test_similar_but_unsure_groups_are_shown_for_review_unmarked(
+    qtbot, make_window, tmp_path: Path, shared_data: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """UKBench: the same objects from other viewpoints (not duplicates). They may group at the default threshold,
+    but nothing may be ticked for the trash until the user says so."""
+    folder = tmp_path / "viewpoints"
+    folder.mkdir()
+    for src in sorted((shared_data / "neardup" / "ukbench_similar_not_duplicate").glob("*.jpg")):
+        (folder / src.name).write_bytes(src.read_bytes())
+    window = make_window()
+    scan(qtbot, window, folder)
+    near = [g for g in window.model.groups if g.kind == "near"]
+    assert near, "expected the viewpoint pairs to group at the default threshold"
+    assert all(id(g) in window.model.review for g in near)
+    assert window.model.marked_in_view() == [] and not window.act_trash.isEnabled()
+    assert "review" in window.model.index(0, 0).data()
+    window.tree.setCurrentIndex(window.model.index(0, 0))
+    window.act_mark_group.trigger()  # M: the user decides the group is duplicates after all
+    assert len(window.model.marked_in_view()) == len(window.model.groups[0].members) - 1
+    assert window.act_trash.isEnabled()
+
+
 def test_trash_and_undo_on_real_files(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
     window = make_window()
     scan(qtbot, window, photos_dir)
