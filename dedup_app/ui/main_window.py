@@ -7,6 +7,7 @@ trash/move, undo) runs through one generic :class:`Worker`, one job at a time; t
 from __future__ import annotations
 
 import gc
+import html
 import logging
 import math
 import os
@@ -47,7 +48,7 @@ from PySide6.QtWidgets import (
 
 from dedup_app.core.actions import ActionRecord, default_trash, move_files, trash_files, undo
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
-from dedup_app.core.files import FileError
+from dedup_app.core.files import FileError, display_path
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
 from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Progress
@@ -321,7 +322,7 @@ class MainWindow(QMainWindow):
         self.errors_button.clicked.connect(self.show_errors)
         left = QWidget()
         left_layout = QVBoxLayout(left)
-        left_layout.addWidget(QLabel("<b>Sources</b> (tick = reference)"))
+        left_layout.addWidget(QLabel("<b>Sources</b>  (ticked: reference folder, never marked)"))
         left_layout.addWidget(self.sources, 1)
         row = QHBoxLayout()
         row.addWidget(add_button)
@@ -345,12 +346,18 @@ class MainWindow(QMainWindow):
         self.empty = QLabel(
             "<h2>Drop folders here to find duplicates</h2>"
             "<p>or use <b>Add folder…</b> (Ctrl+O). Scanning starts at once; nothing is removed without asking.</p>"
+            "<p>To see what changed between two images or two folders of tiles, drop them on the <b>Changes</b> "
+            "tab.</p>"
         )
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
+        self.no_groups = QLabel()  # after a scan that found nothing: says why, and what to try
+        self.no_groups.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_groups.setWordWrap(True)
         self.center = QStackedWidget()
         self.center.addWidget(self.empty)
         self.center.addWidget(self.tree)
+        self.center.addWidget(self.no_groups)
 
         # compare
         self.compare = CompareWidget(self.loader)
@@ -472,7 +479,7 @@ class MainWindow(QMainWindow):
     def _sources_changed(self, *_: Any) -> None:
         self.ctx.prefs.set(S.SOURCES, self.source_folders())
         self.ctx.prefs.set(S.REFERENCE_FOLDERS, self.reference_folders())
-        self.center.setCurrentWidget(self.tree if self.source_folders() or self.model.groups else self.empty)
+        self._show_center()
         if self.finder is not None:
             self.regroup()
 
@@ -618,6 +625,7 @@ class MainWindow(QMainWindow):
         self._remember_manual()
         self._regroup_request += 1
         self._show_groups(self._regroup_request, groups)
+        self._show_center()
         st = result.stats
         self.statusBar().showMessage(
             f"Scanned {len(result.images):,} images: {st.decoded:,} read, {st.cached + st.copies:,} from the cache"
@@ -683,8 +691,33 @@ class MainWindow(QMainWindow):
         )
         self.tree.expandAll()
         self.tree.setUpdatesEnabled(True)
-        self.center.setCurrentWidget(self.tree)
         self._after_groups_changed()
+
+    def _show_center(self) -> None:
+        """The groups; or, when there are none, a page saying why (no folders, no images, no duplicates)."""
+        if self.model.groups:
+            self.center.setCurrentWidget(self.tree)
+        elif self.finder is not None:
+            images = len(self.finder.result.images) - len(self.removed)
+            errors = len(self.finder.result.errors)
+            unread = f"<p>{errors:,} files could not be read: see <b>Errors</b>.</p>" if errors else ""
+            if images <= 0:
+                self.no_groups.setText("<h2>No images found</h2><p>in " + ", ".join(
+                    html.escape(display_path(f)) for f in self.source_folders()) + ".</p>" + unread)  # fmt: skip
+            else:
+                lower = self.slider.value() > self.slider.minimum()
+                hint = (f"Move the <b>Similarity</b> slider left (down to {self.slider.minimum() / 1000:.2f}) to "
+                        "see less similar pairs." if lower else "")  # fmt: skip
+                self.no_groups.setText(
+                    f"<h2>No duplicates among {images:,} images</h2><p>at similarity {self.threshold:.3f}. {hint}</p>"
+                    + unread
+                )
+            self.center.setCurrentWidget(self.no_groups)
+        elif self.source_folders():
+            self.no_groups.setText("<h2>Ready</h2><p>Press <b>Scan</b> (F5) to look for duplicates.</p>")
+            self.center.setCurrentWidget(self.no_groups)
+        else:
+            self.center.setCurrentWidget(self.empty)
 
     def _remember_manual(self) -> None:
         """Keep the user's own marks when groups are rebuilt (threshold, labels, removals)."""
@@ -701,6 +734,7 @@ class MainWindow(QMainWindow):
                     self.manual_marks[path] = path in self.model.marked
 
     def _after_groups_changed(self) -> None:
+        self._show_center()
         if self.model.groups and not self.tree.currentIndex().isValid():
             self.tree.setCurrentIndex(self.model.index(0, 0))
         elif not self.model.groups:

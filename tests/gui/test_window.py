@@ -19,7 +19,7 @@ from dedup_app.core.actions import find_in_trash
 from dedup_app.core.labels import NOT_DUPLICATE, LabelStore
 from dedup_app.ui import settings as S
 from dedup_app.ui.main_window import MainWindow
-from tests.conftest import noise_image
+from tests.conftest import noise_image, photo
 
 pytestmark = pytest.mark.gui
 SCAN_TIMEOUT = 180_000
@@ -72,6 +72,25 @@ def test_empty_window_says_what_to_do(make_window) -> None:  # type: ignore[no-u
     assert window.center.currentWidget() is window.empty
     assert "Drop folders here" in window.empty.text()
     assert not window.act_trash.isEnabled() and not window.act_undo.isEnabled()
+
+
+def test_a_scan_without_duplicates_says_so(qtbot, make_window, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "distinct"
+    folder.mkdir()
+    for name in ("kodim01.png", "kodim05.png", "kodim20.png"):
+        photo(shared_data, name).save(folder / f"{Path(name).stem}.jpg", quality=90)
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    window = make_window()
+    scan(qtbot, window, folder)
+    assert window.model.groups == [] and window.center.currentWidget() is window.no_groups
+    text = window.no_groups.text()
+    assert "No duplicates among 3 images" in text and "slider left" in text and "1 files could not be read" in text
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    window.sources.setCurrentRow(0)
+    window.remove_selected_sources()
+    scan(qtbot, window, empty)
+    assert "No images found" in window.no_groups.text()
 
 
 def test_drop_a_folder_scans_and_groups(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
