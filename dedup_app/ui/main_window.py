@@ -832,6 +832,25 @@ class MainWindow(QMainWindow):
             6000,
         )
         self._labels_changed(label)
+        if label != NOT_DUPLICATE:  # (a "not duplicate" pair leaves the groups: regrouping moves the view)
+            self._go_to_next_pair()
+
+    def _go_to_next_pair(self) -> None:
+        """Select the next file that is not the kept one (the compare view then shows it against the kept file),
+        in this group or the next, so labelling goes on with one key per pair."""
+        gi, member = self.current_member()
+        if gi < 0:
+            return
+        members = self.model.groups[gi].members
+        if member is None and self.compare.b in members:  # a group row shows its kept file against this member
+            member = self.compare.b
+        row = -1 if member is None else members.index(member)
+        for g in range(gi, len(self.model.groups)):
+            members = self.model.groups[g].members
+            for r in range(row + 1 if g == gi else 0, len(members)):
+                if members[r].image.path != self.model.keep.get(g):
+                    self.tree.setCurrentIndex(self.model.index(r, 0, self.model.index(g, 0)))
+                    return
 
     def label_group(self, label: str) -> None:
         gi, _ = self.current_member()
