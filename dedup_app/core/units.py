@@ -21,3 +21,8 @@ def format_duration(seconds: float) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+def count_of(n: int, one: str, many: str | None = None) -> str:
+    """(1, 'group') -> '1 group', (2, 'group') -> '2 groups', (3, 'copy', 'copies') -> '3 copies'."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"

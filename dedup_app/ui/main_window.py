@@ -52,7 +52,7 @@ from dedup_app.core.files import FileError, display_path
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
 from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Progress
-from dedup_app.core.units import format_bytes, format_duration
+from dedup_app.core.units import count_of, format_bytes, format_duration
 from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
@@ -749,9 +749,10 @@ class MainWindow(QMainWindow):
         reclaim = sum(g.reclaimable_bytes for g in groups)
         counts = self.ctx.labels.counts()
         labels = counts[DUPLICATE] + counts[NOT_DUPLICATE]
-        model = self.embedder.model_id if self.embedder is not None else "model not loaded yet"
+        model = self.embedder.model_id if self.embedder is not None else "model loads with the first scan"
         self.summary.setText(
-            f"{images:,} images · {len(groups):,} groups · {format_bytes(reclaim)} reclaimable · {model} · "
+            f"{count_of(images, 'image')} · {count_of(len(groups), 'group')} · {format_bytes(reclaim)} reclaimable · "
+            f"{model} · "
             f"labels: {labels} ({counts[DUPLICATE]} duplicate, {counts[NOT_DUPLICATE]} not)"
         )
 
