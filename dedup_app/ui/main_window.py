@@ -57,7 +57,7 @@ from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
-from dedup_app.ui.models import COL_FILE, COL_SIZE, THUMB, GroupsModel
+from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
 from dedup_app.ui.thumbnails import ImageLoader
 from dedup_app.ui.worker import Job, Worker
 
@@ -231,7 +231,7 @@ class MainWindow(QMainWindow):
             "Trash marked", self.trash_marked, "Delete", "Move the marked files to the trash", sp.SP_TrashIcon
         )
         self.act_move = self._action(
-            "Move marked…", self.move_marked, "Ctrl+M", "Move the marked files to a folder", sp.SP_DirLinkIcon
+            "Move…", self.move_marked, "Ctrl+M", "Move the marked files to a folder", sp.SP_DirLinkIcon
         )
         self.act_undo = self._action(
             "Undo", self.undo_last, "Ctrl+Z", "Put back the files of the last trash or move", sp.SP_ArrowBack
@@ -312,6 +312,7 @@ class MainWindow(QMainWindow):
 
         # sources
         self.sources = QListWidget()
+        self.sources.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.sources.installEventFilter(self)  # Delete here removes the folder, not the marked files
         self.sources.setToolTip("Folders to scan. Tick a folder to make it a reference: its files are never marked.")
         add_button = QPushButton("Add…")
@@ -322,7 +323,9 @@ class MainWindow(QMainWindow):
         self.errors_button.clicked.connect(self.show_errors)
         left = QWidget()
         left_layout = QVBoxLayout(left)
-        left_layout.addWidget(QLabel("<b>Sources</b>  (ticked: reference folder, never marked)"))
+        heading = QLabel("<b>Sources</b> <small>(ticked: reference folder, never marked)</small>")
+        heading.setWordWrap(True)  # must not widen the pane
+        left_layout.addWidget(heading)
         left_layout.addWidget(self.sources, 1)
         row = QHBoxLayout()
         row.addWidget(add_button)
@@ -341,7 +344,10 @@ class MainWindow(QMainWindow):
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.setAlternatingRowColors(True)
         self.tree.header().setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Interactive)
-        self.tree.header().resizeSection(COL_FILE, 300)
+        # every column fits a 1280-pixel screen's pane; long names and folders lose their middle, not their end
+        for column, width in ((COL_FILE, 250), (COL_SIM, 70), (COL_SIZE, 72), (COL_DIMS, 92), (COL_DATE, 118)):
+            self.tree.header().resizeSection(column, width)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.tree.installEventFilter(self)
         self.empty = QLabel(
             "<h2>Drop folders here to find duplicates</h2>"
@@ -767,7 +773,7 @@ class MainWindow(QMainWindow):
         self.act_trash.setEnabled(reviewing and not busy and bool(marked))
         self.act_move.setEnabled(reviewing and not busy and bool(marked))
         self.act_trash.setText(
-            f"Trash marked ({len(marked)}, {format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
+            f"Trash {len(marked)} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
         self.act_undo.setEnabled(not busy and bool(self.undo_stack))
         self.act_export.setEnabled(bool(self.model.groups))

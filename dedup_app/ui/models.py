@@ -296,9 +296,9 @@ class GroupsModel(QAbstractItemModel):
         group = self.groups[gi]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
-                kind = "exact copies" if group.kind == "exact" else "near-duplicates"
-                review = "  · similar: review" if id(group) in self.review else ""
-                return f"Group {gi + 1}: {len(group.members)} {kind}{review}"
+                review = id(group) in self.review
+                kind = "exact copies" if group.kind == "exact" else "similar: review" if review else "near-duplicates"
+                return f"{gi + 1}: {len(group.members)} {kind}"
             if col == COL_SIM:
                 return f"{group.min_similarity:.3f}"
             if col == COL_SIZE:
@@ -321,7 +321,7 @@ class GroupsModel(QAbstractItemModel):
                 else ""
             )
             return (
-                f"{len(group.members)} files; removing all but the kept one frees "
+                f"Group {gi + 1}: {len(group.members)} files; removing all but the kept one frees "
                 f"{format_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
                 f"{group.min_similarity:.3f}{review}"
             )
