@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from dedup_app.core.progress import CancelToken
+from dedup_app.ui.background import BackgroundCalls
 
 MAX_RESULTS = 16  # change results computed up front and kept in memory (each holds both images at full size)
 MAX_RESULT_BYTES = 1_500_000_000  # ... unless they hold more than this: the oldest go first, the newest always stays
@@ -55,12 +56,17 @@ def rgb_pixmap(arr: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(img.copy())
 
 
-def mask_pixmap(mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> QPixmap:
+def mask_image(mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> QImage:
+    """The changed pixels in ``colour``, the rest transparent (a QImage: may be built off the UI thread)."""
     h, w = mask.shape
     rgba = np.zeros((h, w, 4), np.uint8)
     rgba[..., :3] = colour
     rgba[..., 3] = (mask > 0) * 255
-    return QPixmap.fromImage(QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy())
+    return QImage(rgba.data, w, h, 4 * w, QImage.Format.Format_RGBA8888).copy()
+
+
+def mask_pixmap(mask: np.ndarray, colour: tuple[int, int, int] = (255, 40, 40)) -> QPixmap:
+    return QPixmap.fromImage(mask_image(mask, colour))
 
 
 class DropZone(QFrame):
@@ -160,6 +166,7 @@ class ChangesTab(QWidget):
     """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
 
     compared = Signal()  # results shown (tests wait on it)
+    redrawn = Signal()  # the mask and regions at the current settings are on screen
 
     def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str], Any],
                  parent: QWidget | None = None) -> None:  # fmt: skip
@@ -169,6 +176,8 @@ class ChangesTab(QWidget):
         self.results: OrderedDict[str, Any] = OrderedDict()
         self.pairs: list[Any] = []
         self.current: Any = None
+        self._calls = BackgroundCalls(1, self)
+        self._redraw_request = 0
 
         self.before_zone, self.after_zone = DropZone("Before"), DropZone("After")
         self.method = QComboBox()
@@ -236,7 +245,7 @@ class ChangesTab(QWidget):
         layout.addWidget(split, 1)
 
         self.swipe.valueChanged.connect(lambda v: self.view.set_swipe(v / 100))
-        self.opacity.valueChanged.connect(lambda _v: self._redraw())
+        self.opacity.valueChanged.connect(lambda v: self.view.overlay.setOpacity(v / 100))
         self.threshold.valueChanged.connect(lambda _v: self._redraw())
         self.min_area.valueChanged.connect(lambda _v: self._redraw())
         self.threshold.sliderReleased.connect(self._update_pair_rows)  # the other pairs once the user lets go
@@ -355,21 +364,50 @@ class ChangesTab(QWidget):
                 self.threshold.setValue(round(result.default_threshold * 100))
                 self.threshold.blockSignals(False)
             self.view.set_images(rgb_pixmap(result.before.pixels), rgb_pixmap(result.after))
-        self._redraw()
+        self._redraw(now=True)
 
-    def _redraw(self) -> None:
+    def _redraw(self, now: bool = False) -> None:
+        """Show the mask and regions at the current threshold and minimum area.
+
+        While a slider moves, the mask and its regions (about a second for a 4096 x 4096 pair) are worked out on
+        a pool thread and only the newest request is shown, so the window never stalls; ``now`` does it at once
+        (a newly shown result)."""
         self.threshold_label.setText(f"{self.threshold.value() / 100:.2f}")
         result = self.current
         if result is None:
             return
-        mask, regions = result.regions_at(self.threshold.value() / 100, self.min_area.value())
-        self.view.set_overlay(mask_pixmap(mask), self.opacity.value() / 100)
+        t, area = self.threshold.value() / 100, self.min_area.value()
+
+        def compute() -> tuple[Any, list[Any], QImage]:
+            mask, regions = result.regions_at(t, area)
+            return mask, regions, mask_image(mask)
+
+        if now:
+            self._show_regions(result, t, area, compute())
+            return
+        self._redraw_request += 1
+        request = self._redraw_request
+
+        def show(out: Any, error: BaseException | None) -> None:
+            if error is not None:
+                raise error
+            if request == self._redraw_request and result is self.current:
+                self._show_regions(result, t, area, out)
+
+        self._calls.submit(compute, show)
+
+    def _show_regions(self, result: Any, t: float, area: int, computed: tuple[Any, list[Any], QImage]) -> None:
+        _mask, regions, image = computed
+        self.view.set_overlay(QPixmap.fromImage(image), self.opacity.value() / 100)
+        self.regions.setUpdatesEnabled(False)
         self.regions.setRowCount(len(regions))
         for row, region in enumerate(regions):
             m2 = "" if region.area_m2 is None else f"{region.area_m2:,.0f}"
             for col, text in enumerate((str(region.id), f"{region.area_px:,}", m2)):
                 self.regions.setItem(row, col, QTableWidgetItem(text))
-        s = result.summary(self.threshold.value() / 100, self.min_area.value())
+        self.regions.setColumnHidden(2, result.before.geo is None)  # square metres only for georeferenced tiles
+        self.regions.setUpdatesEnabled(True)
+        s = result.summary(t, area)
         al = result.alignment
         self.info.setText(
             f"{s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions"
@@ -378,6 +416,11 @@ class ChangesTab(QWidget):
         )
         # only the pair shown while the slider moves: every other pair would mean a mask and regions per tile
         self._update_pair_rows([self.pair_list.currentRow()] if self.pair_list.currentRow() >= 0 else [])
+        self.redrawn.emit()
+
+    def shutdown(self) -> None:
+        """Wait for a mask being worked out (at exit)."""
+        self._calls.shutdown()
 
     def zoom_to_region(self, row: int) -> None:
         if self.current is None or row < 0:

@@ -1040,6 +1040,7 @@ class MainWindow(QMainWindow):
             self.worker.cancel()  # stops at the next batch; loading the model cannot be interrupted
             self.worker.wait()
         self._regroup_calls.shutdown()
+        self.changes.shutdown()
         self.loader.shutdown()
         self.compare.shutdown()
         state = self.ctx.state

@@ -37,11 +37,14 @@ def test_compare_two_dropped_images(qtbot, make_window, pair, tmp_path: Path) ->
     assert 60 < x + w / 2 < 240 and 260 < y + h / 2 < 440  # the pasted houses
     # live threshold: stricter means fewer changed pixels, from memory (no job)
     before = tab.current.summary(0.5, 64)["changed_px"]
-    tab.threshold.setValue(95)
+    with qtbot.waitSignal(tab.redrawn, timeout=TIMEOUT):  # worked out off the UI thread, newest request shown
+        tab.threshold.setValue(95)
     assert window.worker is None
     assert tab.current.summary(0.95, 64)["changed_px"] <= before
     assert tab.threshold_label.text() == "0.95"
-    tab.threshold.setValue(50)
+    assert f"{tab.current.summary(0.95, 64)['changed_fraction']:.1%} changed" in tab.info.text()
+    with qtbot.waitSignal(tab.redrawn, timeout=TIMEOUT):
+        tab.threshold.setValue(50)
     # swipe and overlay
     tab.swipe.setValue(25)
     assert tab.view.clip.rect().width() == pytest.approx(512 * 0.25)
