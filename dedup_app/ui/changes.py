@@ -291,14 +291,15 @@ class ChangesTab(QWidget):
         self._compute(pairs[: min(len(pairs), MAX_RESULTS)], select=0)
 
     def _compute(self, pairs: list[Any], select: int | None = None) -> None:
-        from dedup_app.core.change.align import AlignmentError
-        from dedup_app.core.change.pipeline import compare_pair
-        from dedup_app.core.change.raster import RasterError
-
         method = self.method.currentData()
         get_detector = self.get_detector
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            # imported here, on the worker: the pipeline pulls in torch (seconds, holding the UI thread otherwise)
+            from dedup_app.core.change.align import AlignmentError
+            from dedup_app.core.change.pipeline import compare_pair
+            from dedup_app.core.change.raster import RasterError
+
             detector = get_detector(cancel, method)
             out: dict[str, Any] = {}
             for pair in pairs:
