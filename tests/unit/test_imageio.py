@@ -173,3 +173,80 @@ def test_exif_date_and_camera(tmp_path: Path) -> None:
     info = load_for_embedding(str(path), 32).info
     assert info.camera == "Canon EOS 5D"
     assert info.exif_datetime == "2021:06:01 10:11:12"
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("p.tif", {}), ("p.gif", {}), ("p.webp", {"lossless": True}), ("p.png", {})]
+)
+def test_multi_page_files_report_their_page_count(tmp_path: Path, name: str, kwargs: dict) -> None:
+    pages = [noise_image(20 + k, (64, 48)) for k in range(3)]
+    path = tmp_path / name
+    pages[0].save(path, save_all=True, append_images=pages[1:], **kwargs)
+    loaded = load_for_embedding(str(path), 32)
+    assert loaded.info.frames == 3  # pages 2-3 exist only here: not a copy of an image of page 1 alone
+    ref = np.asarray(pages[0].resize((32, 32), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(loaded.pixels.astype(np.float32) - ref).mean() < 25  # the picture is the first page
+    single = save(pages[0], tmp_path / f"single{path.suffix}", **kwargs)
+    assert load_for_embedding(str(single), 32).info.frames == 1
+
+
+def test_large_16bit_image_is_scaled_without_a_full_size_float_copy(tmp_path: Path) -> None:
+    import tracemalloc
+
+    base = noise_image(8, (4000, 3000)).convert("L")
+    path = tmp_path / "big16.png"
+    Image.fromarray((np.asarray(base, dtype=np.uint16) * 257).astype(np.uint16)).save(path, compress_level=1)
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc; Pillow's own image memory is not counted
+    try:
+        loaded = load_for_embedding(str(path), 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4000 * 3000 * 8 // 2, f"{peak / 1e6:.0f} MB of arrays"  # well under one float64 copy (96 MB)
+    ref = np.asarray(base.resize((64, 64), Image.Resampling.BILINEAR), dtype=float)
+    assert np.abs(loaded.pixels[..., 0].astype(float) - ref).mean() < 3
+
+
+def test_float_grey_image_is_stretched_to_its_range(tmp_path: Path) -> None:
+    base = np.asarray(noise_image(9).convert("L"), dtype=np.float32)
+    path = save(Image.fromarray(base / 1000.0 - 0.1, "F"), tmp_path / "float.tif")
+    px = load_for_embedding(str(path), 64).pixels[..., 0].astype(float)
+    stretched = (base - base.min()) / (base.max() - base.min()) * 255
+    ref = np.asarray(Image.fromarray(stretched.astype(np.uint8)).resize((64, 64), Image.Resampling.BILINEAR))
+    assert np.abs(px - ref).mean() < 3
+
+
+def test_float_rgb_tiff_in_unit_range_is_not_black(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    rgb = np.asarray(noise_image(10), dtype=np.float32) / 255.0
+    path = tmp_path / "float_rgb.tif"
+    cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))  # 3 x float32: Pillow cannot open it
+    px = load_for_embedding(str(path), 64).pixels.astype(float)
+    ref = np.asarray(noise_image(10).resize((64, 64), Image.Resampling.BILINEAR), dtype=float)
+    assert np.abs(px - ref).mean() < 6
+
+
+def _jpeg_with_broken_data(tmp_path: Path) -> Path:
+    """A JPEG with bytes flipped in the middle that Pillow reports as a broken data stream."""
+    good = io.BytesIO()
+    noise_image(11, (640, 480)).save(good, "JPEG", quality=90)
+    data = good.getvalue()
+    for start in range(len(data) // 20, len(data) // 2, len(data) // 50):
+        damaged = bytearray(data)
+        damaged[start : start + 256] = bytes(b ^ 0xFF for b in damaged[start : start + 256])
+        try:
+            Image.open(io.BytesIO(bytes(damaged))).load()
+        except OSError as exc:
+            if "broken data stream" in str(exc):
+                path = tmp_path / "flipped.jpg"
+                path.write_bytes(bytes(damaged))
+                return path
+    pytest.fail("no byte flip made Pillow report a broken data stream")
+
+
+def test_jpeg_with_broken_data_is_an_error_not_garbage(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = _jpeg_with_broken_data(tmp_path)
+    with pytest.raises(ImageLoadError, match=r"damaged image data \(broken data stream") as err:
+        load_for_embedding(str(path), 64)
+    assert not err.value.transient
+    assert "Corrupt JPEG data" not in capfd.readouterr().err  # OpenCV's libjpeg was not asked to decode it
