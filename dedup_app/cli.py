@@ -15,14 +15,22 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from dedup_app import __version__
-from dedup_app.core.units import format_bytes, format_duration
+from dedup_app.core.files import describe_os_error, display_path
+from dedup_app.core.units import count_of, format_bytes, format_duration
+
+if TYPE_CHECKING:
+    from dedup_app.core.cache import EmbeddingCache
 
 log = logging.getLogger("dedup_app")
 
@@ -30,6 +38,25 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_CANCELLED = 130
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls (newline, ESC starting a colour or cursor
+# sequence), DEL, line and paragraph separators, and the bidirectional overrides that reorder what is shown.
+_UNPRINTABLE = [*range(0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A)]
+_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+_ESCAPES = {c: _NAMED.get(c, f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _UNPRINTABLE}
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters become escapes (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    For what is shown to a person only; JSON and CSV reports keep names exactly as they are.
+    """
+    return text.translate(_ESCAPES)
+
+
+def _shown(path: str) -> str:
+    """A file name as printed on the terminal: undecodable bytes and control characters escaped."""
+    return printable(display_path(path))
 
 
 def _threshold(text: str) -> float:
@@ -175,12 +202,20 @@ def run_models_command(args: argparse.Namespace, parser: argparse.ArgumentParser
             for e in registry.entries():
                 after = e.metrics.get("validation_after", {})
                 f1 = f"val F1 {after['f1']:.3f}" if "f1" in after else ""
-                print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {e.name}  {f1}")
+                note = f"  [unusable: {e.problem}]" if e.problem else ""
+                print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {e.name}  {f1}{note}")
             return EXIT_OK
     except ValueError as exc:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    dropped = drop_embeddings_of(old, args.cache) if old != new else 0
+    from dedup_app.core.cache import CacheError
+
+    try:
+        dropped = drop_embeddings_of(old, args.cache) if old != new else 0
+    except CacheError as exc:
+        print(f"active model: {new} (was {old})")
+        print(f"dedup-app: error: the old model's embeddings were not dropped: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
     print(f"active model: {new} (was {old}; {dropped:,} cached embeddings of the old model dropped)")
     return EXIT_OK
 
@@ -283,21 +318,78 @@ class _ProgressBar:
 
 
 def _check_output(path: str | None, flag: str, parser: argparse.ArgumentParser) -> None:
-    if path and path != "-":
-        folder = os.path.dirname(os.path.abspath(path)) or "."
-        if not os.path.isdir(folder):
-            parser.error(f"{flag} {path}: folder {folder} does not exist")
+    """Refuse, before any work, an output file that cannot be written: a folder, a missing or read-only folder.
+
+    Opens the file for appending (nothing written) and removes it again if it did not exist before.
+    """
+    if not path or path == "-":
+        return
+    where = printable(path)
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(folder):
+        problem = "is not a folder" if os.path.exists(folder) else "does not exist"
+        parser.error(f"{flag} {where}: folder {printable(folder)} {problem}")
+    if os.path.isdir(path):
+        parser.error(f"{flag} {where}: is a folder; give a file name")
+    existed = os.path.lexists(path)  # a dangling link counts: its target is created, the link kept
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        parser.error(f"{flag} {where}: cannot be written: {describe_os_error(exc)}")
+    if mode is not None and not stat.S_ISREG(mode):  # /dev/stdout, a named pipe: opening could block
+        if not os.access(path, os.W_OK):
+            parser.error(f"{flag} {where}: cannot be written: permission denied")
+        return
+    try:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        parser.error(f"{flag} {where}: cannot be written: {describe_os_error(exc)}")
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def _check_scan_outputs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.json == "-" and args.csv == "-":
+        parser.error("--json - and --csv - cannot both write to stdout; send one of them to a file")
+    if args.json and args.csv and args.json != "-" and os.path.abspath(args.json) == os.path.abspath(args.csv):
+        parser.error(f"--json and --csv name the same file {printable(args.json)}")
+    if args.cache == "":
+        parser.error("--cache: empty path (use ':memory:' for no cache)")
+    for flag, out in (("--json", args.json), ("--csv", args.csv)):
+        if out and out != "-" and args.cache and os.path.abspath(out) == os.path.abspath(args.cache):
+            parser.error(f"{flag} {printable(out)} is the cache file given to --cache")
+        _check_output(out, flag, parser)
+
+
+def _open_cache(path: str | None) -> EmbeddingCache | None:
+    """The embedding cache, or ``None`` after a one-line error. The default cache, when unusable, is replaced by
+    an in-memory one with a warning; a cache named with --cache is not (the user asked for that file)."""
+    from dedup_app.core.cache import CacheError, EmbeddingCache
+
+    try:
+        return EmbeddingCache(path)
+    except (CacheError, OSError, sqlite3.Error) as exc:
+        reason = printable(str(exc))
+        if path is not None:
+            print(f"dedup-app: error: {reason}. Give another --cache file, or ':memory:' for none.", file=sys.stderr)
+            return None
+        print(f"dedup-app: warning: {reason}; scanning without a cache, nothing is kept for the next scan",
+              file=sys.stderr)  # fmt: skip
+        return EmbeddingCache(":memory:")
 
 
 def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``scan`` command."""
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
-        parser.error("not found: " + ", ".join(missing))
-    _check_output(args.json, "--json", parser)
-    _check_output(args.csv, "--csv", parser)
+        parser.error("not found: " + ", ".join(printable(p) for p in missing))
+    _check_scan_outputs(args, parser)
 
-    from dedup_app.core.cache import EmbeddingCache
+    from dedup_app.core.cache import CacheError
     from dedup_app.core.duplicates import DuplicateFinder
     from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.progress import drive
@@ -314,11 +406,9 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     progress = _ProgressBar(enabled=not args.no_progress)
     started = time.monotonic()
-    try:
-        cache = EmbeddingCache(args.cache)
-    except OSError as exc:
-        print(f"dedup-app: error: cannot open cache {args.cache}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    cache = _open_cache(args.cache)
+    if cache is None:
+        return EXIT_USAGE
     try:
         options = ScanOptions(batch_size=args.batch_size, decode_workers=args.workers)
         result = drive(scan(args.paths, embedder, cache, options), progress)
@@ -329,38 +419,64 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         progress.close()
         print("Cancelled. Images read so far are cached; the next scan continues from there.", file=sys.stderr)
         return EXIT_CANCELLED
+    except CacheError as exc:  # damaged mid-scan, and it could not be moved aside
+        progress.close()
+        print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:  # the cache failed mid-scan for another reason than damage: a full disk, a lock
+        progress.close()
+        print(f"dedup-app: error: cache {printable(str(cache.path))}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     finally:
         progress.close()
-        cache.close()
+        with contextlib.suppress(sqlite3.Error):
+            cache.close()
     elapsed = time.monotonic() - started
 
-    if args.json:
-        write_json(args.json, result, groups, threshold)
-    if args.csv:
-        write_csv(args.csv, groups)
+    code = EXIT_OK
+    outputs = (
+        ("--json", args.json, lambda: write_json(args.json, result, groups, threshold)),
+        ("--csv", args.csv, lambda: write_csv(args.csv, groups)),
+    )
+    for flag, out, write in outputs:
+        if not out:
+            continue
+        try:
+            write()
+        except OSError as exc:
+            if out == "-" and isinstance(exc, BrokenPipeError):
+                raise
+            again = " The images are cached: scanning again is quick." if cache.path is not None else ""
+            print(f"dedup-app: error: {flag} {printable(out)}: the report could not be written: "
+                  f"{describe_os_error(exc)}.{again}", file=sys.stderr)  # fmt: skip
+            code = EXIT_FAILURE
     if args.json != "-" and args.csv != "-":
         _print_summary(result, groups, threshold, elapsed, args)
-    return EXIT_OK
+    return code
 
 
 def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: ignore[no-untyped-def]
-    from dedup_app.core.files import display_path
-
     st = result.stats
     exact = sum(1 for g in groups if g.kind == "exact")
     removable = sum(len(g.members) - 1 for g in groups)
     reclaim = sum(g.reclaimable_bytes for g in groups)
+    # each file found counts once: read + from the cache + identical copies + could not be read = files
     print(
-        f"Scanned {len(result.images):,} images in {format_duration(elapsed)} "
-        f"({st.decoded:,} read, {st.cached + st.copies:,} from cache or exact copies); "
+        f"Scanned {count_of(st.files, 'image file', 'image files')} in {format_duration(elapsed)}: "
+        f"{st.decoded:,} read, {st.cached:,} from the cache, "
+        f"{count_of(st.copies, 'identical copy', 'identical copies')}, {st.failed:,} could not be read; "
         f"model {result.model_id}, threshold {threshold:.3f}."
     )
+    unlisted = len(result.errors) - st.failed  # folders and links the walk could not open
+    if unlisted > 0:
+        print(f"{count_of(unlisted, 'other path', 'other paths')} could not be opened (missing, no permission, "
+              f"or a broken link).")  # fmt: skip
     if result.errors:
-        hint = "" if args.verbose else " (listed with --verbose or in --json)"
-        print(f"{len(result.errors):,} files could not be read{hint}.")
         if args.verbose:
             for e in result.errors:
-                print(f"  {display_path(e.path)}: {e.error}")
+                print(f"  {_shown(e.path)}: {printable(e.error)}")
+        else:
+            print("The files and paths that could not be read are listed with --verbose or in --json.")
     if not groups:
         print("No duplicates found.")
         return
@@ -373,7 +489,7 @@ def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: i
         for k, m in enumerate(g.members):
             tag = "keep" if k == 0 else f"{m.similarity:.3f}"
             info = m.image.info
-            print(f"  {tag:>5}  {display_path(m.image.path)}  {info.width}x{info.height}  {format_bytes(m.image.size)}")
+            print(f"  {tag:>5}  {_shown(m.image.path)}  {info.width}x{info.height}  {format_bytes(m.image.size)}")
     if len(groups) > args.show:
         print(f"\n... and {len(groups) - args.show:,} more groups (all of them with --json or --csv).")
 
@@ -423,6 +539,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU feature probing at INFO
+    try:
+        code = _run_command(args, parser)
+        sys.stdout.flush()  # a closed pipe shows here, not as an "Exception ignored" message at exit
+    except BrokenPipeError:
+        # stdout's reader went away (dedup-app scan ... | head): stop quietly. As the Python docs advise, point
+        # stdout at devnull so that the flush at exit does not raise again.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    return code
+
+
+def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "scan":
         return run_scan(args, parser)
     if args.command == "gui":

@@ -3,24 +3,35 @@
 Two tables: ``files`` holds what does not depend on the model (content hash, size in pixels, EXIF facts, or the
 reason the file could not be read), ``embeddings`` one float16 vector per (path, model). A row is used only while
 the file's size and modification time still match; a changed file loses its embeddings. Every batch is committed,
-so a scan killed halfway keeps its work and the next scan resumes. A cache file that is not a database (a crash
-mid-write on a broken disk, or junk) is moved aside and a fresh one started: the cache is disposable, never fatal.
+so a scan killed halfway keeps its work and the next scan resumes.
+
+The cache is disposable, but the path it is given may not be: before anything is written the file is checked.
+A folder, a file that is not an SQLite database (a photo, a document), or another program's SQLite database is
+refused with :class:`CacheError` and left exactly as it was; a cache that cannot be written raises
+:class:`CacheReadOnlyError`. Only a damaged SQLite file (a crash mid-write on a broken disk) is moved aside (renamed
+``NAME.corrupt-TIME``, never deleted) and a fresh cache started, also when the damage only shows in the middle of
+a scan ("database disk image is malformed"): the scan then goes on with the new, empty cache. A stored vector of
+the wrong length is treated as not cached.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from dedup_app.core.files import FileEntry
+from dedup_app.core.files import FileEntry, describe_os_error
 from dedup_app.core.imageio import ImageInfo
 from dedup_app.core.resources import user_data_file
 
@@ -28,6 +39,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CHUNK = 500  # SQLite host-parameter batches
+#: ``PRAGMA application_id`` of a dedup-app cache ("ddup"), stored in the file header at offset 68
+APPLICATION_ID = 0x64647570
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_OUR_TABLES = frozenset({"meta", "files", "embeddings"})
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -42,7 +59,8 @@ CREATE TABLE IF NOT EXISTS files (
     exif_datetime TEXT,
     camera TEXT,
     error TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    frames INTEGER
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     path BLOB NOT NULL,
@@ -57,6 +75,27 @@ CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model_id);
 def default_cache_path() -> Path:
     """``<user data dir>/dedup-app/cache.sqlite3`` (platformdirs)."""
     return user_data_file("cache.sqlite3")
+
+
+class CacheError(Exception):
+    """The cache path cannot be used, and it is not ours to replace: a folder, a file that is not a dedup-app cache,
+    or a path that cannot be opened. Nothing was changed on disk. The message names the path and the reason."""
+
+
+class CacheReadOnlyError(CacheError):
+    """The cache file, or the folder it is in or would be created in, cannot be written."""
+
+
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    """Whether an SQLite error means a damaged database file (not a lock, a full disk or a read-only file)."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if name:
+        return str(name).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+    return type(exc) is sqlite3.DatabaseError
+
+
+def _is_read_only(exc: sqlite3.Error) -> bool:
+    return str(getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_READONLY") or "readonly" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -92,6 +131,14 @@ class EmbeddingCache:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Open (or create) the cache at ``path``; ``None`` is :func:`default_cache_path`, ``":memory:"`` none.
+
+        Raises :class:`CacheError` for a path that is not a dedup-app cache or cannot be opened, and
+        :class:`CacheReadOnlyError` for one that cannot be written; then nothing on disk was changed (except a missing
+        parent folder, which is created first).
+        """
+        if path is not None and os.fspath(path) == "":
+            raise CacheError("the cache path is empty (use ':memory:' for no cache)")
         self.path = Path(path) if path is not None and str(path) != ":memory:" else None
         if path is None:
             self.path = default_cache_path()
@@ -103,17 +150,108 @@ class EmbeddingCache:
     def _connect(self) -> sqlite3.Connection:
         if self.path is None:
             return self._init(sqlite3.connect(":memory:", check_same_thread=False))
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        app_id = self._check_path(self.path)
         try:
-            return self._init(sqlite3.connect(self.path, check_same_thread=False, timeout=30))
+            conn = self._open()
+            try:
+                self._check_ours(conn, app_id)
+            except BaseException:
+                conn.close()
+                raise
+            return self._init(conn)
         except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.warning("cache %s is unreadable (%s); moved to %s and starting a new one", self.path, exc, aside)
+            if not _is_corrupt(exc):
+                raise self._open_error(exc) from None
+            self._move_aside(exc)
+            try:
+                return self._init(self._open())
+            except sqlite3.Error as again:
+                raise self._open_error(again) from None
+
+    @staticmethod
+    def _check_path(path: Path) -> int:
+        """Refuse what must not be opened as a cache; returns the header's application id (0 if none or new).
+
+        Reads at most the 100-byte header, writes nothing (a missing parent folder is created).
+        """
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:  # a parent that is a file, a folder without permission, ...
+            raise CacheError(f"cache {path} cannot be opened: {describe_os_error(exc)}") from None
+        if st is None:
+            folder = path.parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CacheError(f"cache {path} cannot be created: folder {folder}: {describe_os_error(exc)}") from None
+            if not os.access(folder, os.W_OK):
+                raise CacheReadOnlyError(f"cache {path} cannot be created: folder {folder} is read-only")
+            return 0
+        if stat.S_ISDIR(st.st_mode):
+            raise CacheError(f"cache {path} is a folder, not a cache file")
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheError(f"cache {path} is not a regular file")
+        app_id = 0
+        if st.st_size > 0:  # an empty file is what an interrupted first open leaves: SQLite starts it afresh
+            try:
+                with open(path, "rb") as f:
+                    header = f.read(100)
+            except OSError as exc:
+                raise CacheError(f"cache {path} cannot be read: {describe_os_error(exc)}") from None
+            if not header.startswith(_SQLITE_MAGIC):
+                raise CacheError(f"cache {path} is not a dedup-app cache (not an SQLite database); left unchanged")
+            app_id = int.from_bytes(header[68:72], "big") if len(header) >= 72 else 0
+        if not os.access(path, os.W_OK):
+            raise CacheReadOnlyError(f"cache {path} is read-only (no write permission)")
+        if not os.access(path.parent, os.W_OK):
+            raise CacheReadOnlyError(f"cache {path} is read-only: its folder {path.parent} is not writable")
+        return app_id
+
+    def _check_ours(self, conn: sqlite3.Connection, app_id: int) -> None:
+        """Raise :class:`CacheError` unless the database is a dedup-app cache (or empty). Only reads the schema."""
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        names = {n for n in names if not n.startswith("sqlite_")}
+        if app_id == APPLICATION_ID or (app_id == 0 and not names):
+            return
+        if app_id == 0 and "meta" in names and names <= _OUR_TABLES:
+            try:
+                marked = conn.execute("SELECT 1 FROM meta WHERE key='schema_version'").fetchone()
+            except sqlite3.OperationalError:  # a ``meta`` table of another shape
+                marked = None
+            if marked:
+                return
+        raise CacheError(
+            f"cache {self.path} is another program's SQLite database, not a dedup-app cache; left unchanged"
+        )
+
+    def _open(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, check_same_thread=False, timeout=30)  # type: ignore[arg-type]
+
+    def _open_error(self, exc: sqlite3.Error) -> CacheError:
+        if _is_read_only(exc):
+            return CacheReadOnlyError(f"cache {self.path} is read-only ({exc})")
+        return CacheError(f"cache {self.path} cannot be opened: {exc}")
+
+    def _move_aside(self, exc: BaseException) -> None:
+        """Rename a damaged cache (and its -wal and -shm files) to ``NAME.corrupt-TIME``; never deletes."""
+        assert self.path is not None
+        stem = f"{self.path.name}.corrupt-{int(time.time())}"
+        aside, n = self.path.with_name(stem), 1
+        while any(Path(str(aside) + s).exists() for s in ("", "-wal", "-shm")):
+            n += 1
+            aside = self.path.with_name(f"{stem}-{n}")
+        log.warning("cache %s is damaged (%s); moved to %s and starting a new one", self.path, exc, aside)
+        try:
             for suffix in ("", "-wal", "-shm"):
                 src = Path(str(self.path) + suffix)
                 if src.exists():
                     os.replace(src, Path(str(aside) + suffix))
-            return self._init(sqlite3.connect(self.path, check_same_thread=False, timeout=30))
+        except OSError as err:
+            raise CacheError(
+                f"cache {self.path} is damaged ({exc}) and cannot be moved aside: {describe_os_error(err)}"
+            ) from None
 
     @staticmethod
     def _init(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -124,26 +262,54 @@ class EmbeddingCache:
             has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
             if has_meta:
                 version_row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if version_row is not None and int(version_row[0]) != SCHEMA_VERSION:
+            if version_row is not None and version_row[0] != str(SCHEMA_VERSION):
                 # An old or newer layout: the cache is disposable, so start it again rather than migrate.
                 log.info("cache schema %s != %s: rebuilding the cache", version_row[0], SCHEMA_VERSION)
                 conn.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS embeddings;")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(files)")}
+            if "frames" not in columns:  # added after schema 1 shipped: kept embeddings, page counts unknown (1)
+                conn.execute("ALTER TABLE files ADD COLUMN frames INTEGER")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             conn.commit()
             conn.execute("SELECT count(*) FROM files").fetchone()  # touches the pages: fails fast if corrupt
-        except sqlite3.DatabaseError:
+        except sqlite3.Error:
             conn.close()
             raise
         return conn
 
+    def _guarded(self, work: Callable[[], _T]) -> _T:
+        """Run ``work`` under the lock. If it finds the database damaged, move the file aside, start a fresh cache
+        and run ``work`` once more on it: a damaged cache costs its contents, never the scan."""
+        with self._lock:
+            try:
+                return work()
+            except sqlite3.DatabaseError as exc:
+                if self.path is None or not _is_corrupt(exc):
+                    raise
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._move_aside(exc)
+                try:
+                    self._conn = self._init(self._open())
+                except sqlite3.Error as again:
+                    raise self._open_error(again) from None
+                return work()
+
     def close(self) -> None:
         """Commit and close the connection."""
         with self._lock:
-            self._conn.commit()
-            self._conn.close()
+            try:
+                self._conn.commit()
+            except sqlite3.DatabaseError as exc:
+                if not _is_corrupt(exc):
+                    raise
+                log.warning("cache %s: the last changes could not be saved (%s)", self.path, exc)
+            finally:
+                self._conn.close()
 
     def __enter__(self) -> EmbeddingCache:
         return self
@@ -153,38 +319,65 @@ class EmbeddingCache:
 
     # -- reading ------------------------------------------------------------------------------------------------
 
-    def lookup(self, entries: Iterable[FileEntry], model_id: str | None) -> dict[str, CachedFile]:
-        """Rows for the given files that still match their size and mtime, with the model's vector if cached."""
+    def lookup(
+        self, entries: Iterable[FileEntry], model_id: str | None, dim: int | None = None
+    ) -> dict[str, CachedFile]:
+        """Rows for the given files that still match their size and mtime, with the model's vector if cached.
+
+        A stored vector of the wrong length (``dim`` float16 values; without ``dim``, the length most vectors of
+        the lookup have) is left out: that file counts as not embedded and is read again.
+        """
         wanted = {_key(e.path): e for e in entries}
-        found: dict[str, CachedFile] = {}
         keys = list(wanted)
-        with self._lock:
+
+        def read() -> list[tuple[Any, ...]]:
+            rows: list[tuple[Any, ...]] = []
             for chunk in _chunks(keys):
                 marks = ",".join("?" * len(chunk))
-                rows = self._conn.execute(
+                rows += self._conn.execute(
                     "SELECT f.path, f.size, f.mtime_ns, f.content_hash, f.width, f.height, f.format, "
-                    "f.exif_datetime, f.camera, f.error, e.vector FROM files f "
+                    "f.exif_datetime, f.camera, f.error, e.vector, f.frames FROM files f "
                     "LEFT JOIN embeddings e ON e.path = f.path AND e.model_id = ? "
                     f"WHERE f.path IN ({marks})",
                     (model_id or "", *chunk),
                 ).fetchall()
-                for key, size, mtime, digest, w, h, fmt, when, camera, error, blob in rows:
-                    entry = wanted[key]
-                    if size != entry.size or mtime != entry.mtime_ns:
-                        continue
-                    info = ImageInfo(w, h, fmt or "unknown", when, camera) if w is not None else None
-                    vector = np.frombuffer(blob, dtype=np.float16) if blob is not None else None
-                    found[entry.path] = CachedFile(size, mtime, digest, info, error, vector)
+            return rows
+
+        rows = self._guarded(read)
+        if dim is not None:
+            expected: int | None = 2 * dim
+        else:
+            lengths = Counter(len(r[10]) for r in rows if isinstance(r[10], bytes) and r[10])
+            expected = lengths.most_common(1)[0][0] if lengths else None
+        found: dict[str, CachedFile] = {}
+        bad = 0
+        for key, size, mtime, digest, w, h, fmt, when, camera, error, blob, frames in rows:
+            entry = wanted.get(key)
+            if entry is None or size != entry.size or mtime != entry.mtime_ns:
+                continue
+            vector = None
+            if blob is not None:
+                if isinstance(blob, bytes) and len(blob) == expected and len(blob) % 2 == 0:
+                    vector = np.frombuffer(blob, dtype=np.float16)
+                else:
+                    bad += 1
+            info = ImageInfo(w, h, fmt or "unknown", when, camera, frames or 1) if w is not None else None
+            found[entry.path] = CachedFile(size, mtime, digest, info, error, vector)
+        if bad:
+            log.warning("cache %s: %d stored vectors have the wrong length; those files are read again", self.path, bad)
         return found
 
     def count(self, model_id: str | None = None) -> int:
         """Number of cached files, or of embeddings for ``model_id``."""
-        with self._lock:
+
+        def work() -> int:
             if model_id is None:
                 return int(self._conn.execute("SELECT count(*) FROM files").fetchone()[0])
             return int(
                 self._conn.execute("SELECT count(*) FROM embeddings WHERE model_id = ?", (model_id,)).fetchone()[0]
             )
+
+        return self._guarded(work)
 
     # -- writing ------------------------------------------------------------------------------------------------
 
@@ -197,47 +390,54 @@ class EmbeddingCache:
     ) -> None:
         """Record a file's facts (or the reason it failed). Embeddings of an older version of it are dropped."""
         key = _key(entry.path)
-        with self._lock:
+        row = (
+            key,
+            entry.size,
+            entry.mtime_ns,
+            content_hash,
+            info.width if info else None,
+            info.height if info else None,
+            info.format if info else None,
+            info.exif_datetime if info else None,
+            info.camera if info else None,
+            error,
+            time.time(),
+            info.frames if info else None,
+        )
+
+        def work() -> None:
             old = self._conn.execute("SELECT size, mtime_ns FROM files WHERE path = ?", (key,)).fetchone()
             if old is not None and (old[0], old[1]) != (entry.size, entry.mtime_ns):
                 self._conn.execute("DELETE FROM embeddings WHERE path = ?", (key,))
             self._conn.execute(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, content_hash, width, height, format, "
-                "exif_datetime, camera, error, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    entry.size,
-                    entry.mtime_ns,
-                    content_hash,
-                    info.width if info else None,
-                    info.height if info else None,
-                    info.format if info else None,
-                    info.exif_datetime if info else None,
-                    info.camera if info else None,
-                    error,
-                    time.time(),
-                ),
+                "exif_datetime, camera, error, updated, frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
             )
+
+        self._guarded(work)
 
     def put_embedding(self, path: str, model_id: str, vector: np.ndarray) -> None:
         """Store one embedding (as float16) for a file already recorded with :meth:`put_file`."""
         blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
-        with self._lock:
-            self._conn.execute(
+        self._guarded(
+            lambda: self._conn.execute(
                 "INSERT OR REPLACE INTO embeddings (path, model_id, vector) VALUES (?, ?, ?)",
                 (_key(path), model_id, blob),
             )
+        )
 
     def commit(self) -> None:
         """Make everything written so far durable."""
-        with self._lock:
-            self._conn.commit()
+        self._guarded(lambda: self._conn.commit())
 
     def purge_missing(self, roots: Iterable[str], seen: set[str]) -> int:
         """Forget cached files under ``roots`` that the walk did not see and that no longer exist. Returns count."""
         seen_keys = {_key(p) for p in seen}
-        stale: list[bytes] = []
-        with self._lock:
+        roots = list(roots)
+
+        def work() -> int:
+            stale: list[bytes] = []
             for root in roots:
                 prefix = _key(os.path.join(os.path.abspath(root), ""))
                 upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -251,11 +451,16 @@ class EmbeddingCache:
                 self._conn.execute(f"DELETE FROM embeddings WHERE path IN ({marks})", chunk)
                 self._conn.execute(f"DELETE FROM files WHERE path IN ({marks})", chunk)
             self._conn.commit()
-        return len(stale)
+            return len(stale)
+
+        return self._guarded(work)
 
     def delete_model(self, model_id: str) -> int:
         """Drop every embedding of one model (after switching models). Returns how many were dropped."""
-        with self._lock:
+
+        def work() -> int:
             cur = self._conn.execute("DELETE FROM embeddings WHERE model_id = ?", (model_id,))
             self._conn.commit()
             return cur.rowcount
+
+        return self._guarded(work)

@@ -88,7 +88,12 @@ def mark_group(
     if group.kind != "exact" and group.min_similarity < sure:
         return Marks(keep.path, frozenset(), review=True)
     marked = frozenset(
-        r.path for r in images if r.path != keep.path and not _is_ref(r.path, reference_folders, references)
+        r.path
+        for r in images
+        if r.path != keep.path
+        and not _is_ref(r.path, reference_folders, references)
+        # a multi-page file (TIFF, GIF, WebP) matched by its first page may hold pages found nowhere else
+        and (r.info.frames <= 1 or r.content_hash == keep.content_hash)
     )
     return Marks(keep.path, marked)
 

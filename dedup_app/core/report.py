@@ -5,7 +5,12 @@ The JSON shape is a contract (scripts depend on it); keys may be added, never re
     {"threshold": float, "model": str, "images": int,
      "errors": [{"path": str, "error": str}],
      "groups": [{"kind": "exact" | "near", "keep": str,
-                 "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int}]}]}
+                 "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int}]}],
+     "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int}}
+
+In ``stats`` each file found counts once in ``decoded``, ``from_cache``, ``copies`` or ``failed`` (they add up to
+``files``). ``errors`` lists the failed files and also the paths that could not be opened at all (a missing
+folder, a broken link).
 
 Paths with bytes that are not valid UTF-8 survive as ``\\udcXX`` escapes in JSON (``ensure_ascii``) and as their
 original bytes in CSV.
@@ -60,6 +65,7 @@ def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold:
             "from_cache": result.stats.cached,
             "copies": result.stats.copies,
             "hashed": result.stats.hashed,
+            "failed": result.stats.failed,
         },
     }
 

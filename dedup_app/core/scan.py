@@ -63,7 +63,9 @@ class ImageRecord:
 
 @dataclass
 class ScanStats:
-    """What the scan had to do: how many files it decoded, hashed, took from the cache, and purged from it."""
+    """What the scan had to do. Each of the ``files`` found counts once: ``decoded`` (read and embedded), ``cached``
+    (taken from the cache), ``copies`` (byte-identical to another file) or ``failed`` (could not be read, now or in
+    an earlier scan). ``hashed`` and ``purged`` (cache rows of vanished files dropped) count work besides."""
 
     files: int = 0
     decoded: int = 0
@@ -71,6 +73,7 @@ class ScanStats:
     cached: int = 0
     copies: int = 0
     purged: int = 0
+    failed: int = 0
 
 
 @dataclass
@@ -118,7 +121,7 @@ def scan(
     yield Progress("Finding files", len(entries), len(entries), f"{len(entries):,} images found")
 
     # 2. cache
-    cached = cache.lookup(entries, embedder.model_id)
+    cached = cache.lookup(entries, embedder.model_id, dim=embedder.dim)
     hashes = {path: c.content_hash for path, c in cached.items() if c.content_hash}
 
     # 3. hash files whose size is shared: the only candidates for byte-identical copies
@@ -140,6 +143,7 @@ def scan(
         except OSError as exc:
             errors.append(FileError(e.path, f"cannot read file: {describe_os_error(exc)}"))
             failed.add(e.path)
+            stats.failed += 1
         stats.hashed += 1
         if k % 64 == 0 or k == len(to_hash):
             cache.commit()
@@ -167,7 +171,7 @@ def scan(
         c = cached.get(e.path)
         if c is not None and c.error:
             errors.append(FileError(e.path, c.error))
-            stats.cached += 1
+            stats.failed += 1
             continue
         digest = hashes.get(e.path)
         if c is not None and c.info is not None and c.vector is not None and digest:
@@ -218,18 +222,20 @@ def scan(
     ) -> Generator[Progress, None, None]:
         nonlocal done
         for entry, outcome in decoded:
-            stats.decoded += 1
             done += 1
             if isinstance(outcome, BaseException):
                 reason = str(outcome) if isinstance(outcome, ImageLoadError) else f"unexpected error: {outcome!r}"
                 if not isinstance(outcome, ImageLoadError):
                     log.exception("decoding %s failed", entry.path, exc_info=outcome)
                 errors.append(FileError(entry.path, reason))
+                stats.failed += 1
                 if not getattr(outcome, "transient", True):
                     cache.put_file(entry, hashes.get(entry.path), error=reason)
                 for copy in waiting.pop(hashes.get(entry.path, ""), []):
                     errors.append(FileError(copy.path, reason))
+                    stats.failed += 1
             else:
+                stats.decoded += 1
                 pixels, digest, info = outcome
                 batch.append((entry, pixels, digest, info))
             if len(batch) >= options.batch_size or (cancel.cancelled and batch):

@@ -189,6 +189,7 @@ class MainWindow(QMainWindow):
         self._pending_job: tuple[str, Job, Callable[[Any], None], str] | None = None
         self._regroup_request = 0
         self._regroup_calls = BackgroundCalls(1, self)
+        self._cache_problem = ""  # why the last scan ran without the cache, if it did
         self.loader = ImageLoader(parent=self)
 
         self._build_actions()
@@ -599,15 +600,24 @@ class MainWindow(QMainWindow):
         ctx = self.ctx
         chosen = ctx.prefs.get(S.THRESHOLD)
         not_duplicates = ctx.labels.not_duplicate_pairs()
+        self._cache_problem = ""
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            from dedup_app.core.cache import CacheError
             from dedup_app.core.duplicates import scan_and_search
 
             if self.embedder is None:  # read when the job runs: a preload may have finished meanwhile
                 yield Progress("Loading the model", 0, None)
             embedder = self._ensure_embedder()
             # searched down to a floor that rises with the collection's size (see search_floor)
-            finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, None, cancel)
+            try:
+                finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, None, cancel)
+            except CacheError as exc:
+                if ctx.cache_path is not None:
+                    raise  # a cache the user chose: say so (error dialog) rather than quietly not using it
+                log.warning("%s; scanning without a cache this time", exc)
+                self._cache_problem = f"{exc}: nothing is remembered for the next scan"
+                finder = yield from scan_and_search(roots, embedder, ":memory:", None, None, cancel)
             threshold = min(max(chosen or embedder.threshold, _slider_floor(finder)), SLIDER_MAX)
             yield Progress("Grouping", 0, None)
             return finder, threshold, finder.groups(threshold, not_duplicates)  # first groups: here
@@ -633,11 +643,16 @@ class MainWindow(QMainWindow):
         self._show_groups(self._regroup_request, groups)
         self._show_center()
         st = result.stats
-        self.statusBar().showMessage(
-            f"Scanned {len(result.images):,} images: {st.decoded:,} read, {st.cached + st.copies:,} from the cache"
-            + (f", {len(result.errors):,} could not be read" if result.errors else ""),
-            15000,
-        )
+        parts = [f"{st.decoded:,} read", f"{st.cached:,} from the cache"]
+        if st.copies:
+            parts.append(count_of(st.copies, "identical copy", "identical copies"))
+        if result.errors:
+            parts.append(f"{len(result.errors):,} could not be read")
+        message = f"Scanned {count_of(st.files, 'image file')}: " + ", ".join(parts)
+        if self._cache_problem:
+            message += f". Cache not used: {self._cache_problem}"
+            self.show_error("The cache could not be used", self._cache_problem)
+        self.statusBar().showMessage(message, 15000)
         self.scan_finished.emit()
 
     # -- grouping and marks -------------------------------------------------------------------------------------

@@ -265,6 +265,8 @@ class GroupsModel(QAbstractItemModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
                 name = os.path.basename(path)
+                if image.info.frames > 1:  # only its first page was compared; it is never marked by a rule
+                    name += f"  ({image.info.frames} pages)"
                 if kept:
                     return f"{name}  (keep)"
                 return f"{name}  (reference)" if self.is_reference(path) else name

@@ -111,6 +111,28 @@ def test_drop_a_folder_scans_and_groups(qtbot, make_window, photos_dir: Path) ->
     assert window.worker is None
 
 
+def test_an_unusable_default_cache_does_not_stop_a_scan(  # type: ignore[no-untyped-def]
+    qtbot, make_window, photos_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Something else sits where the default cache goes (here a folder): it is left alone, the scan runs without a
+    cache, and the user is told; the counts in the status bar add up."""
+    from dedup_app.core.cache import default_cache_path
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # this test's own user folder: others share one
+    default_cache_path().mkdir(parents=True)
+    window = make_window()
+    window.ctx.cache_path = None
+    errors: list[str] = []
+    window.show_error = lambda title, message, details="": errors.append(message)  # type: ignore[method-assign]
+    scan(qtbot, window, photos_dir)
+    assert default_cache_path().is_dir()  # untouched
+    assert {"kodim01.jpg", "kodim01_resize.jpg", "kodim01_rotate90.jpg"} in group_names(window)
+    assert errors and str(default_cache_path()) in errors[0]
+    st = window.finder.result.stats
+    assert st.decoded + st.cached + st.copies + st.failed == st.files
+    assert "Cache not used" in window.statusBar().currentMessage()
+
+
 def test_cancel_keeps_cached_work(qtbot, make_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "many"
     folder.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -66,7 +67,7 @@ def test_scan_json_and_csv(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 3 and sum(r["keep"] == "yes" for r in rows) == 1
     stdout = capsys.readouterr().out
-    assert "Found 1 groups" in stdout and "1 files could not be read" in stdout
+    assert "Found 1 groups" in stdout and "1 could not be read" in stdout
 
 
 def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
@@ -89,6 +90,9 @@ def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
         (["scan", ".", "--device", "tpu", "--cache", ":memory:"], "unknown device"),
         (["scan", ".", "--json", "/no/such/dir/out.json"], "does not exist"),
         (["scan"], "required: PATH"),
+        (["scan", ".", "--json", "-", "--csv", "-"], "cannot both write to stdout"),
+        (["scan", ".", "--json", "r.json", "--csv", "./r.json"], "name the same file"),
+        (["scan", ".", "--cache", ""], "--cache: empty path"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_a_message(
@@ -99,6 +103,105 @@ def test_bad_arguments_exit_nonzero_with_a_message(
         raise SystemExit(code)
     assert exc_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "target", "message"),
+    [
+        ("--json", "{tmp}", "is a folder"),
+        ("--csv", "{tmp}/", "is a folder"),
+        ("--json", "/proc/dedup-test.json", "cannot be written"),
+        ("--csv", "/sys/dedup-test.csv", "cannot be written"),
+        ("--json", "{tmp}/a-file.txt/r.json", "a-file.txt is not a folder"),
+    ],
+)
+def test_unwritable_report_is_refused_before_the_scan(
+    flag: str, target: str, message: str, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    import dedup_app.core.embedder as embedder_module
+
+    def no_scan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded: the output should have been refused before the scan")
+
+    monkeypatch.setattr(embedder_module, "load_checkpoint", no_scan)
+    (tmp_path / "a-file.txt").write_text("x")
+    target = target.format(tmp=tmp_path)
+    with pytest.raises(SystemExit) as exc_info:
+        main(["scan", str(folder), "--cache", ":memory:", flag, target, "--no-progress"])
+    assert exc_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {target}: " in err and message in err and "Traceback" not in err
+    assert not os.path.exists("/sys/dedup-test.csv")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_report_that_fails_at_the_end_is_one_line_and_exit_1(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_csv = tmp_path / "r.csv"
+    argv = ["scan", str(folder), "--cache", str(tmp_path / "c.sqlite3"), "--json", "/dev/full", "--csv", str(out_csv)]
+    assert main([*argv, "--no-progress"]) == 1  # /dev/full: every write fails with "no space left on device"
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert (
+        "dedup-app: error: --json /dev/full: the report could not be written: no space left on device" in captured.err
+    )
+    assert "scanning again is quick" in captured.err
+    assert "Found 1 groups" in captured.out  # the summary is still shown
+    assert len(list(csv.DictReader(out_csv.open()))) == 3  # and the other report still written
+
+
+@pytest.mark.parametrize("to_stdout", [[], ["--json", "-"]], ids=["summary", "json"])
+def test_closed_stdout_pipe_ends_quietly(folder: Path, to_stdout: list[str]) -> None:
+    """``dedup-app scan ... | head -1``: the reader goes away; no BrokenPipeError traceback, exit status 1."""
+    argv = [sys.executable, "-m", "dedup_app", "scan", str(folder), "--cache", ":memory:", "--no-progress", *to_stdout]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # before the scan prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err
+
+
+def _summary_counts(stdout: str) -> dict[str, int]:
+    line = stdout.splitlines()[0]
+    m = re.match(
+        r"Scanned (\d+) image files? in .*?: (\d+) read, (\d+) from the cache, (\d+) identical cop(?:y|ies), "
+        r"(\d+) could not be read;",
+        line,
+    )
+    assert m, line
+    keys = ("files", "read", "cached", "copies", "failed")
+    return dict(zip(keys, map(int, m.groups()), strict=True))
+
+
+def test_summary_counts_each_file_once(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """read + from the cache + identical copies + could not be read = files found, first scan and rescan."""
+    cache, out = tmp_path / "c.sqlite3", tmp_path / "r.json"
+    argv = ["scan", str(folder), "--cache", str(cache), "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    first = _summary_counts(capsys.readouterr().out)
+    assert first == {"files": 5, "read": 3, "cached": 0, "copies": 1, "failed": 1}
+    stats = json.loads(out.read_text())["stats"]
+    assert stats["decoded"] + stats["from_cache"] + stats["copies"] + stats["failed"] == stats["files"] == 5
+    assert main(argv) == 0
+    second = _summary_counts(capsys.readouterr().out)
+    assert second == {"files": 5, "read": 0, "cached": 4, "copies": 0, "failed": 1}
+
+
+def test_control_characters_in_names_are_escaped_on_the_terminal_only(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evil = "evil\x1b[2J\x1b]0;pwned\x07\nline\u202e.jpg"
+    shutil.copy(folder / "parrots.jpg", folder / evil)
+    out = tmp_path / "r.json"
+    assert main(["scan", str(folder), "--cache", ":memory:", "--json", str(out), "--no-progress", "-v"]) == 0
+    stdout = capsys.readouterr().out
+    assert "\x1b" not in stdout and "\x07" not in stdout and "\u202e" not in stdout
+    assert "evil\\x1b[2J\\x1b]0;pwned\\x07\\nline\\u202e.jpg" in stdout
+    assert all("evil" not in line or line.endswith("KB") for line in stdout.splitlines())  # one line per file
+    assert (folder / evil).as_posix() in {f["path"] for g in json.loads(out.read_text())["groups"] for f in g["files"]}
 
 
 def test_bad_model_file(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
