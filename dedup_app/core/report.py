@@ -4,13 +4,17 @@ The JSON shape is a contract (scripts depend on it); keys may be added, never re
 
     {"threshold": float, "model": str, "images": int,
      "errors": [{"path": str, "error": str}],
-     "groups": [{"kind": "exact" | "near", "keep": str,
-                 "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int}]}],
+     "groups": [{"kind": "exact" | "near", "keep": str, "review": bool,
+                 "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int,
+                            "pages": int}]}],
      "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int}}
 
 In ``stats`` each file found counts once in ``decoded``, ``from_cache``, ``copies`` or ``failed`` (they add up to
 ``files``). ``errors`` lists the failed files and also the paths that could not be opened at all (a missing
 folder, a broken link).
+
+``review`` is true for a near group below :data:`~dedup_app.core.marking.SURE_SIMILARITY` (similar, perhaps not
+the same picture: check before removing); ``pages`` above 1 means only the first page was compared.
 
 Paths with bytes that are not valid UTF-8 survive as ``\\udcXX`` escapes in JSON (``ensure_ascii``) and as their
 original bytes in CSV.
@@ -27,6 +31,7 @@ from typing import Any, TextIO
 
 from dedup_app import __version__
 from dedup_app.core.duplicates import DuplicateGroup
+from dedup_app.core.marking import SURE_SIMILARITY
 from dedup_app.core.scan import ScanResult
 
 
@@ -42,6 +47,8 @@ def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold:
                 "kind": g.kind,
                 "keep": g.keep.path,
                 "reclaimable_bytes": g.reclaimable_bytes,
+                # similar but not surely the same picture: the window leaves such groups unmarked for review
+                "review": g.kind != "exact" and g.min_similarity < SURE_SIMILARITY,
                 "files": [
                     {
                         "path": m.image.path,
@@ -51,6 +58,7 @@ def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold:
                         "bytes": m.image.size,
                         "content_hash": m.image.content_hash,
                         "modified": m.image.mtime_ns / 1e9,
+                        "pages": m.image.info.frames,
                     }
                     for m in g.members
                 ],

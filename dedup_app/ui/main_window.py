@@ -721,7 +721,7 @@ class MainWindow(QMainWindow):
         elif self.finder is not None:
             images = len(self.finder.result.images) - len(self.removed)
             errors = len(self.finder.result.errors)
-            unread = f"<p>{errors:,} files could not be read: see <b>Errors</b>.</p>" if errors else ""
+            unread = f"<p>{count_of(errors, 'file')} could not be read: see <b>Errors</b>.</p>" if errors else ""
             if images <= 0:
                 self.no_groups.setText("<h2>No images found</h2><p>in " + ", ".join(
                     html.escape(display_path(f)) for f in self.source_folders()) + ".</p>" + unread)  # fmt: skip

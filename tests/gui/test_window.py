@@ -84,7 +84,7 @@ def test_a_scan_without_duplicates_says_so(qtbot, make_window, tmp_path: Path, s
     scan(qtbot, window, folder)
     assert window.model.groups == [] and window.center.currentWidget() is window.no_groups
     text = window.no_groups.text()
-    assert "No duplicates among 3 images" in text and "slider left" in text and "1 files could not be read" in text
+    assert "No duplicates among 3 images" in text and "slider left" in text and "1 file could not be read" in text
     empty = tmp_path / "nothing"
     empty.mkdir()
     window.sources.setCurrentRow(0)

@@ -61,13 +61,14 @@ def test_scan_json_and_csv(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert group["kind"] in ("exact", "near")
     assert {Path(f["path"]).name for f in group["files"]} == {"parrots.jpg", "parrots (1).jpg", "parrots_small.jpg"}
     assert Path(group["keep"]).name in ("parrots.jpg", "parrots (1).jpg")
+    assert group["review"] is False  # a byte copy and a resized copy: sure
     for f in group["files"]:
-        assert set(f) >= {"path", "similarity", "width", "height", "bytes"}
+        assert set(f) >= {"path", "similarity", "width", "height", "bytes"} and f["pages"] == 1
         assert isinstance(f["similarity"], float) and isinstance(f["width"], int) and isinstance(f["bytes"], int)
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 3 and sum(r["keep"] == "yes" for r in rows) == 1
     stdout = capsys.readouterr().out
-    assert "Found 1 groups" in stdout and "1 could not be read" in stdout
+    assert "Found 1 group " in stdout and "1 could not be read" in stdout
 
 
 def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
@@ -148,7 +149,7 @@ def test_report_that_fails_at_the_end_is_one_line_and_exit_1(
         "dedup-app: error: --json /dev/full: the report could not be written: no space left on device" in captured.err
     )
     assert "scanning again is quick" in captured.err
-    assert "Found 1 groups" in captured.out  # the summary is still shown
+    assert "Found 1 group " in captured.out  # the summary is still shown
     assert len(list(csv.DictReader(out_csv.open()))) == 3  # and the other report still written
 
 
@@ -231,7 +232,7 @@ def test_progress_bar_goes_to_stderr(folder: Path) -> None:
     )
     assert out.returncode == 0
     assert "Reading images" in out.stderr
-    assert "Reading images" not in out.stdout and "Found 1 groups" in out.stdout
+    assert "Reading images" not in out.stdout and "Found 1 group " in out.stdout
 
 
 def test_hard_kill_mid_scan_then_resume(tmp_path: Path) -> None:
