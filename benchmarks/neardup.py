@@ -49,11 +49,13 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 def dedup_app_groups(
     folder: Path, files: list[str], threshold: float | None = None, model: Path | None = None
-) -> list[list[int]]:
-    """Groups found by dedup-app (the given or default model at its calibrated threshold), as indices."""
+) -> list[tuple[list[int], bool]]:
+    """Groups found by dedup-app (the given or default model at its calibrated threshold), as indices, each with
+    whether the window would mark it automatically (exact, or lowest similarity >= SURE_SIMILARITY)."""
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.duplicates import find_groups
     from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.marking import SURE_SIMILARITY
     from dedup_app.core.progress import drive
     from dedup_app.core.scan import scan
 
@@ -62,7 +64,10 @@ def dedup_app_groups(
         result = drive(scan([folder], embedder, cache))
     groups = drive(find_groups(result, threshold))
     index = {str(folder / f): k for k, f in enumerate(files)}
-    return [[index[m.image.path] for m in g.members] for g in groups]
+    return [
+        ([index[m.image.path] for m in g.members], g.kind == "exact" or g.min_similarity >= SURE_SIMILARITY)
+        for g in groups
+    ]
 
 
 def hash_pairs(
@@ -138,15 +143,23 @@ def run_quality(data: Path, split: str, model: Path | None = None, peers: bool =
         items = build_neardup_set(data, folder, split)
         files = [it.file for it in items]
         truth = pairs_of_labels([it.source for it in items])
+        found: list[list[tuple[list[int], bool]]] = []
+
+        def ours(auto_marked_only: bool) -> set[tuple[int, int]]:
+            if not found:  # one scan serves both rows
+                found.append(dedup_app_groups(folder, files, model=model))
+            return pairs_of_groups([g for g, sure in found[0] if sure or not auto_marked_only])
+
         tools: dict[str, Callable[[], set[tuple[int, int]]]] = {
-            "dedup-app": lambda: pairs_of_groups(dedup_app_groups(folder, files, model=model)),
+            "dedup-app": lambda: ours(False),
+            "dedup-app, auto-marked groups only (>= 0.95)": lambda: ours(True),
             "pHash (d<=10)": lambda: hash_pairs(folder, files, phash_bits, 10),
             "dHash (d<=10)": lambda: hash_pairs(folder, files, dhash_bits, 10),
             "PDQ (d<=31)": lambda: hash_pairs(folder, files, pdq_bits, 31),
             "Czkawka (default)": lambda: pairs_of_groups(czkawka_groups(folder, files)),
         }
         if not peers:
-            tools = {"dedup-app": tools["dedup-app"]}
+            tools = {k: v for k, v in tools.items() if k.startswith("dedup-app")}
         report: dict[str, object] = {
             "split": split,
             "model": str(model) if model else "default",
@@ -172,6 +185,7 @@ def run_quality(data: Path, split: str, model: Path | None = None, peers: bool =
                 "recall": overall.recall,
                 "f1": overall.f1,
                 "predicted_pairs": overall.predicted,
+                "false_pairs": len(predicted - truth),
                 "seconds": seconds,
                 "families": {f: {"precision": s.precision, "recall": s.recall} for f, s in fam.items()},
             }
@@ -339,12 +353,13 @@ def quality_table(report: dict[str, object]) -> str:
         f"(original + {len(EDIT_FAMILIES)} edits), {report['distractors']} distractors), "
         f"{report['true_pairs']} true pairs.",
         "",
-        "| tool | precision | recall | F1 |",
-        "|---|---|---|---|",
+        "| tool | precision | recall | F1 | false pairs |",
+        "|---|---|---|---|---|",
     ]
     for n in names:
         t = tools[n]  # type: ignore[index]
-        lines.append(f"| {n} | {t['precision']:.3f} | {t['recall']:.3f} | {t['f1']:.3f} |")
+        false = t.get("false_pairs", "")
+        lines.append(f"| {n} | {t['precision']:.3f} | {t['recall']:.3f} | {t['f1']:.3f} | {false} |")
     lines += ["", "Recall per edit family (original, copy) pairs:", ""]
     lines.append("| family | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
