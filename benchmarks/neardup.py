@@ -49,13 +49,13 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 def dedup_app_groups(
     folder: Path, files: list[str], threshold: float | None = None, model: Path | None = None
-) -> list[tuple[list[int], bool]]:
+) -> list[tuple[list[int], list[int]]]:
     """Groups found by dedup-app (the given or default model at its calibrated threshold), as indices, each with
-    whether the window would mark it automatically (exact, or lowest similarity >= SURE_SIMILARITY)."""
+    the part the window marks by itself: the kept file and the files ticked for removal (see marking.mark_group)."""
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.duplicates import find_groups
     from dedup_app.core.embedder import Embedder, load_checkpoint
-    from dedup_app.core.marking import SURE_SIMILARITY
+    from dedup_app.core.marking import SURE_SIMILARITY, mark_group
     from dedup_app.core.progress import drive
     from dedup_app.core.scan import scan
 
@@ -64,10 +64,11 @@ def dedup_app_groups(
         result = drive(scan([folder], embedder, cache))
     groups = drive(find_groups(result, threshold))
     index = {str(folder / f): k for k, f in enumerate(files)}
-    return [
-        ([index[m.image.path] for m in g.members], g.kind == "exact" or g.min_similarity >= SURE_SIMILARITY)
-        for g in groups
-    ]
+    out = []
+    for g in groups:
+        marks = mark_group(g, "resolution", sure=SURE_SIMILARITY)
+        out.append(([index[m.image.path] for m in g.members], [index[p] for p in (marks.keep, *marks.marked)]))
+    return out
 
 
 def hash_pairs(
@@ -143,16 +144,16 @@ def run_quality(data: Path, split: str, model: Path | None = None, peers: bool =
         items = build_neardup_set(data, folder, split)
         files = [it.file for it in items]
         truth = pairs_of_labels([it.source for it in items])
-        found: list[list[tuple[list[int], bool]]] = []
+        found: list[list[tuple[list[int], list[int]]]] = []
 
         def ours(auto_marked_only: bool) -> set[tuple[int, int]]:
             if not found:  # one scan serves both rows
                 found.append(dedup_app_groups(folder, files, model=model))
-            return pairs_of_groups([g for g, sure in found[0] if sure or not auto_marked_only])
+            return pairs_of_groups([auto if auto_marked_only else group for group, auto in found[0]])
 
         tools: dict[str, Callable[[], set[tuple[int, int]]]] = {
             "dedup-app": lambda: ours(False),
-            "dedup-app, auto-marked groups only (>= 0.95)": lambda: ours(True),
+            "dedup-app, auto-marked only (>= 0.95)": lambda: ours(True),
             "pHash (d<=10)": lambda: hash_pairs(folder, files, phash_bits, 10),
             "dHash (d<=10)": lambda: hash_pairs(folder, files, dhash_bits, 10),
             "PDQ (d<=31)": lambda: hash_pairs(folder, files, pdq_bits, 31),

@@ -1,8 +1,8 @@
 """Which file of a group to keep and which to mark for removal.
 
 One rule picks the file to keep in every group (highest resolution, largest file, oldest, newest, or a file in a
-reference folder); every other member is marked, except files in reference folders, which are never marked, and
-except in near-duplicate groups below :data:`SURE_SIMILARITY`, which are left for the user to review.
+reference folder); every other member is marked, except files in reference folders, which are never marked,
+multi-page files, and near-duplicates below :data:`SURE_SIMILARITY`, which are left for the user to review.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ RULES: dict[str, tuple[str, Callable[[ImageRecord], tuple[object, ...]]]] = {
 }
 
 
-#: Near-duplicate groups whose lowest similarity is below this are not marked automatically. Between the
-#: threshold (0.83) and here the model also joins different photos of one subject (another viewpoint, the next
-#: shot of a burst: UKBench viewpoints score 0.88-0.95), so those groups are shown for review, nothing ticked.
-#: Resized, recompressed and cropped copies score above it (benchmarks/neardup.py, docs/benchmarks.md).
+#: Near-duplicates less similar than this to their group's representative are not marked automatically. Between
+#: the threshold (0.83) and here the model also joins different photos of one subject (another viewpoint, the
+#: next shot of a burst: UKBench viewpoints score 0.88-0.95), so those files are left for review, unticked.
+#: Most resized, recompressed and cropped copies score above it (benchmarks/neardup.py, docs/benchmarks.md).
 SURE_SIMILARITY = 0.95
 
 
@@ -43,12 +43,17 @@ def in_folders(path: str, folders: Sequence[str]) -> bool:
 
 @dataclass(frozen=True)
 class Marks:
-    """The outcome of a rule on one group: the file kept, the files marked for removal, and whether the group was
-    left unmarked for the user to review (similar, but not surely the same picture)."""
+    """The outcome of a rule on one group: the file kept, the files marked for removal, and the files left unmarked
+    for the user to review (similar, but not surely the same picture)."""
 
     keep: str
     marked: frozenset[str]
-    review: bool = False
+    unsure: frozenset[str] = frozenset()
+
+    @property
+    def review(self) -> bool:
+        """Whether some files of the group wait for the user's decision."""
+        return bool(self.unsure)
 
 
 def choose_keep(
@@ -80,22 +85,26 @@ def mark_group(
 ) -> Marks:
     """Keep one file by ``rule``; mark every other member that is not in a reference folder.
 
-    A near-duplicate group whose lowest similarity is below ``sure`` gets its keep suggestion but no marks
-    (``review`` is set); exact copies are always sure.
+    In a near-duplicate group, a member less similar than ``sure`` to the representative (``members[0]``) is left
+    unmarked, in ``unsure``; when the kept file itself is such a member, only byte copies of it are marked (the
+    others' similarity to it is not known to be sure). Byte copies of the kept file are always sure.
     """
     images = [m.image for m in group.members]
     keep = choose_keep(images, rule, reference_folders, references)
-    if group.kind != "exact" and group.min_similarity < sure:
-        return Marks(keep.path, frozenset(), review=True)
-    marked = frozenset(
-        r.path
-        for r in images
-        if r.path != keep.path
-        and not _is_ref(r.path, reference_folders, references)
-        # a multi-page file (TIFF, GIF, WebP) matched by its first page may hold pages found nowhere else
-        and (r.info.frames <= 1 or r.content_hash == keep.content_hash)
-    )
-    return Marks(keep.path, marked)
+    close = {m.image.path for k, m in enumerate(group.members) if k == 0 or m.similarity >= sure}
+    marked: set[str] = set()
+    unsure: set[str] = set()
+    for r in images:
+        if r.path == keep.path or _is_ref(r.path, reference_folders, references):
+            continue
+        if r.info.frames > 1 and r.content_hash != keep.content_hash:
+            continue  # a multi-page file matched by its first page may hold pages found nowhere else
+        identical = r.content_hash == keep.content_hash
+        if group.kind == "exact" or identical or (keep.path in close and r.path in close):
+            marked.add(r.path)
+        else:
+            unsure.add(r.path)
+    return Marks(keep.path, frozenset(marked), frozenset(unsure))
 
 
 def _is_ref(path: str, folders: Sequence[str], known: Collection[str] | None) -> bool:

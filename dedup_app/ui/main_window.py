@@ -798,6 +798,10 @@ class MainWindow(QMainWindow):
 
     def toggle_current(self) -> None:
         gi, member = self.current_member()
+        if member is None and gi >= 0:  # on a group row: tick the whole group, or untick it when all are ticked
+            if not self.model.mark_all_in_group(gi):
+                self.model.unmark_group(gi)
+            return
         if member is not None and not self.model.toggle_mark(member.image.path):
             self.statusBar().showMessage("The kept file and files in reference folders are never marked", 5000)
 

@@ -51,7 +51,8 @@ class GroupsModel(QAbstractItemModel):
         self.groups: list[DuplicateGroup] = []
         self.keep: dict[int, str] = {}  # group index -> kept path
         self.marked: set[str] = set()
-        self.review: set[int] = set()  # id() of the groups left unmarked for review
+        self.review: dict[int, int] = {}  # id() of a group -> how many of its files were left for review
+        self.unsure: set[str] = set()  # files the rule left unmarked: similar, perhaps not the same picture
         self.sure = SURE_SIMILARITY
         self.reference_folders: list[str] = []
         self.rule = "resolution"
@@ -96,11 +97,13 @@ class GroupsModel(QAbstractItemModel):
     def _apply_marks(self, manual_keep: set[str], manual_marks: dict[str, bool]) -> None:
         self.keep.clear()
         self.marked = set()
-        self.review = set()
+        self.review = {}
+        self.unsure = set()
         for gi, group in enumerate(self.groups):
             marks = self.rule_marks(group)
             if marks.review:
-                self.review.add(id(group))
+                self.review[id(group)] = len(marks.unsure)
+                self.unsure |= marks.unsure
             keep = next((m.image.path for m in group.members if m.image.path in manual_keep), marks.keep)
             self.keep[gi] = keep
             for m in group.members:
@@ -109,6 +112,10 @@ class GroupsModel(QAbstractItemModel):
                     continue
                 if manual_marks.get(path, path in marks.marked):
                     self.marked.add(path)
+
+    def _kept_hash(self, gi: int) -> str | None:
+        keep = self.keep.get(gi)
+        return next((m.image.content_hash for m in self.groups[gi].members if m.image.path == keep), None)
 
     def is_reference(self, path: str) -> bool:
         return path in self.references
@@ -168,6 +175,19 @@ class GroupsModel(QAbstractItemModel):
                    if m.image.path != self.keep.get(gi) and not self.is_reference(m.image.path)
                    and m.image.path not in self.marked]  # fmt: skip
         self.marked.update(changed)
+        if changed:
+            self.user_changed = True
+            for path in changed:
+                self._changed(path)
+            self.marks_changed.emit()
+        return len(changed)
+
+    def unmark_group(self, gi: int) -> int:
+        """Untick every member of group ``gi``; returns how many changed."""
+        if not 0 <= gi < len(self.groups):
+            return 0
+        changed = [m.image.path for m in self.groups[gi].members if m.image.path in self.marked]
+        self.marked.difference_update(changed)
         if changed:
             self.user_changed = True
             for path in changed:
@@ -267,6 +287,8 @@ class GroupsModel(QAbstractItemModel):
                 name = os.path.basename(path)
                 if image.info.frames > 1:  # only its first page was compared; it is never marked by a rule
                     name += f"  ({image.info.frames} pages)"
+                if not kept and self.groups[gi].kind != "exact" and image.content_hash == self._kept_hash(gi):
+                    name += "  (identical)"  # a byte copy of the kept file inside a near-duplicate group
                 if kept:
                     return f"{name}  (keep)"
                 return f"{name}  (reference)" if self.is_reference(path) else name
@@ -289,7 +311,12 @@ class GroupsModel(QAbstractItemModel):
             font.setBold(True)
             return font
         elif role == Qt.ItemDataRole.ToolTipRole:
-            return f"{path}\n{'kept' if kept else 'marked for removal' if path in self.marked else 'not marked'}"
+            state = "kept" if kept else "marked for removal" if path in self.marked else "not marked"
+            if path in self.unsure and path not in self.marked:
+                state += f": similar but below {self.sure:.2f}, perhaps another photo; compare before ticking it"
+            return f"{path}\n{state}"
+        elif role == Qt.ItemDataRole.ForegroundRole and col == COL_SIM and path in self.unsure:
+            return QColor(170, 100, 0)
         elif role == Qt.ItemDataRole.UserRole:
             return path
         return None
@@ -298,9 +325,9 @@ class GroupsModel(QAbstractItemModel):
         group = self.groups[gi]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
-                review = id(group) in self.review
-                kind = "exact copies" if group.kind == "exact" else "similar: review" if review else "near-duplicates"
-                return f"{gi + 1}: {len(group.members)} {kind}"
+                kind = "exact copies" if group.kind == "exact" else "near-duplicates"
+                review = self.review.get(id(group), 0)
+                return f"{gi + 1}: {len(group.members)} {kind}" + (f", {review} to review" if review else "")
             if col == COL_SIM:
                 return f"{group.min_similarity:.3f}"
             if col == COL_SIZE:
@@ -317,8 +344,8 @@ class GroupsModel(QAbstractItemModel):
             return QColor(170, 100, 0)
         elif role == Qt.ItemDataRole.ToolTipRole:
             review = (
-                f"\nSimilar but not surely the same picture (below {self.sure:.2f}): nothing was marked. Compare, "
-                "then mark files with Space or the whole group with M."
+                f"\n{self.review[id(group)]} files are similar but not surely the same picture (below "
+                f"{self.sure:.2f}): not ticked. Compare, then tick them with Space, or the whole group with M."
                 if id(group) in self.review
                 else ""
             )

@@ -233,11 +233,11 @@ def test_auto_mark_rules_and_reference_folder(qtbot, make_window, tmp_path: Path
     assert window.ctx.prefs.get(S.REFERENCE_FOLDERS) == [str(ref)]
 
 
-def test_similar_but_unsure_groups_are_shown_for_review_unmarked(
-    qtbot, make_window, tmp_path: Path, shared_data: Path
-) -> None:  # type: ignore[no-untyped-def]
-    """UKBench: the same objects from other viewpoints (not duplicates). They may group at the default threshold,
-    but nothing may be ticked for the trash until the user says so."""
+def test_similar_but_unsure_files_are_left_for_review(qtbot, make_window, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    """UKBench: the same objects from other viewpoints (not duplicates). They group at the default threshold, but a
+    file below the sure level is never ticked for the trash until the user says so."""
+    from dedup_app.core.marking import SURE_SIMILARITY
+
     folder = tmp_path / "viewpoints"
     folder.mkdir()
     for src in sorted((shared_data / "neardup" / "ukbench_similar_not_duplicate").glob("*.jpg")):
@@ -246,13 +246,39 @@ def test_similar_but_unsure_groups_are_shown_for_review_unmarked(
     scan(qtbot, window, folder)
     near = [g for g in window.model.groups if g.kind == "near"]
     assert near, "expected the viewpoint pairs to group at the default threshold"
-    assert all(id(g) in window.model.review for g in near)
-    assert window.model.marked_in_view() == [] and not window.act_trash.isEnabled()
-    assert "review" in window.model.index(0, 0).data()
-    window.tree.setCurrentIndex(window.model.index(0, 0))
+    unsure = [m.image.path for g in near for m in g.members[1:] if m.similarity < SURE_SIMILARITY]
+    assert len(unsure) >= 3 and set(unsure) <= window.model.unsure
+    assert not set(unsure) & set(window.model.marked_in_view())
+    gi = next(k for k, g in enumerate(window.model.groups) if id(g) in window.model.review)
+    assert "to review" in window.model.index(gi, 0).data()
+    window.tree.setCurrentIndex(window.model.index(gi, 0))
+    members = len(window.model.groups[gi].members)
     window.act_mark_group.trigger()  # M: the user decides the group is duplicates after all
-    assert len(window.model.marked_in_view()) == len(window.model.groups[0].members) - 1
+    in_group = {m.image.path for m in window.model.groups[gi].members}
+    assert len(in_group & set(window.model.marked_in_view())) == members - 1
     assert window.act_trash.isEnabled()
+    window.toggle_current()  # Space on the group row: all ticked, so untick them all
+    assert not in_group & set(window.model.marked_in_view())
+    window.toggle_current()
+    assert len(in_group & set(window.model.marked_in_view())) == members - 1
+
+
+def test_byte_copies_inside_a_near_group_are_called_identical(
+    qtbot, make_window, tmp_path: Path, shared_data: Path
+) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    img = photo(shared_data, "kodim23.png")
+    img.save(folder / "a.jpg", quality=92)
+    (folder / "a copy.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    img.resize((384, 256)).save(folder / "a_small.jpg", quality=85)
+    window = make_window()
+    scan(qtbot, window, folder)
+    (group,) = window.model.groups
+    assert group.kind == "near" and len(group.members) == 3
+    texts = [window.model.index(r, 0, window.model.index(0, 0)).data() for r in range(3)]
+    assert sum("(identical)" in t for t in texts) == 1 and any("(keep)" in t for t in texts)
+    assert not any("(identical)" in t for t in texts if "small" in t)
 
 
 def test_trash_and_undo_on_real_files(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]

@@ -41,6 +41,7 @@ def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
     assert "dedup_app/_resources/icons/hicolor/256x256/apps/dedup-app.png" in names
     assert "dedup_app/ui/main_window.py" in names and "dedup_app/cli.py" in names
     assert not any(n.startswith("tests/") for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the licence travels with the wheel
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "dedup-app = dedup_app.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -119,6 +120,9 @@ def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     assert build.returncode == 0, build.stderr[-4000:]
     exe = tmp_path / "dist" / "dedup-app" / "dedup-app"
     assert subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120).returncode == 0
+    bundle = exe.parent
+    assert any(p.parent.name in ("dedup-app", "_internal") for p in bundle.rglob("LICENSE"))  # ours, at the top
+    assert any(bundle.rglob("licenses/PySide6*/*"))  # third-party notices (Qt is LGPL)
     folder = tmp_path / "pics"
     folder.mkdir()
     img = photo(shared_data, "kodim23.png")

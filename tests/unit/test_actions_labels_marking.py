@@ -137,9 +137,12 @@ def test_marking_rules() -> None:
     marks = mark_group(group, "largest", ["/ref"])
     assert marks.keep == heavy.path and marks.marked == {big.path, old.path}  # the reference file is never marked
     assert in_folders("/ref/sub/x.jpg", ["/ref"]) and not in_folders("/reference/x.jpg", ["/ref"])
-    # a near group below the sure level keeps its suggestion but is left unmarked, for review; exact copies never
+    # files below the sure level are left unmarked, for review; byte copies and exact groups are always sure
     unsure = mark_group(group, "largest", [], sure=0.95)
     assert unsure.review and unsure.keep == heavy.path and unsure.marked == frozenset()
+    close = DuplicateGroup("near", (GroupMember(big, 1.0), GroupMember(heavy, 0.97), GroupMember(old, 0.90)))
+    partly = mark_group(close, "resolution", sure=0.95)
+    assert partly.keep == big.path and partly.marked == {heavy.path} and partly.unsure == {old.path}
     exact = mark_group(DuplicateGroup("exact", (GroupMember(big, 1.0), GroupMember(old, 1.0))), "resolution", sure=0.95)
     assert not exact.review and exact.marked == {old.path}
     with pytest.raises(ValueError):
