@@ -6,15 +6,16 @@ The JSON shape is a contract (scripts depend on it); keys may be added, never re
      "errors": [{"path": str, "error": str}],
      "groups": [{"kind": "exact" | "near", "keep": str, "review": bool,
                  "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int,
-                            "pages": int}]}],
+                            "pages": int, "review": bool}]}],
      "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int}}
 
 In ``stats`` each file found counts once in ``decoded``, ``from_cache``, ``copies`` or ``failed`` (they add up to
 ``files``). ``errors`` lists the failed files and also the paths that could not be opened at all (a missing
 folder, a broken link).
 
-``review`` is true for a near group below :data:`~dedup_app.core.marking.SURE_SIMILARITY` (similar, perhaps not
-the same picture: check before removing); ``pages`` above 1 means only the first page was compared.
+``review`` is true for a file of a near group less similar than :data:`~dedup_app.core.marking.SURE_SIMILARITY`
+to the group's first file (similar, perhaps not the same picture: the window leaves it unticked), and for a group
+holding such a file; ``pages`` above 1 means only the first page was compared.
 
 Paths with bytes that are not valid UTF-8 survive as ``\\udcXX`` escapes in JSON (``ensure_ascii``) and as their
 original bytes in CSV.
@@ -59,6 +60,9 @@ def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold:
                         "content_hash": m.image.content_hash,
                         "modified": m.image.mtime_ns / 1e9,
                         "pages": m.image.info.frames,
+                        "review": g.kind != "exact"
+                        and m.similarity < SURE_SIMILARITY
+                        and m.image.content_hash != g.keep.content_hash,
                     }
                     for m in g.members
                 ],

@@ -64,6 +64,7 @@ def test_scan_json_and_csv(folder: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert group["review"] is False  # a byte copy and a resized copy: sure
     for f in group["files"]:
         assert set(f) >= {"path", "similarity", "width", "height", "bytes"} and f["pages"] == 1
+        assert f["review"] is False
         assert isinstance(f["similarity"], float) and isinstance(f["width"], int) and isinstance(f["bytes"], int)
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == 3 and sum(r["keep"] == "yes" for r in rows) == 1
