@@ -15,10 +15,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dedup_app.core.model import Checkpoint
 from dedup_app.core.resources import default_model_path, user_data_file
+
+if TYPE_CHECKING:  # torch is imported only where a model file is read: listing models must not wait for it
+    from dedup_app.core.model import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,8 @@ class ModelRegistry:
         models = {}
         for f in sorted(self.root.glob("*.pt")):
             try:
+                from dedup_app.core.model import Checkpoint
+
                 ckpt = Checkpoint.load(f)
             except ValueError:
                 continue
@@ -231,6 +235,8 @@ class ModelRegistry:
     def _cache_id(self, data: dict[str, Any]) -> str:
         """The model id the embedding cache knows for the model in use (the same fallback as active_path)."""
         active = self._effective_active(data)
+        from dedup_app.core.model import Checkpoint
+
         return active if active else Checkpoint.load(default_model_path()).model_id
 
 
