@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,6 +42,24 @@ class DuplicateGroup:
 
     kind: str  # "exact" or "near"
     members: tuple[GroupMember, ...]
+    #: the members' embeddings (row k belongs to members[k]), for similarities between any two of them
+    vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def similarities_to(self, k: int) -> np.ndarray:
+        """Cosine similarity of every member to member ``k`` (1.0 for byte copies of it, and for ``k`` itself).
+
+        Without stored vectors, only the representative's (``k == 0``) are known; other rows are NaN."""
+        ref = self.members[k].image.content_hash
+        if self.vectors is not None:
+            v = self.vectors.astype(np.float32)
+            sims = np.minimum(v @ v[k], 1.0)
+        elif k == 0:
+            sims = np.array([m.similarity for m in self.members], np.float32)
+        else:
+            sims = np.full(len(self.members), np.nan, np.float32)
+        identical = np.array([m.image.content_hash == ref for m in self.members])
+        sims[identical] = 1.0
+        return sims
 
     @property
     def keep(self) -> ImageRecord:
@@ -135,14 +153,15 @@ class DuplicateFinder:
         rep_hash = images[members[0]].content_hash
         if all(images[k].content_hash == rep_hash for k in members):
             kind = "exact"  # what is left of a near group may be copies of one content only
-        emb = self.result.embeddings
-        sims = emb[members].astype(np.float32) @ emb[members[0]].astype(np.float32)
+        vectors = self.result.embeddings[members]
+        sims = vectors.astype(np.float32) @ vectors[0].astype(np.float32)
         return DuplicateGroup(
             kind,
             tuple(
                 GroupMember(images[k], 1.0 if images[k].content_hash == rep_hash else float(min(1.0, s)))
                 for k, s in zip(members, sims, strict=True)
             ),
+            vectors,
         )
 
 

@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from dedup_app.core.duplicates import DuplicateGroup, keep_order
 from dedup_app.core.scan import ImageRecord
 
@@ -85,22 +87,23 @@ def mark_group(
 ) -> Marks:
     """Keep one file by ``rule``; mark every other member that is not in a reference folder.
 
-    In a near-duplicate group, a member less similar than ``sure`` to the representative (``members[0]``) is left
-    unmarked, in ``unsure``; when the kept file itself is such a member, only byte copies of it are marked (the
-    others' similarity to it is not known to be sure). Byte copies of the kept file are always sure.
+    In a near-duplicate group, a member less similar than ``sure`` to the kept file is left unmarked, in
+    ``unsure`` (a group without stored vectors knows only similarities to its representative: then a member is
+    sure when both it and the kept file are that close to the representative). Byte copies are always sure.
     """
     images = [m.image for m in group.members]
     keep = choose_keep(images, rule, reference_folders, references)
-    close = {m.image.path for k, m in enumerate(group.members) if k == 0 or m.similarity >= sure}
+    to_keep = group.similarities_to(images.index(keep))
+    to_rep = group.similarities_to(0)
     marked: set[str] = set()
     unsure: set[str] = set()
-    for r in images:
+    for k, r in enumerate(images):
         if r.path == keep.path or _is_ref(r.path, reference_folders, references):
             continue
         if r.info.frames > 1 and r.content_hash != keep.content_hash:
             continue  # a multi-page file matched by its first page may hold pages found nowhere else
-        identical = r.content_hash == keep.content_hash
-        if group.kind == "exact" or identical or (keep.path in close and r.path in close):
+        close = to_keep[k] >= sure if not np.isnan(to_keep[k]) else min(to_rep[k], to_rep[images.index(keep)]) >= sure
+        if group.kind == "exact" or close:
             marked.add(r.path)
         else:
             unsure.add(r.path)

@@ -139,6 +139,7 @@ class CompareWidget(QWidget):
         super().__init__(parent)
         self.loader = loader
         self.a: GroupMember | None = None
+        self.similarity: float | None = None  # of the pair shown
         self.b: GroupMember | None = None
         self._request = 0
         self._calls = BackgroundCalls(1, self)
@@ -191,16 +192,18 @@ class CompareWidget(QWidget):
         loader.loaded.connect(self._loaded)
         self.show_pair(None, None)
 
-    def show_pair(self, a: GroupMember | None, b: GroupMember | None) -> None:
-        """Compare ``a`` (left) with ``b`` (right); ``None`` clears a side."""
+    def show_pair(self, a: GroupMember | None, b: GroupMember | None, similarity: float | None = None) -> None:
+        """Compare ``a`` (left) with ``b`` (right); ``None`` clears a side. ``similarity`` is theirs (shown on both
+        sides); without it each side shows its similarity to its group's representative."""
         self.a, self.b = a, b
+        self.similarity = similarity
         enabled = a is not None and b is not None
         for w in (self.swap_button, self.diff_button, self.dup_button, self.notdup_button):
             w.setEnabled(enabled)
         self._refresh()
 
     def swap(self) -> None:
-        self.show_pair(self.b, self.a)
+        self.show_pair(self.b, self.a, self.similarity)
 
     def _fit(self) -> None:
         self.view_a.fit()
@@ -216,7 +219,7 @@ class CompareWidget(QWidget):
     def _refresh(self) -> None:
         frame = self._frame()
         for member, view, form in ((self.a, self.view_a, self.info_a), (self.b, self.view_b, self.info_b)):
-            _fill_info(form, member)
+            _fill_info(form, member, self.similarity)
             if member is None:
                 view.show_pixmap(None, frame, "")
                 continue
@@ -263,7 +266,7 @@ class CompareWidget(QWidget):
         self._calls.shutdown(5000)
 
 
-def _fill_info(form: QFormLayout, member: GroupMember | None) -> None:
+def _fill_info(form: QFormLayout, member: GroupMember | None, similarity: float | None = None) -> None:
     while form.rowCount():
         form.removeRow(0)
     if member is None:
@@ -285,7 +288,7 @@ def _fill_info(form: QFormLayout, member: GroupMember | None) -> None:
         ("Modified", QLabel(modified)),
         ("Taken", QLabel(info.exif_datetime or "—")),
         ("Camera", QLabel(info.camera or "—")),
-        ("Similarity", QLabel(f"{member.similarity:.3f}")),
+        ("Similarity", QLabel(f"{member.similarity if similarity is None else similarity:.3f}")),
     ]
     for label, widget in rows:
         form.addRow(label, widget)

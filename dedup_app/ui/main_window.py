@@ -841,7 +841,8 @@ class MainWindow(QMainWindow):
         kept = next(m for m in group.members if m.image.path == keep_path)
         others = [m for m in group.members if m.image.path != keep_path]
         other = member if member is not None and member.image.path != keep_path else (others[0] if others else None)
-        self.compare.show_pair(kept, other)
+        similarity = self.model.similarity_to_kept(gi).get(other.image.path) if other is not None else None
+        self.compare.show_pair(kept, other, similarity)
         for m in group.members[:8]:  # warm the previews of the group
             self.loader.get(m.image.path, PREVIEW)
 

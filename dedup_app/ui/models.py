@@ -51,6 +51,7 @@ class GroupsModel(QAbstractItemModel):
         self.groups: list[DuplicateGroup] = []
         self.keep: dict[int, str] = {}  # group index -> kept path
         self.marked: set[str] = set()
+        self._to_kept: dict[int, dict[str, float]] = {}  # id() of a group -> similarity of each member to its kept file
         self.review: dict[int, int] = {}  # id() of a group -> how many of its files were left for review
         self.unsure: set[str] = set()  # files the rule left unmarked: similar, perhaps not the same picture
         self.sure = SURE_SIMILARITY
@@ -99,6 +100,7 @@ class GroupsModel(QAbstractItemModel):
         self.marked = set()
         self.review = {}
         self.unsure = set()
+        self._to_kept = {}
         for gi, group in enumerate(self.groups):
             marks = self.rule_marks(group)
             if marks.review:
@@ -162,10 +164,27 @@ class GroupsModel(QAbstractItemModel):
         self.marked.discard(path)
         if old and old != path and not self.is_reference(old):
             self.marked.add(old)
-        for p in (path, old):
-            if p:
-                self._changed(p)
+        group = self.groups[gi]
+        self._to_kept.pop(id(group), None)  # similarities are shown to the kept file: recomputed
+        sims = self.similarity_to_kept(gi)
+        paths = {m.image.path for m in group.members}
+        self.unsure = (self.unsure - paths) | {p for p, v in sims.items() if v < self.sure and p != path}
+        self.dataChanged.emit(self.index(0, 0, self.index(gi, 0)),
+                              self.index(len(group.members) - 1, len(COLUMNS) - 1, self.index(gi, 0)))  # fmt: skip
+        self.dataChanged.emit(self.index(gi, 0), self.index(gi, len(COLUMNS) - 1))
         self.marks_changed.emit()
+
+    def similarity_to_kept(self, gi: int) -> dict[str, float]:
+        """Each member's similarity to the file kept in group ``gi`` (computed once per kept file)."""
+        group = self.groups[gi]
+        cached = self._to_kept.get(id(group))
+        if cached is None:
+            keep = self.keep.get(gi, group.keep.path)
+            k = next((i for i, m in enumerate(group.members) if m.image.path == keep), 0)
+            sims = group.similarities_to(k)
+            cached = {m.image.path: float(v) for m, v in zip(group.members, sims, strict=True) if v == v}  # not NaN
+            self._to_kept[id(group)] = cached
+        return cached
 
     def mark_all_in_group(self, gi: int) -> int:
         """Mark every member of group ``gi`` but the kept file and reference files; returns how many changed."""
@@ -293,7 +312,8 @@ class GroupsModel(QAbstractItemModel):
                     return f"{name}  (keep)"
                 return f"{name}  (reference)" if self.is_reference(path) else name
             if col == COL_SIM:
-                return "1.000" if member.similarity >= 0.9995 else f"{member.similarity:.3f}"
+                sim = self.similarity_to_kept(gi).get(path, member.similarity)
+                return "1.000" if sim >= 0.9995 else f"{sim:.3f}"
             if col == COL_SIZE:
                 return format_bytes(image.size)
             if col == COL_DIMS:
@@ -329,7 +349,8 @@ class GroupsModel(QAbstractItemModel):
                 review = self.review.get(id(group), 0)
                 return f"{gi + 1}: {len(group.members)} {kind}" + (f", {review} to review" if review else "")
             if col == COL_SIM:
-                return f"{group.min_similarity:.3f}"
+                others = [v for p, v in self.similarity_to_kept(gi).items() if p != self.keep.get(gi)]
+                return f"{min(others, default=group.min_similarity):.3f}"
             if col == COL_SIZE:
                 return format_bytes(group.reclaimable_bytes)
             if col == COL_FOLDER:

@@ -263,6 +263,27 @@ def test_similar_but_unsure_files_are_left_for_review(qtbot, make_window, tmp_pa
     assert len(in_group & set(window.model.marked_in_view())) == members - 1
 
 
+def test_similarities_follow_the_kept_file(qtbot, make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """After K on another file, the similarity column and the compare view measure against the new kept file."""
+    from dedup_app.ui.models import COL_SIM
+
+    window = make_window()
+    scan(qtbot, window, photos_dir)
+    gi = next(k for k, g in enumerate(window.model.groups) if any("kodim01_resize" in m.image.path for m in g.members))
+    group = window.model.groups[gi]
+    row = next(r for r, m in enumerate(group.members) if "kodim01_resize" in m.image.path)
+    window.tree.setCurrentIndex(window.model.index(row, 0, window.model.index(gi, 0)))
+    window.act_keep.trigger()
+    expected = group.similarities_to(row)
+    for r, m in enumerate(group.members):
+        shown = window.model.index(r, COL_SIM, window.model.index(gi, 0)).data()
+        assert float(shown) == pytest.approx(min(float(expected[r]), 1.0), abs=1e-3), m.image.path
+    other = next(r for r, m in enumerate(group.members) if r != row)
+    window.tree.setCurrentIndex(window.model.index(other, 0, window.model.index(gi, 0)))
+    assert "kodim01_resize" in window.compare.a.image.path
+    assert window.compare.similarity == pytest.approx(float(expected[other]), abs=1e-3)
+
+
 def test_byte_copies_inside_a_near_group_are_called_identical(
     qtbot, make_window, tmp_path: Path, shared_data: Path
 ) -> None:  # type: ignore[no-untyped-def]
