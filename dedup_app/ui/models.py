@@ -345,9 +345,11 @@ class GroupsModel(QAbstractItemModel):
         group = self.groups[gi]
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
-                kind = "exact copies" if group.kind == "exact" else "near-duplicates"
                 review = self.review.get(id(group), 0)
-                return f"{gi + 1}: {len(group.members)} {kind}" + (f", {review} to review" if review else "")
+                if review:  # short: the column is narrow on a laptop screen
+                    return f"{gi + 1}: {len(group.members)} files, {review} to review"
+                kind = "exact copies" if group.kind == "exact" else "near-duplicates"
+                return f"{gi + 1}: {len(group.members)} {kind}"
             if col == COL_SIM:
                 others = [v for p, v in self.similarity_to_kept(gi).items() if p != self.keep.get(gi)]
                 return f"{min(others, default=group.min_similarity):.3f}"
