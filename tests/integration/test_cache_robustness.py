@@ -186,6 +186,30 @@ def test_cache_written_before_the_application_id_is_still_ours(tmp_path: Path) -
     assert not list(tmp_path.glob("*.corrupt-*"))
 
 
+def test_cache_of_the_previous_release_gains_page_counts_and_keeps_its_embeddings(tmp_path: Path) -> None:
+    """Caches written before page counts were stored lack the ``frames`` column: it is added, nothing is lost."""
+    import numpy as np
+
+    from dedup_app.core.imageio import ImageInfo
+
+    path = tmp_path / "c.sqlite3"
+    entry = FileEntry(str(tmp_path / "x.jpg"), 10, 1)
+    with EmbeddingCache(path) as cache:
+        cache.put_file(entry, "h", ImageInfo(4, 3, "JPEG"))
+        cache.put_embedding(entry.path, "m", np.ones(8, np.float16))
+        cache.commit()
+    with sqlite3.connect(path) as conn:  # the previous release's table: no frames column
+        conn.execute("ALTER TABLE files DROP COLUMN frames")
+    conn.close()
+    with EmbeddingCache(path) as cache:
+        found = cache.lookup([entry], "m", dim=8)[entry.path]
+        assert found.vector is not None and found.info is not None and found.info.frames == 1
+        cache.put_file(FileEntry(str(tmp_path / "y.tif"), 5, 1), "g", ImageInfo(4, 3, "TIFF", frames=3))
+        cache.commit()
+        assert cache.lookup([FileEntry(str(tmp_path / "y.tif"), 5, 1)], "m")[str(tmp_path / "y.tif")].info.frames == 3
+    assert not list(tmp_path.glob("*.corrupt-*"))
+
+
 def _pages_of(path: Path, name: str) -> list[int]:
     with sqlite3.connect(path) as conn:
         pages = [r[0] for r in conn.execute("SELECT pageno FROM dbstat WHERE name = ? ORDER BY pageno", (name,))]
