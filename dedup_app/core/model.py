@@ -476,7 +476,7 @@ class Checkpoint:
             with torch.device("meta"):
                 backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, global_pool="")
             _check_state(backbone, self.backbone_state, "backbone_state", f"backbone {cfg.backbone}")
-            features = int(backbone.num_features)
+            features = int(backbone.num_features)  # type: ignore[arg-type]  # timm sets an int
         else:
             if (cfg.backbone, cfg.backbone_weights) != PACKAGED_BACKBONE:
                 raise ValueError(

@@ -110,7 +110,7 @@ class ModelRegistry:
     def _rebuild(self, reason: str) -> dict[str, Any]:
         """Move a malformed index aside and write one rebuilt from the model files (nothing active)."""
         aside = self._index.with_name(f"{self._index.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        data = {"active": None, "history": [], "models": self._rescan()}
+        data: dict[str, Any] = {"active": None, "history": [], "models": self._rescan()}
         try:
             os.replace(self._index, aside)
             self._save(data)

@@ -366,7 +366,7 @@ class GroupsModel(QAbstractItemModel):
         elif role == Qt.ItemDataRole.ForegroundRole and id(group) in self.review and col == COL_FILE:
             return QColor(170, 100, 0)
         elif role == Qt.ItemDataRole.ToolTipRole:
-            review = (
+            note = (
                 f"\n{self.review[id(group)]} files are similar but not surely the same picture (below "
                 f"{self.sure:.2f}): not ticked. Compare, then tick them with Space, or the whole group with M."
                 if id(group) in self.review
@@ -375,7 +375,7 @@ class GroupsModel(QAbstractItemModel):
             return (
                 f"Group {gi + 1}: {len(group.members)} files; removing all but the kept one frees "
                 f"{format_bytes(group.reclaimable_bytes)}; lowest similarity to the kept file "
-                f"{group.min_similarity:.3f}{review}"
+                f"{group.min_similarity:.3f}{note}"
             )
         return None
 
