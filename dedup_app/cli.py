@@ -69,14 +69,19 @@ def _threshold(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, least: int = 1) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def _count_arg(text: str) -> int:
+    """A count that may be 0."""
+    return _positive_int(text, least=0)
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--csv", metavar="FILE", help="write one row per grouped file as CSV ('-' for stdout)")
     scan.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="images per model batch")
     scan.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="image decoding threads")
-    scan.add_argument("--show", type=int, default=20, metavar="N", help="groups to list on stdout (default 20)")
+    scan.add_argument("--show", type=_count_arg, default=20, metavar="N", help="groups to list on stdout (default 20)")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
     change = sub.add_parser(

@@ -95,6 +95,7 @@ def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
         (["scan", ".", "--json", "-", "--csv", "-"], "cannot both write to stdout"),
         (["scan", ".", "--json", "r.json", "--csv", "./r.json"], "name the same file"),
         (["scan", ".", "--cache", ""], "--cache: empty path"),
+        (["scan", ".", "--show", "-3"], "must be at least 0"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_a_message(
