@@ -1013,8 +1013,11 @@ class MainWindow(QMainWindow):
         self.models_menu.clear()
         registry = self.ctx.registry()
         active = registry.active_id
-        for model_id, label in [(DEFAULT, "Shipped default"), *((e.model_id, e.model_id) for e in registry.entries())]:
-            act = self.models_menu.addAction(label)
+        entries = [(DEFAULT, "Shipped default", None)]
+        entries += [(e.model_id, e.model_id, e.problem) for e in registry.entries()]
+        for model_id, label, problem in entries:
+            act = self.models_menu.addAction(f"{label} (unusable: {problem})" if problem else label)
+            act.setEnabled(problem is None)
             act.setCheckable(True)
             act.setChecked((active or DEFAULT) == model_id)
             act.triggered.connect(lambda _=False, m=model_id: self._switch_model(*self.ctx.registry().activate(m)))
