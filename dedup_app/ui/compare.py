@@ -161,7 +161,7 @@ class CompareWidget(QWidget):
         self.swap_button = QPushButton("Swap")
         self.swap_button.setToolTip("Swap A and B (S)")
         self.swap_button.setShortcut(QKeySequence("S"))
-        self.diff_button = QPushButton("Show differences")
+        self.diff_button = QPushButton("Differences")
         self.diff_button.setCheckable(True)
         self.diff_button.setToolTip("Align B onto A and highlight on A where they differ (X)")
         self.diff_button.setShortcut(QKeySequence("X"))
@@ -173,10 +173,12 @@ class CompareWidget(QWidget):
         self.notdup_button = QPushButton("Not duplicate")
         self.notdup_button.setToolTip("Label A and B as not duplicates (N): they are never grouped again")
         self.diff_label = QLabel("")
+        # a long message ("could not compare: ...") must not widen the window: it is cut, the tooltip has it all
+        self.diff_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         buttons = QHBoxLayout()
         for w in (self.swap_button, self.fit_button, self.diff_button, self.diff_label):
             buttons.addWidget(w)
-        buttons.addStretch(1)
+        buttons.addStretch(0)
         buttons.addWidget(self.dup_button)
         buttons.addWidget(self.notdup_button)
 
@@ -201,6 +203,10 @@ class CompareWidget(QWidget):
         for w in (self.swap_button, self.diff_button, self.dup_button, self.notdup_button):
             w.setEnabled(enabled)
         self._refresh()
+
+    def _say(self, text: str) -> None:
+        self.diff_label.setText(text)
+        self.diff_label.setToolTip(text)
 
     def swap(self) -> None:
         self.show_pair(self.b, self.a, self.similarity)
@@ -238,15 +244,15 @@ class CompareWidget(QWidget):
         frame = self._frame()
         for view in (self.view_a, self.view_b):
             view.set_overlay(None, frame)
-        self.diff_label.setText("")
+        self._say("")
         if not self.diff_button.isChecked() or self.a is None or self.b is None:
             return
         ia = self.loader.image(self.a.image.path, PREVIEW)
         ib = self.loader.image(self.b.image.path, PREVIEW)
         if ia is None or ib is None:
-            self.diff_label.setText("waiting for the pictures...")
+            self._say("waiting for the pictures...")
             return
-        self.diff_label.setText("aligning...")
+        self._say("aligning...")
         request = self._request
         self._calls.submit(lambda: difference_overlay(ia, ib), lambda out, err: self._diff_done(request, out, err))
 
@@ -254,13 +260,13 @@ class CompareWidget(QWidget):
         if request != self._request:
             return  # the user moved on
         if error is not None or out is None:  # the overlay is optional: report, never crash
-            self.diff_label.setText(f"could not compare: {error}")
+            self._say(f"could not compare: {error}")
             return
         overlay, fraction, transform = out
         # The difference is computed in A's frame (B aligned onto A), so it is drawn over A only.
         self.view_a.set_overlay(QPixmap.fromImage(overlay), self._frame())
         turned = "" if transform == "identity" else f", B {transform}"
-        self.diff_label.setText(f"{fraction:.1%} differs{turned}")
+        self._say(f"{fraction:.1%} differs{turned}")
 
     def shutdown(self) -> None:
         self._calls.shutdown(5000)

@@ -281,7 +281,7 @@ class MainWindow(QMainWindow):
         self.models_menu = model_menu.addMenu("Use model")
         self.models_menu.aboutToShow.connect(self._fill_models_menu)
 
-        bar = QToolBar("Main")
+        bar = self.toolbar = QToolBar("Main")
         bar.setObjectName("main-toolbar")
         bar.setMovable(False)
         bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -373,6 +373,7 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(left)
         self.splitter.addWidget(self.center)
         self.splitter.addWidget(self.compare)
+        self.center.setMinimumWidth(320)  # the groups stay readable when the window is narrow
         self.splitter.setStretchFactor(1, 3)
         self.splitter.setStretchFactor(2, 4)
         self.splitter.setSizes([220, 620, 760])
@@ -814,6 +815,15 @@ class MainWindow(QMainWindow):
         gi, member = self.current_member()
         if member is not None:
             self.model.set_keep(member.image.path)
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+        """Below 1200 pixels the toolbar shows icons only (texts move to tooltips), so no action hides in the
+        overflow menu on a small laptop screen."""
+        narrow = event.size().width() < 1200
+        style = Qt.ToolButtonStyle.ToolButtonIconOnly if narrow else Qt.ToolButtonStyle.ToolButtonTextBesideIcon
+        if self.toolbar.toolButtonStyle() != style:
+            self.toolbar.setToolButtonStyle(style)
+        super().resizeEvent(event)
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
         if obj is getattr(self, "tree", None) and event.type() == QEvent.Type.KeyPress:  # (events come early)

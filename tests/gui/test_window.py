@@ -74,6 +74,14 @@ def test_empty_window_says_what_to_do(make_window) -> None:  # type: ignore[no-u
     assert not window.act_trash.isEnabled() and not window.act_undo.isEnabled()
 
 
+def test_toolbar_fits_a_small_screen(qtbot, make_window) -> None:  # type: ignore[no-untyped-def]
+    window = make_window()
+    window.resize(1024, 700)
+    qtbot.waitUntil(lambda: window.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonIconOnly)
+    window.resize(1600, 900)
+    qtbot.waitUntil(lambda: window.toolbar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+
+
 def test_a_scan_without_duplicates_says_so(qtbot, make_window, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "distinct"
     folder.mkdir()
