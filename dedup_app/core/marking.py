@@ -93,8 +93,9 @@ def mark_group(
     """
     images = [m.image for m in group.members]
     keep = choose_keep(images, rule, reference_folders, references)
-    to_keep = group.similarities_to(images.index(keep))
-    to_rep = group.similarities_to(0)
+    keep_index = images.index(keep)
+    to_keep = group.similarities_to(keep_index)
+    to_rep = group.similarities_to(0) if np.isnan(to_keep).any() else to_keep  # only without stored vectors
     marked: set[str] = set()
     unsure: set[str] = set()
     for k, r in enumerate(images):
@@ -102,7 +103,7 @@ def mark_group(
             continue
         if r.info.frames > 1 and r.content_hash != keep.content_hash:
             continue  # a multi-page file matched by its first page may hold pages found nowhere else
-        close = to_keep[k] >= sure if not np.isnan(to_keep[k]) else min(to_rep[k], to_rep[images.index(keep)]) >= sure
+        close = to_keep[k] >= sure if not np.isnan(to_keep[k]) else min(to_rep[k], to_rep[keep_index]) >= sure
         if group.kind == "exact" or close:
             marked.add(r.path)
         else:

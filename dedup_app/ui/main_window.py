@@ -602,6 +602,7 @@ class MainWindow(QMainWindow):
         chosen = ctx.prefs.get(S.THRESHOLD)
         not_duplicates = ctx.labels.not_duplicate_pairs()
         self._cache_problem = ""
+        rule, references = self.rule_box.currentData(), self.reference_folders()
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             from dedup_app.core.cache import CacheError
@@ -621,13 +622,14 @@ class MainWindow(QMainWindow):
                 finder = yield from scan_and_search(roots, embedder, ":memory:", None, None, cancel)
             threshold = min(max(chosen or embedder.threshold, _slider_floor(finder)), SLIDER_MAX)
             yield Progress("Grouping", 0, None)
-            return finder, threshold, finder.groups(threshold, not_duplicates)  # first groups: here
+            groups = finder.groups(threshold, not_duplicates)  # first groups and their marks: here, not on the UI
+            return finder, threshold, groups, _rule_marks(groups, rule, references)
 
         self.center.setCurrentWidget(self.tree)
         self.run_job("scan", job, self._scan_done, "Scanning")
 
-    def _scan_done(self, outcome: tuple[DuplicateFinder, float, list[DuplicateGroup]]) -> None:
-        self.finder, threshold, groups = outcome
+    def _scan_done(self, outcome: tuple[DuplicateFinder, float, list[DuplicateGroup], Any]) -> None:
+        self.finder, threshold, groups, marks = outcome
         self.removed.clear()
         self.loader.clear()
         self.model_threshold = self.embedder.threshold
@@ -641,7 +643,7 @@ class MainWindow(QMainWindow):
         self.errors_button.setText(f"Errors ({len(result.errors)})")
         self._remember_manual()
         self._regroup_request += 1
-        self._show_groups(self._regroup_request, groups)
+        self._show_groups(self._regroup_request, groups, marks)
         self._show_center()
         st = result.stats
         parts = [f"{st.decoded:,} read", f"{st.cached:,} from the cache"]
@@ -686,21 +688,26 @@ class MainWindow(QMainWindow):
         self._regroup_request += 1
         args = (self.threshold, self.ctx.labels.not_duplicate_pairs(), set(self.removed))
         if background:
-            # the finder's search results are immutable: grouping may read them from a pool thread
+            # the finder's search results are immutable: grouping (and the rule's marks) may run on a pool thread
             request, finder = self._regroup_request, self.finder
-            self._regroup_calls.submit(
-                lambda: finder.groups(*args), lambda groups, err: self._regrouped(request, groups, err)
-            )
+            rule, references = self.rule_box.currentData(), self.reference_folders()
+
+            def work() -> tuple[list[DuplicateGroup], Any]:
+                groups = finder.groups(*args)
+                return groups, _rule_marks(groups, rule, references)
+
+            self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err))
         else:
             self._show_groups(self._regroup_request, self.finder.groups(*args))
 
-    def _regrouped(self, request: int, groups: list[DuplicateGroup] | None, error: BaseException | None) -> None:
-        if error is not None or groups is None:
+    def _regrouped(self, request: int, out: tuple[list[DuplicateGroup], Any] | None,
+                   error: BaseException | None) -> None:  # fmt: skip
+        if error is not None or out is None:
             log.error("regrouping failed", exc_info=error)
             return
-        self._show_groups(request, groups)
+        self._show_groups(request, *out)
 
-    def _show_groups(self, request: int, groups: list[DuplicateGroup]) -> None:
+    def _show_groups(self, request: int, groups: list[DuplicateGroup], marks: Any = None) -> None:
         if request != self._regroup_request:
             return  # a newer regroup is on its way
         if _same_groups(groups, self.model.groups) and self.model.reference_folders == self.reference_folders():
@@ -708,9 +715,9 @@ class MainWindow(QMainWindow):
             self.groups_changed.emit()
             return  # the slider moved within a range where nothing changes: keep the view as it is
         self.tree.setUpdatesEnabled(False)  # one repaint for the reset and the expansion, not two
-        self.model.set_groups(
-            groups, self.rule_box.currentData(), self.reference_folders(), self.manual_keep, self.manual_marks
-        )
+        rule, references = self.rule_box.currentData(), self.reference_folders()
+        known = marks[2] if marks is not None and marks[:2] == (rule, references) else None  # else: changed since
+        self.model.set_groups(groups, rule, references, self.manual_keep, self.manual_marks, known)
         self.tree.expandAll()
         self.tree.setUpdatesEnabled(True)
         self._after_groups_changed()
@@ -1094,6 +1101,13 @@ def _load_embedder(model_path: str | None, device: str) -> Any:
     gc.collect()
     gc.freeze()
     return embedder
+
+
+def _rule_marks(groups: list[DuplicateGroup], rule: str, references: list[str]) -> tuple[str, list[str], list[Any]]:
+    """What ``rule`` does to each group (worked out on a worker or pool thread), with the settings it used."""
+    from dedup_app.core.marking import SURE_SIMILARITY, mark_group
+
+    return rule, references, [mark_group(g, rule, references, None, SURE_SIMILARITY) for g in groups]
 
 
 def _slider_floor(finder: DuplicateFinder) -> float:

@@ -51,6 +51,7 @@ class GroupsModel(QAbstractItemModel):
         self.groups: list[DuplicateGroup] = []
         self.keep: dict[int, str] = {}  # group index -> kept path
         self.marked: set[str] = set()
+        self._precomputed: dict[int, Marks] = {}  # id() of a group -> the rule's marks, worked out off the UI thread
         self._to_kept: dict[int, dict[str, float]] = {}  # id() of a group -> similarity of each member to its kept file
         self.review: dict[int, int] = {}  # id() of a group -> how many of its files were left for review
         self.unsure: set[str] = set()  # files the rule left unmarked: similar, perhaps not the same picture
@@ -76,14 +77,23 @@ class GroupsModel(QAbstractItemModel):
         reference_folders: Sequence[str],
         manual_keep: set[str] | None = None,
         manual_marks: dict[str, bool] | None = None,
+        rule_marks: Sequence[Marks] | None = None,
     ) -> None:
-        """Show ``groups`` marked by ``rule``, then re-apply the user's own choices where they still fit."""
+        """Show ``groups`` marked by ``rule``, then re-apply the user's own choices where they still fit.
+
+        ``rule_marks`` may bring what the rule does to each group, worked out off the UI thread (with this rule,
+        these reference folders and :data:`SURE_SIMILARITY`); otherwise it is worked out here."""
         self.beginResetModel()
         self.groups = list(groups)
+        self._precomputed = (
+            {id(g): m for g, m in zip(self.groups, rule_marks, strict=True)} if rule_marks is not None else {}
+        )
         self.rule, self.reference_folders = rule, list(reference_folders)
-        self.references = {
-            m.image.path for g in self.groups for m in g.members if in_folders(m.image.path, self.reference_folders)
-        }
+        self.references = (
+            {m.image.path for g in self.groups for m in g.members if in_folders(m.image.path, self.reference_folders)}
+            if self.reference_folders
+            else set()  # the common case: no path checks at all
+        )
         self._apply_marks(manual_keep or set(), manual_marks or {})
         self.user_changed = False
         self._sort_groups()
@@ -93,7 +103,12 @@ class GroupsModel(QAbstractItemModel):
 
     def rule_marks(self, group: DuplicateGroup) -> Marks:
         """What the rule alone does to ``group`` (keep, marks, review), before the user's own choices."""
-        return mark_group(group, self.rule, self.reference_folders, self.references, self.sure)
+        known = self._precomputed.get(id(group))
+        return (
+            known
+            if known is not None
+            else mark_group(group, self.rule, self.reference_folders, self.references, self.sure)
+        )
 
     def _apply_marks(self, manual_keep: set[str], manual_marks: dict[str, bool]) -> None:
         self.keep.clear()
