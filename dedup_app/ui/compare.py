@@ -176,9 +176,9 @@ class CompareWidget(QWidget):
         # a long message ("could not compare: ...") must not widen the window: it is cut, the tooltip has it all
         self.diff_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         buttons = QHBoxLayout()
-        for w in (self.swap_button, self.fit_button, self.diff_button, self.diff_label):
+        for w in (self.swap_button, self.fit_button, self.diff_button):
             buttons.addWidget(w)
-        buttons.addStretch(0)
+        buttons.addWidget(self.diff_label, 1)  # takes the free width, never asks for more
         buttons.addWidget(self.dup_button)
         buttons.addWidget(self.notdup_button)
 
