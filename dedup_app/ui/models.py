@@ -163,9 +163,7 @@ class GroupsModel(QAbstractItemModel):
             self.marked.discard(path)
         else:
             self.marked.add(path)
-        self.user_changed = True
-        self._changed(path)
-        self.marks_changed.emit()
+        self._user_marked([path])
         return True
 
     def set_keep(self, path: str) -> None:
@@ -209,11 +207,7 @@ class GroupsModel(QAbstractItemModel):
                    if m.image.path != self.keep.get(gi) and not self.is_reference(m.image.path)
                    and m.image.path not in self.marked]  # fmt: skip
         self.marked.update(changed)
-        if changed:
-            self.user_changed = True
-            for path in changed:
-                self._changed(path)
-            self.marks_changed.emit()
+        self._user_marked(changed)
         return len(changed)
 
     def unmark_group(self, gi: int) -> int:
@@ -222,12 +216,17 @@ class GroupsModel(QAbstractItemModel):
             return 0
         changed = [m.image.path for m in self.groups[gi].members if m.image.path in self.marked]
         self.marked.difference_update(changed)
-        if changed:
-            self.user_changed = True
-            for path in changed:
-                self._changed(path)
-            self.marks_changed.emit()
+        self._user_marked(changed)
         return len(changed)
+
+    def _user_marked(self, paths: list[str]) -> None:
+        """After the user ticked or unticked ``paths``: remember it was them, repaint those rows, tell the window."""
+        if not paths:
+            return
+        self.user_changed = True
+        for path in paths:
+            self._changed(path)
+        self.marks_changed.emit()
 
     def marked_in_view(self) -> list[str]:
         """Marked files of the groups shown, in display order."""
