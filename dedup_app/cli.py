@@ -461,7 +461,7 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: ignore[no-untyped-def]
-    from dedup_app.core.marking import SURE_SIMILARITY
+    from dedup_app.core.marking import SURE_SIMILARITY, review_paths
 
     st = result.stats
     exact = sum(1 for g in groups if g.kind == "exact")
@@ -491,13 +491,13 @@ def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: i
         f"Found {count_of(len(groups), 'group')} ({exact:,} exact, {len(groups) - exact:,} near-duplicate): "
         f"{count_of(removable, 'file')} could be removed, {format_bytes(reclaim)}."
     )
-    review = sum(1 for g in groups if g.kind != "exact" and g.min_similarity < SURE_SIMILARITY)
+    to_review = [bool(review_paths(g)) for g in groups]
+    review = sum(to_review)
     if review:
         print(f"{count_of(review, 'group')} below {SURE_SIMILARITY:.2f} similarity may be different photos of one "
               "subject (another viewpoint, a burst): check those before removing anything.")  # fmt: skip
     for n, g in enumerate(groups[: max(0, args.show)], 1):
-        sure = g.kind == "exact" or g.min_similarity >= SURE_SIMILARITY
-        print(f"\nGroup {n} ({g.kind}{'' if sure else ', review'}, {len(g.members)} files, "
+        print(f"\nGroup {n} ({g.kind}{', review' if to_review[n - 1] else ''}, {len(g.members)} files, "
               f"{format_bytes(g.reclaimable_bytes)} reclaimable)")  # fmt: skip
         for k, m in enumerate(g.members):
             tag = "keep" if k == 0 else f"{m.similarity:.3f}"

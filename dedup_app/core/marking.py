@@ -33,6 +33,16 @@ RULES: dict[str, tuple[str, Callable[[ImageRecord], tuple[object, ...]]]] = {
 SURE_SIMILARITY = 0.95
 
 
+def review_paths(group: DuplicateGroup, sure: float = SURE_SIMILARITY) -> frozenset[str]:
+    """Files of a near-duplicate group less similar than ``sure`` to its representative (byte copies of it
+    excepted): perhaps other photos of one subject, to look at before removing. Reports and the command line flag
+    them; the window leaves them unticked."""
+    if group.kind == "exact":
+        return frozenset()
+    rep = group.keep.content_hash
+    return frozenset(m.image.path for m in group.members[1:] if m.similarity < sure and m.image.content_hash != rep)
+
+
 def in_folders(path: str, folders: Sequence[str]) -> bool:
     """Whether ``path`` lies inside one of ``folders`` (compared as absolute, normalised paths)."""
     p = os.path.normcase(os.path.abspath(path))

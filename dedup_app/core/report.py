@@ -32,8 +32,32 @@ from typing import Any, TextIO
 
 from dedup_app import __version__
 from dedup_app.core.duplicates import DuplicateGroup
-from dedup_app.core.marking import SURE_SIMILARITY
+from dedup_app.core.marking import review_paths
 from dedup_app.core.scan import ScanResult
+
+
+def _group_dict(g: DuplicateGroup) -> dict[str, Any]:
+    review = review_paths(g)  # similar but perhaps not the same picture: the window leaves these unticked
+    return {
+        "kind": g.kind,
+        "keep": g.keep.path,
+        "reclaimable_bytes": g.reclaimable_bytes,
+        "review": bool(review),
+        "files": [
+            {
+                "path": m.image.path,
+                "similarity": round(m.similarity, 4),
+                "width": m.image.info.width,
+                "height": m.image.info.height,
+                "bytes": m.image.size,
+                "content_hash": m.image.content_hash,
+                "modified": m.image.mtime_ns / 1e9,
+                "pages": m.image.info.frames,
+                "review": m.image.path in review,
+            }
+            for m in g.members
+        ],
+    }
 
 
 def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold: float) -> dict[str, Any]:
@@ -43,32 +67,7 @@ def report_dict(result: ScanResult, groups: Sequence[DuplicateGroup], threshold:
         "model": result.model_id,
         "images": len(result.images),
         "errors": [{"path": e.path, "error": e.error} for e in result.errors],
-        "groups": [
-            {
-                "kind": g.kind,
-                "keep": g.keep.path,
-                "reclaimable_bytes": g.reclaimable_bytes,
-                # similar but not surely the same picture: the window leaves such groups unmarked for review
-                "review": g.kind != "exact" and g.min_similarity < SURE_SIMILARITY,
-                "files": [
-                    {
-                        "path": m.image.path,
-                        "similarity": round(m.similarity, 4),
-                        "width": m.image.info.width,
-                        "height": m.image.info.height,
-                        "bytes": m.image.size,
-                        "content_hash": m.image.content_hash,
-                        "modified": m.image.mtime_ns / 1e9,
-                        "pages": m.image.info.frames,
-                        "review": g.kind != "exact"
-                        and m.similarity < SURE_SIMILARITY
-                        and m.image.content_hash != g.keep.content_hash,
-                    }
-                    for m in g.members
-                ],
-            }
-            for g in groups
-        ],
+        "groups": [_group_dict(g) for g in groups],
         "roots": result.roots,
         "version": __version__,
         "stats": {

@@ -14,7 +14,7 @@ from dedup_app.core.compare import difference
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.imageio import ImageInfo
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
-from dedup_app.core.marking import choose_keep, in_folders, mark_group
+from dedup_app.core.marking import choose_keep, in_folders, mark_group, review_paths
 from dedup_app.core.progress import drive
 from dedup_app.core.scan import ImageRecord
 from tests.conftest import photo
@@ -143,6 +143,8 @@ def test_marking_rules() -> None:
     close = DuplicateGroup("near", (GroupMember(big, 1.0), GroupMember(heavy, 0.97), GroupMember(old, 0.90)))
     partly = mark_group(close, "resolution", sure=0.95)
     assert partly.keep == big.path and partly.marked == {heavy.path} and partly.unsure == {old.path}
+    copies = DuplicateGroup("exact", (GroupMember(big, 1.0), GroupMember(old, 1.0)))
+    assert review_paths(close, 0.95) == {old.path} and review_paths(copies, 0.95) == frozenset()  # reports, CLI
     exact = mark_group(DuplicateGroup("exact", (GroupMember(big, 1.0), GroupMember(old, 1.0))), "resolution", sure=0.95)
     assert not exact.review and exact.marked == {old.path}
     with pytest.raises(ValueError):
