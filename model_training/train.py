@@ -155,7 +155,7 @@ def pixels_of(
 
     out = np.zeros((len(items), size, size, 3), np.uint8)
     kept: list[int] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: dict[str, str] = {}  # source file -> reason: an unreadable file's edited copies name it once
     for i in range(len(items)):
         if cancel is not None and i % 16 == 0:
             cancel.raise_if_cancelled()
@@ -163,14 +163,12 @@ def pixels_of(
             out[len(kept)] = resize_square(items.load(i).convert("RGB"), size)
             kept.append(i)
         except (ImageLoadError, OSError, ValueError) as exc:
-            source = _source_file(items.keys[i])
-            if all(source != k for k, _ in skipped[-64:]):  # an unreadable file's edited copies: named once
-                skipped.append((source, str(exc)))
+            skipped.setdefault(_source_file(items.keys[i]), str(exc))
         if i % 16 == 15 or i == len(items) - 1:
             yield Progress("Preparing images", i + 1, len(items))
     if not skipped:
-        return items, out, skipped
-    return items.subset(kept), out[: len(kept)].copy(), skipped
+        return items, out, []
+    return items.subset(kept), out[: len(kept)].copy(), list(skipped.items())
 
 
 def _source_file(key: str) -> str:
