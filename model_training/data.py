@@ -96,7 +96,7 @@ def pairs_from_csv(path: str | os.PathLike[str]) -> list[LabelledPair]:
 def pairs_from_store(store: LabelStore) -> tuple[list[LabelledPair], int]:
     """The app's labels whose files still exist, and how many were skipped because a file is gone."""
     pairs, missing = [], 0
-    for lab in store.all():
+    for lab in store.all_labels():
         if not (os.path.exists(lab.a.path) and os.path.exists(lab.b.path)):
             missing += 1
             continue

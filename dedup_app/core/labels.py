@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -82,28 +82,35 @@ class LabelStore:
         with self._lock:
             self._conn.close()
 
-    def set(self, a: LabelledFile, b: LabelledFile, label: str) -> None:
+    def put_pair(self, a: LabelledFile, b: LabelledFile, label: str) -> None:
         """Label one pair (replacing an earlier label of the same pair). Identical content is not a pair."""
-        if label not in LABELS:
-            raise ValueError(f"label must be one of {LABELS}, not {label!r}")
-        if a.content_hash == b.content_hash:
-            return
-        a, b = _ordered(a, b)
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO labels (hash_a, hash_b, label, path_a, path_b, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (a.content_hash, b.content_hash, label, os.fsencode(a.path), os.fsencode(b.path), time.time()),
-            )
-            self._conn.commit()
+        self._put([(a, b)], label)
 
-    def set_group(self, files: Iterable[LabelledFile], label: str) -> int:
-        """Label every pair of distinct contents among ``files``; returns how many pairs were labelled."""
+    def put_group(self, files: Iterable[LabelledFile], label: str) -> int:
+        """Label every pair of distinct contents among ``files`` in one transaction; returns how many pairs."""
         unique = list({f.content_hash: f for f in files}.values())
         pairs = list(combinations(unique, 2))
-        for a, b in pairs:
-            self.set(a, b, label)
+        self._put(pairs, label)
         return len(pairs)
+
+    def _put(self, pairs: Sequence[tuple[LabelledFile, LabelledFile]], label: str) -> None:
+        if label not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, not {label!r}")
+        now = time.time()
+        rows = []
+        for a, b in pairs:
+            if a.content_hash == b.content_hash:
+                continue
+            a, b = _ordered(a, b)
+            rows.append((a.content_hash, b.content_hash, label, os.fsencode(a.path), os.fsencode(b.path), now))
+        if not rows:
+            return
+        with self._lock, self._conn:  # one transaction: committed together, or rolled back together
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO labels (hash_a, hash_b, label, path_a, path_b, created) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
     def remove(self, hash_a: str, hash_b: str) -> None:
         """Forget the label of one pair (undo)."""
@@ -133,7 +140,7 @@ class LabelStore:
                 out[label] = int(n)
         return out
 
-    def all(self) -> list[Label]:
+    def all_labels(self) -> list[Label]:
         """Every label, oldest first."""
         with self._lock:
             rows = self._conn.execute(

@@ -869,7 +869,7 @@ class MainWindow(QMainWindow):
         a, b = self.compare.a, self.compare.b
         if a is None or b is None:
             return
-        self.ctx.labels.set(_labelled(a), _labelled(b), label)
+        self.ctx.labels.put_pair(_labelled(a), _labelled(b), label)
         self.statusBar().showMessage(
             f"Labelled {os.path.basename(a.image.path)} and {os.path.basename(b.image.path)} as "
             f"{label.replace('_', ' ')}",
@@ -900,7 +900,7 @@ class MainWindow(QMainWindow):
         gi, _ = self.current_member()
         if gi < 0:
             return
-        n = self.ctx.labels.set_group([_labelled(m) for m in self.model.groups[gi].members], label)
+        n = self.ctx.labels.put_group([_labelled(m) for m in self.model.groups[gi].members], label)
         self.statusBar().showMessage(f"Labelled {n} pairs of group {gi + 1} as {label.replace('_', ' ')}", 6000)
         self._labels_changed(label)
 

@@ -17,9 +17,9 @@ def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> 
     window.add_sources([str(photos_dir)], scan=False)
     store = window.ctx.labels
     f = {p.name: LabelledFile(p.name, str(p)) for p in photos_dir.iterdir()}
-    store.set(f["kodim01.jpg"], f["kodim01_resize.jpg"], DUPLICATE)
-    store.set(f["kodim05.jpg"], f["kodim05_rotate90.jpg"], DUPLICATE)
-    store.set(f["kodim01.jpg"], f["lonely.jpg"], NOT_DUPLICATE)
+    store.put_pair(f["kodim01.jpg"], f["kodim01_resize.jpg"], DUPLICATE)
+    store.put_pair(f["kodim05.jpg"], f["kodim05_rotate90.jpg"], DUPLICATE)
+    store.put_pair(f["kodim01.jpg"], f["lonely.jpg"], NOT_DUPLICATE)
     dialog = window.open_training()
     assert "3 labelled pairs" in dialog.intro.text() and "2 duplicate" in dialog.intro.text()
     dialog.epochs.setValue(2)

@@ -98,12 +98,12 @@ def test_label_store_round_trip(tmp_path: Path) -> None:
     db = tmp_path / "labels.sqlite3"
     store = LabelStore(db)
     a, b, c = (LabelledFile(h, f"/p/{h}.jpg") for h in ("h1", "h2", "h3"))
-    store.set(b, a, NOT_DUPLICATE)  # order does not matter
-    assert store.set_group([a, b, c, LabelledFile("h3", "/elsewhere/copy.jpg")], DUPLICATE) == 3
-    store.set(a, b, NOT_DUPLICATE)  # replaces the group label of that pair
-    store.set(a, LabelledFile("h1", "/p/same-content.jpg"), DUPLICATE)  # identical content: not a pair
+    store.put_pair(b, a, NOT_DUPLICATE)  # order does not matter
+    assert store.put_group([a, b, c, LabelledFile("h3", "/elsewhere/copy.jpg")], DUPLICATE) == 3
+    store.put_pair(a, b, NOT_DUPLICATE)  # replaces the group label of that pair
+    store.put_pair(a, LabelledFile("h1", "/p/same-content.jpg"), DUPLICATE)  # identical content: not a pair
     with pytest.raises(ValueError):
-        store.set(a, b, "maybe")
+        store.put_pair(a, b, "maybe")
     store.close()
     again = LabelStore(db)
     assert again.get("h2", "h1") == NOT_DUPLICATE
@@ -111,8 +111,8 @@ def test_label_store_round_trip(tmp_path: Path) -> None:
     assert again.counts() == {DUPLICATE: 2, NOT_DUPLICATE: 1}
     assert again.not_duplicate_pairs() == {frozenset({"h1", "h2"})}
     odd = LabelledFile("h9", os.fsdecode(b"/p/\xe9t\xe9.jpg"))  # undecodable name survives
-    again.set(a, odd, DUPLICATE)
-    assert any(lab.b.path == odd.path or lab.a.path == odd.path for lab in again.all())
+    again.put_pair(a, odd, DUPLICATE)
+    assert any(lab.b.path == odd.path or lab.a.path == odd.path for lab in again.all_labels())
     again.remove("h1", "h2")
     assert again.get("h1", "h2") is None
 

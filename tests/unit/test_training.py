@@ -83,8 +83,8 @@ def test_csv_and_label_store_sources(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="bad.csv:1"):
         pairs_from_csv(bad)
     store = LabelStore(tmp_path / "labels.sqlite3")
-    store.set(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h2", str(tmp_path / "b.jpg")), DUPLICATE)
-    store.set(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h9", str(tmp_path / "gone.jpg")),
+    store.put_pair(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h2", str(tmp_path / "b.jpg")), DUPLICATE)
+    store.put_pair(LabelledFile("h1", str(tmp_path / "a.jpg")), LabelledFile("h9", str(tmp_path / "gone.jpg")),
               NOT_DUPLICATE)  # fmt: skip
     got, missing = pairs_from_store(store)
     assert [(Path(p.a).name, Path(p.b).name, p.label) for p in got] == [("a.jpg", "b.jpg", 1)] and missing == 1
