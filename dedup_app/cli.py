@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="images per model batch")
     scan.add_argument("--workers", type=_positive_int, default=2, metavar="N", help="image decoding threads")
     scan.add_argument("--show", type=_count_arg, default=20, metavar="N", help="groups to list on stdout (default 20)")
+    scan.add_argument("--no-labels", action="store_true",
+                      help="ignore the pairs labelled 'not duplicate' in the window (by default they are never "
+                      "grouped)")  # fmt: skip
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
     change = sub.add_parser(
@@ -395,11 +398,11 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     _check_scan_outputs(args, parser)
 
     from dedup_app.core.cache import CacheError
-    from dedup_app.core.duplicates import DuplicateFinder
+    from dedup_app.core.duplicates import scan_and_search
     from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.progress import drive
-    from dedup_app.core.report import write_csv, write_json
-    from dedup_app.core.scan import ScanOptions, scan
+    from dedup_app.core.report import suggested, write_csv, write_json
+    from dedup_app.core.scan import ScanOptions
 
     try:
         checkpoint = load_checkpoint(args.model)
@@ -408,6 +411,7 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     threshold = args.threshold if args.threshold is not None else checkpoint.threshold
+    not_duplicates = set() if args.no_labels else _not_duplicate_labels()
 
     progress = _ProgressBar(enabled=not args.no_progress)
     started = time.monotonic()
@@ -416,10 +420,11 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_USAGE
     try:
         options = ScanOptions(batch_size=args.batch_size, decode_workers=args.workers)
-        result = drive(scan(args.paths, embedder, cache, options), progress)
-        finder = DuplicateFinder(result)
-        drive(finder.search(threshold), progress)
-        groups = finder.groups(threshold)
+        # the window's scan orchestration, searched only down to the threshold (no slider to serve here)
+        finder = drive(scan_and_search(args.paths, embedder, cache, options, floor=threshold), progress)
+        result = finder.result
+        groups = finder.groups(threshold, not_duplicates)
+        split = finder.labelled_apart(threshold, not_duplicates)
     except KeyboardInterrupt:
         progress.close()
         print("Cancelled. Images read so far are cached; the next scan continues from there.", file=sys.stderr)
@@ -439,9 +444,10 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     elapsed = time.monotonic() - started
 
     code = EXIT_OK
+    decisions = suggested(groups)  # what the window would tick by itself, with its default rule
     outputs = (
-        ("--json", args.json, lambda: write_json(args.json, result, groups, threshold)),
-        ("--csv", args.csv, lambda: write_csv(args.csv, groups)),
+        ("--json", args.json, lambda: write_json(args.json, result, groups, threshold, decisions)),
+        ("--csv", args.csv, lambda: write_csv(args.csv, groups, decisions)),
     )
     for flag, out, write in outputs:
         if not out:
@@ -456,12 +462,36 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                   f"{describe_os_error(exc)}.{again}", file=sys.stderr)  # fmt: skip
             code = EXIT_FAILURE
     if args.json != "-" and args.csv != "-":
-        _print_summary(result, groups, threshold, elapsed, args)
+        _print_summary(result, groups, decisions, threshold, elapsed, args)
+        if split:
+            print(f"{count_of(split, 'pair')} labelled 'not duplicate' in the window kept apart (--no-labels to "
+                  "ignore the labels).")  # fmt: skip
     return code
 
 
-def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: ignore[no-untyped-def]
-    from dedup_app.core.marking import SURE_SIMILARITY, review_paths
+def _not_duplicate_labels() -> set[frozenset[str]]:
+    """The pairs the user labelled "not duplicate" in the window (content-hash pairs); none when there is no label
+    store yet (nothing is created) or it cannot be read (a warning says so)."""
+    from dedup_app.core.labels import LabelStore, default_labels_path
+
+    path = default_labels_path()
+    if not path.exists():
+        return set()
+    store = None
+    try:
+        store = LabelStore(path)
+        return store.not_duplicate_pairs()
+    except (sqlite3.Error, OSError) as exc:
+        print(f"dedup-app: warning: labels {printable(str(path))} cannot be read ({exc}); scanning without them",
+              file=sys.stderr)  # fmt: skip
+        return set()
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _print_summary(result, groups, decisions, threshold, elapsed, args) -> None:  # type: ignore[no-untyped-def]
+    from dedup_app.core.marking import SURE_SIMILARITY
 
     st = result.stats
     exact = sum(1 for g in groups if g.kind == "exact")
@@ -491,7 +521,7 @@ def _print_summary(result, groups, threshold, elapsed, args) -> None:  # type: i
         f"Found {count_of(len(groups), 'group')} ({exact:,} exact, {len(groups) - exact:,} near-duplicate): "
         f"{count_of(removable, 'file')} could be removed, {format_bytes(reclaim)}."
     )
-    to_review = [bool(review_paths(g)) for g in groups]
+    to_review = [d.review for d in decisions]
     review = sum(to_review)
     if review:
         print(f"{count_of(review, 'group')} below {SURE_SIMILARITY:.2f} similarity may be different photos of one "

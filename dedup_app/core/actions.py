@@ -137,23 +137,36 @@ def move_files(
     return record
 
 
-def undo(record: ActionRecord) -> Generator[Progress, None, ActionRecord]:
-    """Put the files of ``record`` back where they were. Returns a record of what was restored and what failed.
+def trash_location_hint() -> str:
+    """Where the system keeps trashed files, in the words of this platform's file manager."""
+    if sys.platform == "darwin":
+        return "the Trash (Finder)"
+    if sys.platform == "win32":
+        return "the Recycle Bin"
+    return "the trash"
 
-    A file is not restored over a new file that took its place; it is reported instead.
+
+def undo(record: ActionRecord, cancel: CancelToken | None = None) -> Generator[Progress, None, ActionRecord]:
+    """Put the files of ``record`` back where they were. Returns a record of what was restored (``moved``: from
+    where it lay to its original place) and what could not be, with the reason (``failed``, by original path).
+
+    A file is never restored over a new file that took its place; it is reported, saying where it still lies. On
+    cancel the files restored so far are in the returned record (the rest were not tried).
     """
     restored = ActionRecord(f"undo-{record.kind}")
     for k, item in enumerate(record.moved, 1):
+        if cancel is not None and cancel.cancelled:
+            break
         problem = None
         location = item.destination
         if location is None:
             problem = (
-                "restoring from the trash is not supported on this system; restore it from the Trash"
+                f"dedup-app cannot put files back from {trash_location_hint()} on this system: restore it from there"
                 if not sys.platform.startswith("linux")
-                else "not found in the trash any more"
+                else "not found in the trash any more (emptied, or restored by hand)"
             )
         elif os.path.lexists(item.source):
-            problem = "a file with this name exists again at the original place; not overwritten"
+            problem = f"a file with this name exists again at the original place (not overwritten); still at {location}"
         elif not os.path.lexists(location):
             problem = f"no longer at {location}"
         if problem is None:
@@ -164,11 +177,28 @@ def undo(record: ActionRecord) -> Generator[Progress, None, ActionRecord]:
                     _remove_trashinfo(Path(location))  # type: ignore[arg-type]
                 restored.moved.append(Moved(location, item.source))  # type: ignore[arg-type]
             except OSError as exc:
-                problem = f"could not restore: {describe_os_error(exc)}"
+                problem = f"could not restore from {location}: {describe_os_error(exc)}"
         if problem is not None:
             restored.failed.append(FileError(item.source, problem))
         yield Progress("Restoring", k, len(record.moved))
     return restored
+
+
+def write_record_csv(path: str | os.PathLike[str], record: ActionRecord) -> None:
+    """The files of one action as CSV (original path, where it is now, and the problem if any), so a user can find
+    and restore them by hand or with a script. Written atomically."""
+    import csv
+
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        writer = csv.writer(f)
+        writer.writerow(["original_path", "now_at", "problem"])
+        for m in record.moved:
+            writer.writerow([m.source, m.destination or trash_location_hint(), ""])
+        for e in record.failed:
+            writer.writerow([e.path, "", e.error])
+    os.replace(tmp, target)
 
 
 # ------------------------------------------------------------------------------- freedesktop trash (Linux)

@@ -10,6 +10,7 @@ that has copies but no near-duplicate forms an ``exact`` group. No file is in tw
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Generator, Sequence
@@ -113,22 +114,35 @@ class DuplicateFinder:
         """Exact and near-duplicate groups at ``threshold``, largest reclaimable size first.
 
         ``not_duplicates`` holds content-hash pairs the user labelled "not duplicate": such a pair is never in one
-        group. Files in ``removed`` (trashed or moved away) are left out; groups left with one file disappear.
+        group. Files in ``removed`` (trashed or moved away) are left out *before* grouping: with x~y and y~z but
+        not x~z, removing x lets y and z form a group.
         """
         if self.graph is None:
             raise RuntimeError("call search() before groups()")
+        removed = removed or set()
         graph = self.graph.at(threshold)
         if not_duplicates:
             graph = self._without_pairs(graph, not_duplicates)
+        if removed:
+            graph = self._without_contents(graph, self._gone(removed))
         near = clique_groups(graph)
         in_near = {c for group in near for c in group}
         candidates = [("near", group) for group in near]
         candidates += [
             ("exact", [c]) for c in range(len(self.contents)) if len(self.contents[c]) > 1 and c not in in_near
         ]
-        out = [g for kind, ids in candidates if (g := self._group(kind, ids, removed or set())) is not None]
+        out = [g for kind, ids in candidates if (g := self._group(kind, ids, removed)) is not None]
         out.sort(key=lambda g: (-g.reclaimable_bytes, -len(g.members), g.keep.path))
         return out
+
+    def labelled_apart(self, threshold: float, not_duplicates: set[frozenset[str]]) -> int:
+        """How many pairs at or above ``threshold`` the "not duplicate" labels keep out of the groups."""
+        if self.graph is None:
+            raise RuntimeError("call search() before labelled_apart()")
+        if not not_duplicates:
+            return 0
+        graph = self.graph.at(threshold)
+        return len(graph.s) - len(self._without_pairs(graph, not_duplicates).s)
 
     def _without_pairs(self, graph: SimilarityGraph, pairs: set[frozenset[str]]) -> SimilarityGraph:
         images = self.result.images
@@ -142,7 +156,20 @@ class DuplicateFinder:
         if not keys:
             return graph
         keep = ~np.isin(graph.i * graph.n + graph.j, np.array(keys, dtype=np.int64))
-        return SimilarityGraph(graph.n, graph.i[keep], graph.j[keep], graph.s[keep], graph.min_threshold, graph.exact)
+        return dataclasses.replace(graph, i=graph.i[keep], j=graph.j[keep], s=graph.s[keep])
+
+    def _gone(self, removed: set[str]) -> np.ndarray:
+        """Contents none of whose files is left (all trashed or moved away)."""
+        images = self.result.images
+        return np.array([c for c, ks in enumerate(self.contents) if all(images[k].path in removed for k in ks)],
+                        dtype=np.int64)  # fmt: skip
+
+    @staticmethod
+    def _without_contents(graph: SimilarityGraph, gone: np.ndarray) -> SimilarityGraph:
+        if not len(gone):
+            return graph
+        keep = ~(np.isin(graph.i, gone) | np.isin(graph.j, gone))
+        return dataclasses.replace(graph, i=graph.i[keep], j=graph.j[keep], s=graph.s[keep])
 
     def _group(self, kind: str, content_ids: list[int], removed: set[str]) -> DuplicateGroup | None:
         images = self.result.images
@@ -188,21 +215,28 @@ def search_floor(n_images: int, threshold: float) -> float:
 def scan_and_search(
     roots: Sequence[str | os.PathLike[str]],
     embedder: Embedder,
-    cache_path: str | os.PathLike[str] | None,
+    cache: EmbeddingCache | str | os.PathLike[str] | None,
     options: ScanOptions | None = None,
     floor: float | None = None,
     cancel: CancelToken | None = None,
+    threshold: float | None = None,
 ) -> Generator[Progress, None, DuplicateFinder]:
     """Scan ``roots`` and search their similarity graph; the finder then groups at any threshold >= the floor.
 
-    The cache is opened and closed inside, so the whole job can run on a worker thread. ``floor`` defaults to
-    :func:`search_floor` for the number of images found.
+    The one scan orchestration of the window and the command line. ``cache`` is an open cache (left open), or a
+    path (``None``: the default cache) opened and closed inside, so the whole job can run on a worker thread.
+    ``floor`` defaults to :func:`search_floor` for the number of images found and ``threshold`` (default: the
+    model's calibrated threshold).
     """
-    cache = EmbeddingCache(cache_path)
+    own = not isinstance(cache, EmbeddingCache)
+    store = EmbeddingCache(cache) if not isinstance(cache, EmbeddingCache) else cache
     try:
-        result = yield from scan(roots, embedder, cache, options, cancel)
+        result = yield from scan(roots, embedder, store, options, cancel)
     finally:
-        cache.close()
+        if own:
+            store.close()
     finder = DuplicateFinder(result)
-    yield from finder.search(floor if floor is not None else search_floor(len(result.images), result.threshold), cancel)
+    if floor is None:
+        floor = search_floor(len(result.images), result.threshold if threshold is None else threshold)
+    yield from finder.search(floor, cancel)
     return finder

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -61,6 +61,10 @@ class Progress:
 
 
 ProgressGen = Generator[Progress, None, T]
+
+#: Long work as the window and the command line run it: a callable taking a cancel token and returning a progress
+#: generator whose return value is the result.
+Job = Callable[[CancelToken], Generator[Progress, None, Any]]
 
 
 def drive(gen: ProgressGen[T], on_progress: Callable[[Progress], None] | None = None) -> T:

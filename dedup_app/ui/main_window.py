@@ -1,17 +1,18 @@
 """The main window: sources on the left, duplicate groups in the middle, the comparison on the right.
 
-The window drives core objects and shows their results; it holds no business logic of its own. Long work (scans,
-trash/move, undo) runs through one generic :class:`Worker`, one job at a time; the window stays live throughout.
+The window is wiring (dupeGuru's ``qt/app.py``, napari's ``_qt``): the state and the user's actions live in Qt-free
+controllers (``dedup_app.controllers``): the model service owns the active model and its threshold, the actions
+controller the trash/move/undo stack, the labels controller the pair labels, the review the scan's results, the
+mark state what is kept and ticked. Long work (scans, trash/move, undo, model switches) runs through one
+:class:`JobRunner`, one job at a time; the window stays live throughout.
 """
 
 from __future__ import annotations
 
-import gc
 import html
 import logging
-import math
 import os
-import time
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,6 @@ from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKe
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
@@ -31,14 +30,11 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QPushButton,
     QSlider,
     QSplitter,
     QStackedWidget,
     QStyle,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QToolBar,
     QTreeView,
@@ -46,24 +42,32 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dedup_app.core.actions import ActionRecord, default_trash, move_files, trash_files, undo
+from dedup_app.controllers.actions import ActionsController, Outcome
+from dedup_app.controllers.labels import LabelsController
+from dedup_app.controllers.models import ModelService, SwitchResult, load_embedder
+from dedup_app.controllers.review import Grouping, Review, ScanOutcome, grouping
+from dedup_app.core.actions import ActionRecord, default_trash, write_record_csv
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
 from dedup_app.core.files import FileError, display_path
-from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelStore
 from dedup_app.core.marking import RULES
-from dedup_app.core.progress import CancelToken, Progress
-from dedup_app.core.units import count_of, format_bytes, format_duration
+from dedup_app.core.progress import CancelToken, Job, Progress
+from dedup_app.core.units import count_of, format_bytes
 from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
+from dedup_app.ui.jobs import PRELOAD, JobRunner
 from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
+from dedup_app.ui.panels import ErrorsDialog, ProgressPanel
 from dedup_app.ui.thumbnails import ImageLoader
-from dedup_app.ui.worker import Job, Worker
+from dedup_app.ui.worker import Worker
 
 log = logging.getLogger(__name__)
 
 SLIDER_MIN, SLIDER_MAX = 0.70, 0.99
+#: what the slider shows before any model was ever loaded (the shipped model's calibrated threshold)
+FIRST_THRESHOLD = 0.829
 
 
 @dataclass
@@ -78,91 +82,15 @@ class AppContext:
     device: str = "auto"
     trash: Callable[[str], None] = field(default=default_trash)
     registry_root: str | None = None
+    #: builds an embedder from a model file and a device (tests hand over a loaded one)
+    load_embedder: Callable[[str, str], Any] = field(default=load_embedder)
+    #: said once when the window opens (e.g. a damaged labels database was set aside)
+    startup_warning: str = ""
 
     def registry(self) -> Any:
         from dedup_app.core.registry import ModelRegistry
 
         return ModelRegistry(self.registry_root)
-
-    def checkpoint_path(self) -> str:
-        """The model to load: the one given on the command line, else the registry's active one."""
-        return self.model_path or str(self.registry().active_path())
-
-
-class ErrorsDialog(QDialog):
-    """The files a scan could not read, with the reason for each."""
-
-    def __init__(self, errors: list[FileError], parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle(f"Files that could not be read ({len(errors)})")
-        table = QTableWidget(len(errors), 2, self)
-        table.setHorizontalHeaderLabels(["File", "Reason"])
-        for row, err in enumerate(errors):
-            table.setItem(row, 0, QTableWidgetItem(err.path))
-            table.setItem(row, 1, QTableWidgetItem(err.error))
-        table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(self.reject)
-        layout = QVBoxLayout(self)
-        layout.addWidget(table)
-        layout.addWidget(buttons)
-        self.resize(900, 400)
-        self.table = table
-
-
-class ProgressPanel(QWidget):
-    """Progress inside the window: a bar, '1,234 / 10,000 images, 2 min left', and Cancel."""
-
-    cancel_requested = Signal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.bar = QProgressBar()
-        self.bar.setTextVisible(False)
-        self.label = QLabel()
-        self.cancel = QPushButton("Cancel")
-        self.cancel.setToolTip("Stop after the current batch; what was read stays cached (Esc)")
-        self.cancel.clicked.connect(self.cancel_requested)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(6, 2, 6, 2)
-        layout.addWidget(self.label, 2)
-        layout.addWidget(self.bar, 3)
-        layout.addWidget(self.cancel)
-        self._rate: float | None = None
-        self._last: tuple[float, int, str] | None = None
-        self.hide()
-
-    def start(self, text: str) -> None:
-        self._rate, self._last = None, None
-        self.bar.setRange(0, 0)
-        self.label.setText(text)
-        self.cancel.setEnabled(True)
-        self.show()
-
-    def update_progress(self, report: Progress) -> None:
-        now = time.monotonic()
-        if self._last is not None and self._last[2] == report.stage and report.done > self._last[1]:
-            rate = (report.done - self._last[1]) / max(1e-6, now - self._last[0])
-            self._rate = rate if self._rate is None else 0.3 * rate + 0.7 * self._rate
-        if self._last is None or self._last[2] != report.stage:
-            self._rate = None
-        if self._last is None or report.done != self._last[1] or self._last[2] != report.stage:
-            self._last = (now, report.done, report.stage)
-        if report.total:
-            self.bar.setRange(0, report.total)
-            self.bar.setValue(report.done)
-            text = f"{report.stage}: {report.done:,} / {report.total:,}"
-            if self._rate and report.done < report.total:
-                text += f", {format_duration((report.total - report.done) / self._rate)} left"
-        else:
-            self.bar.setRange(0, 0)
-            text = f"{report.stage}: {report.done:,}" + (f" ({report.message})" if report.message else "")
-        self.label.setText(text)
-
-    def finish(self) -> None:
-        self.hide()
 
 
 class MainWindow(QMainWindow):
@@ -177,25 +105,42 @@ class MainWindow(QMainWindow):
         self.ctx = ctx
         self.setWindowTitle("dedup-app")
         self.setAcceptDrops(True)
-        self.finder: DuplicateFinder | None = None
-        self.embedder: Any = None  # core Embedder, created by the first scan (torch loads on the worker)
-        self.worker: Worker | None = None
-        self.removed: set[str] = set()
-        self.undo_stack: list[ActionRecord] = []
-        self.manual_keep: set[str] = set()
-        self.manual_marks: dict[str, bool] = {}
-        self.last_errors: list[FileError] = []
-        self.model_threshold = 0.829
-        self._pending_job: tuple[str, Job, Callable[[Any], None], str] | None = None
+        self.thresholds = S.PrefsThresholds(ctx.prefs)
+        self.models = ModelService(ctx.registry, self.thresholds, ctx.model_path, ctx.device, ctx.cache_path,
+                                   ctx.load_embedder)  # fmt: skip
+        self.jobs = JobRunner(self.models, self)
+        self.actions = ActionsController(ctx.trash)
+        self.labels = LabelsController(ctx.labels)
+        self.review = Review((SLIDER_MIN, SLIDER_MAX))
         self._regroup_request = 0
         self._regroup_calls = BackgroundCalls(1, self)
-        self._cache_problem = ""  # why the last scan ran without the cache, if it did
         self.loader = ImageLoader(parent=self)
 
         self._build_actions()
         self._build_ui()
+        self._connect_jobs()
         self._restore()
         self._update_enabled()
+        if ctx.startup_warning:
+            self.statusBar().showMessage(ctx.startup_warning, 20000)
+
+    # -- what the controllers hold, for the views and tests -------------------------------------------------------
+
+    @property
+    def finder(self) -> DuplicateFinder | None:
+        return self.review.finder
+
+    @property
+    def worker(self) -> Worker | None:
+        return self.jobs.worker
+
+    @property
+    def embedder(self) -> Any:
+        return self.models.embedder
+
+    @property
+    def undo_stack(self) -> list[ActionRecord]:
+        return self.actions.undo_stack
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -411,9 +356,7 @@ class MainWindow(QMainWindow):
             self._add_source_item(folder, folder in prefs.get(S.REFERENCE_FOLDERS))
         rule = prefs.get(S.RULE)
         self.rule_box.setCurrentIndex(max(0, self.rule_box.findData(rule)))
-        t = prefs.get(S.THRESHOLD) or self.model_threshold
-        self.slider.setValue(round(min(max(t, SLIDER_MIN), SLIDER_MAX) * 1000))
-        self.slider_label.setText(f"{self.threshold:.3f}")
+        self._set_slider(self.thresholds.shown_at_start() or FIRST_THRESHOLD)  # not a choice: no signal
         self._rebuild_recent_menu()
         geometry = self.ctx.state.value("window/geometry")
         if geometry is not None:
@@ -488,7 +431,7 @@ class MainWindow(QMainWindow):
         self.ctx.prefs.set(S.SOURCES, self.source_folders())
         self.ctx.prefs.set(S.REFERENCE_FOLDERS, self.reference_folders())
         self._show_center()
-        if self.finder is not None:
+        if self.review.finder is not None:
             self.regroup()
 
     def _rebuild_recent_menu(self) -> None:
@@ -515,71 +458,45 @@ class MainWindow(QMainWindow):
             else:
                 self.add_sources(paths)
 
+    def _connect_jobs(self) -> None:
+        self.jobs.started.connect(self.progress.start)
+        self.jobs.progress.connect(self.progress.update_progress)
+        self.jobs.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.jobs.failed.connect(self.show_error)
+        self.jobs.finished.connect(self._job_finished)
+        self.jobs.switched.connect(self._switched)
+
     # -- jobs ---------------------------------------------------------------------------------------------------
 
     def run_job(self, name: str, job: Job, on_success: Callable[[Any], None], text: str) -> bool:
-        """Run ``job`` on the worker thread; one job at a time. While the model is still loading at start, the
-        job waits its turn; otherwise, with another job running, it is refused (returns False)."""
-        if self.worker is not None:
-            if self.worker.name == "model":
-                self._pending_job = (name, job, on_success, text)
-                self.statusBar().showMessage(f"{text} starts as soon as the model is loaded", 8000)
-                return True
-            self.statusBar().showMessage("Busy: wait for the current job to finish, or cancel it (Esc)", 6000)
-            return False
-        worker = Worker(job, name)
-        self.worker = worker
-        worker.progress.connect(self.progress.update_progress)
-        worker.finished.connect(lambda: self._job_done(worker, on_success, text))
-        self.progress.start(text + "…")
+        """Run ``job`` on the worker thread, one job at a time (see :class:`JobRunner`)."""
+        started = self.jobs.run(name, job, on_success, text)
         self._update_enabled()
-        worker.start()
-        return True
+        return started
 
-    def _job_done(self, worker: Worker, on_success: Callable[[Any], None], text: str) -> None:
-        """Runs on the UI thread once the worker thread has ended; the window is idle again before results land."""
-        worker.wait()
-        if self.worker is worker:
-            self.worker = None
-        self.progress.finish()
-        try:
-            if worker.outcome == "succeeded":
-                on_success(worker.result)
-            elif worker.outcome == "failed" and worker.error is not None:
-                self.show_error(f"{text} failed", *worker.error)
-            elif worker.outcome == "cancelled":
-                self.statusBar().showMessage(f"{text} cancelled; what was done so far is kept", 8000)
-        finally:
-            self._update_enabled()
-            worker.deleteLater()
-            self.job_finished.emit(worker.name)
-        pending, self._pending_job = self._pending_job, None
-        if pending is not None and self.worker is None and worker.outcome == "succeeded":
-            self.run_job(*pending)
+    def _job_finished(self, name: str) -> None:
+        if not self.jobs.busy:
+            self.progress.finish()
+        self._update_enabled()
+        self.job_finished.emit(name)
 
     def cancel_job(self) -> None:
-        if self.worker is not None:
-            self.worker.cancel()
+        if self.jobs.busy:
+            self.jobs.cancel()
             self.progress.cancel.setEnabled(False)
             self.progress.label.setText("Cancelling after the current batch…")
 
     def preload_model(self) -> None:
         """Load the model on the worker right after start, so the first scan does not wait for it."""
-        if self.embedder is not None or self.worker is not None:
+        if self.models.embedder is not None or self.jobs.busy:
             return
+        models = self.models
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             yield Progress("Loading the model", 0, None)
-            return self._ensure_embedder()
+            return models.load()
 
-        self.run_job("model", job, self._model_loaded, "Loading the model")
-
-    def _ensure_embedder(self) -> Any:
-        """The embedder, loaded on first use. Called on the worker thread: the UI thread reads ``embedder`` only
-        while no job runs (one job at a time)."""
-        if self.embedder is None:
-            self.embedder = _load_embedder(self.ctx.checkpoint_path(), self.ctx.device)
-        return self.embedder
+        self.run_job(PRELOAD, job, self._model_loaded, "Loading the model")
 
     def _change_detector(self, cancel: CancelToken, method: str) -> Any:
         """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed)."""
@@ -587,10 +504,12 @@ class MainWindow(QMainWindow):
 
         head_path = default_head_path()
         head = load_change_head(head_path) if head_path is not None and method == "features" else None
-        return ChangeDetector(self._ensure_embedder(), head, method)
+        return ChangeDetector(self.models.load(), head, method)
 
     def _model_loaded(self, embedder: Any) -> None:
         self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}", 5000)
+        if self.review.finder is None:  # nothing on screen yet: the slider shows this model's threshold
+            self._set_slider(self.models.threshold_for(embedder))
         self._update_summary()
 
     def start_scan(self) -> None:
@@ -598,52 +517,27 @@ class MainWindow(QMainWindow):
         if not roots:
             self.statusBar().showMessage("Add a folder first: drop it on the window or use Add folder (Ctrl+O)", 8000)
             return
-        ctx = self.ctx
-        chosen = ctx.prefs.get(S.THRESHOLD)
-        not_duplicates = ctx.labels.not_duplicate_pairs()
-        self._cache_problem = ""
-        rule, references = self.rule_box.currentData(), self.reference_folders()
-
-        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
-            from dedup_app.core.cache import CacheError
-            from dedup_app.core.duplicates import scan_and_search
-
-            if self.embedder is None:  # read when the job runs: a preload may have finished meanwhile
-                yield Progress("Loading the model", 0, None)
-            embedder = self._ensure_embedder()
-            # searched down to a floor that rises with the collection's size (see search_floor)
-            try:
-                finder = yield from scan_and_search(roots, embedder, ctx.cache_path, None, None, cancel)
-            except CacheError as exc:
-                if ctx.cache_path is not None:
-                    raise  # a cache the user chose: say so (error dialog) rather than quietly not using it
-                log.warning("%s; scanning without a cache this time", exc)
-                self._cache_problem = f"{exc}: nothing is remembered for the next scan"
-                finder = yield from scan_and_search(roots, embedder, ":memory:", None, None, cancel)
-            threshold = min(max(chosen or embedder.threshold, _slider_floor(finder)), SLIDER_MAX)
-            yield Progress("Grouping", 0, None)
-            groups = finder.groups(threshold, not_duplicates)  # first groups and their marks: here, not on the UI
-            return finder, threshold, groups, _rule_marks(groups, rule, references)
-
+        self.labels.refresh()  # labels written elsewhere meanwhile (the command line, another window) count too
+        job = self.review.scan_job(roots, self.models, self.ctx.cache_path, self.labels.not_duplicates(),
+                                   self.rule_box.currentData(), self.reference_folders())  # fmt: skip
         self.center.setCurrentWidget(self.tree)
         self.run_job("scan", job, self._scan_done, "Scanning")
 
-    def _scan_done(self, outcome: tuple[DuplicateFinder, float, list[DuplicateGroup], Any]) -> None:
-        self.finder, threshold, groups, marks = outcome
-        self.removed.clear()
+    def _scan_done(self, outcome: ScanOutcome) -> None:
+        self.review.scan_done(outcome)
+        self.actions.scan_finished()
         self.loader.clear()
-        self.model_threshold = self.embedder.threshold
+        self.models.results_shown(outcome.model_id)
+        self.thresholds.remember_model(outcome.model_id, outcome.calibrated)
         self.slider.blockSignals(True)
-        self.slider.setMinimum(round(_slider_floor(self.finder) * 1000))  # no regrouping below what was searched
-        self.slider.setValue(round(threshold * 1000))
+        self.slider.setMinimum(round(self.review.floor() * 1000))  # no regrouping below what was searched
         self.slider.blockSignals(False)
-        self.slider_label.setText(f"{self.threshold:.3f}")
-        result = self.finder.result
-        self.last_errors = result.errors
+        self._set_slider(outcome.threshold)
+        result = outcome.finder.result
         self.errors_button.setText(f"Errors ({len(result.errors)})")
-        self._remember_manual()
+        self.model.marks.remember_user_choices()
         self._regroup_request += 1
-        self._show_groups(self._regroup_request, groups, marks)
+        self._show_groups(self._regroup_request, outcome.grouping)
         self._show_center()
         st = result.stats
         parts = [f"{st.decoded:,} read", f"{st.cached:,} from the cache"]
@@ -652,9 +546,9 @@ class MainWindow(QMainWindow):
         if result.errors:
             parts.append(f"{len(result.errors):,} could not be read")
         message = f"Scanned {count_of(st.files, 'image file')}: " + ", ".join(parts)
-        if self._cache_problem:
-            message += f". Cache not used: {self._cache_problem}"
-            self.show_error("The cache could not be used", self._cache_problem)
+        if outcome.cache_problem:
+            message += f". Cache not used: {outcome.cache_problem}"
+            self.show_error("The cache could not be used", outcome.cache_problem)
         self.statusBar().showMessage(message, 15000)
         self.scan_finished.emit()
 
@@ -664,60 +558,60 @@ class MainWindow(QMainWindow):
     def threshold(self) -> float:
         return self.slider.value() / 1000
 
+    def _set_slider(self, threshold: float) -> None:
+        """Show ``threshold`` on the slider without treating it as the user's choice."""
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(min(max(threshold, SLIDER_MIN), SLIDER_MAX) * 1000))
+        self.slider.blockSignals(False)
+        self.slider_label.setText(f"{self.threshold:.3f}")
+
     def _slider_moved(self, value: int) -> None:
         self.slider_label.setText(f"{value / 1000:.3f}")
-        self.ctx.prefs.set(S.THRESHOLD, value / 1000)
+        shown = self.review.model_id or (self.models.embedder.model_id if self.models.embedder else None)
+        self.models.user_chose_threshold(shown, value / 1000)
         self.regroup(background=True)
 
     def _rule_changed(self) -> None:
         self.ctx.prefs.set(S.RULE, self.rule_box.currentData())
-        self.manual_keep.clear()
-        self.manual_marks.clear()
         self.model.set_rule(self.rule_box.currentData())
         self._after_groups_changed()
 
     def regroup(self, background: bool = False) -> None:
-        """Regroup from memory at the slider's threshold (no model, no index search).
+        """Regroup from memory at the slider's threshold, without the removed files and the "not duplicate"
+        pairs (no model, no index search).
 
         With ``background`` (slider moves) the grouping runs on a pool thread and the newest request wins, so
         dragging the slider never holds up the UI thread; otherwise it runs here and now.
         """
-        if self.finder is None:
+        finder = self.review.finder
+        if finder is None:
             return
-        self._remember_manual()
+        self.model.marks.remember_user_choices()
         self._regroup_request += 1
-        args = (self.threshold, self.ctx.labels.not_duplicate_pairs(), set(self.removed))
-        if background:
-            # the finder's search results are immutable: grouping (and the rule's marks) may run on a pool thread
-            request, finder = self._regroup_request, self.finder
-            rule, references = self.rule_box.currentData(), self.reference_folders()
-
-            def work() -> tuple[list[DuplicateGroup], Any]:
-                groups = finder.groups(*args)
-                return groups, _rule_marks(groups, rule, references)
-
-            self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err))
+        request = self._regroup_request
+        args = (finder, self.threshold, self.rule_box.currentData(), self.reference_folders(),
+                frozenset(self.actions.removed), self.labels.not_duplicates())  # fmt: skip
+        if background:  # the finder's search results are immutable: grouping may run on a pool thread
+            self._regroup_calls.submit(lambda: grouping(*args), lambda out, err: self._regrouped(request, out, err))
         else:
-            self._show_groups(self._regroup_request, self.finder.groups(*args))
+            self._show_groups(request, grouping(*args))
 
-    def _regrouped(self, request: int, out: tuple[list[DuplicateGroup], Any] | None,
-                   error: BaseException | None) -> None:  # fmt: skip
+    def _regrouped(self, request: int, out: Grouping | None, error: BaseException | None) -> None:
         if error is not None or out is None:
             log.error("regrouping failed", exc_info=error)
             return
-        self._show_groups(request, *out)
+        self._show_groups(request, out)
 
-    def _show_groups(self, request: int, groups: list[DuplicateGroup], marks: Any = None) -> None:
+    def _show_groups(self, request: int, result: Grouping) -> None:
         if request != self._regroup_request:
             return  # a newer regroup is on its way
-        if _same_groups(groups, self.model.groups) and self.model.reference_folders == self.reference_folders():
+        rule, references = self.rule_box.currentData(), self.reference_folders()
+        if _same_groups(result.groups, self.model.groups) and self.model.reference_folders == references:
             self._update_summary()
             self.groups_changed.emit()
             return  # the slider moved within a range where nothing changes: keep the view as it is
         self.tree.setUpdatesEnabled(False)  # one repaint for the reset and the expansion, not two
-        rule, references = self.rule_box.currentData(), self.reference_folders()
-        known = marks[2] if marks is not None and marks[:2] == (rule, references) else None  # else: changed since
-        self.model.set_groups(groups, rule, references, self.manual_keep, self.manual_marks, known)
+        self.model.set_groups(result.groups, rule, references, result.marks if result.fits(rule, references) else None)
         self.tree.expandAll()
         self.tree.setUpdatesEnabled(True)
         self._after_groups_changed()
@@ -726,9 +620,9 @@ class MainWindow(QMainWindow):
         """The groups; or, when there are none, a page saying why (no folders, no images, no duplicates)."""
         if self.model.groups:
             self.center.setCurrentWidget(self.tree)
-        elif self.finder is not None:
-            images = len(self.finder.result.images) - len(self.removed)
-            errors = len(self.finder.result.errors)
+        elif self.review.finder is not None:
+            images = self.review.images_left(self.actions.removed)
+            errors = len(self.review.errors())
             unread = f"<p>{count_of(errors, 'file')} could not be read: see <b>Errors</b>.</p>" if errors else ""
             if images <= 0:
                 self.no_groups.setText("<h2>No images found</h2><p>in " + ", ".join(
@@ -748,20 +642,6 @@ class MainWindow(QMainWindow):
         else:
             self.center.setCurrentWidget(self.empty)
 
-    def _remember_manual(self) -> None:
-        """Keep the user's own marks when groups are rebuilt (threshold, labels, removals)."""
-        if not self.model.groups or not self.model.user_changed:
-            return
-        for gi, group in enumerate(self.model.groups):
-            by_rule = self.model.rule_marks(group)
-            keep = self.model.keep.get(gi)
-            if keep and keep != by_rule.keep:
-                self.manual_keep.add(keep)
-            for m in group.members:
-                path = m.image.path
-                if (path in self.model.marked) != (path in by_rule.marked) and path != keep:
-                    self.manual_marks[path] = path in self.model.marked
-
     def _after_groups_changed(self) -> None:
         self._show_center()
         if self.model.groups and not self.tree.currentIndex().isValid():
@@ -774,19 +654,15 @@ class MainWindow(QMainWindow):
 
     def _update_summary(self) -> None:
         groups = self.model.groups
-        images = len(self.finder.result.images) - len(self.removed) if self.finder else 0
+        images = self.review.images_left(self.actions.removed)
         reclaim = sum(g.reclaimable_bytes for g in groups)
-        counts = self.ctx.labels.counts()
-        labels = counts[DUPLICATE] + counts[NOT_DUPLICATE]
-        model = self.embedder.model_id if self.embedder is not None else "model loads with the first scan"
         self.summary.setText(
             f"{count_of(images, 'image')} · {count_of(len(groups), 'group')} · {format_bytes(reclaim)} reclaimable · "
-            f"{model} · "
-            f"labels: {labels} ({counts[DUPLICATE]} duplicate, {counts[NOT_DUPLICATE]} not)"
+            f"{self.models.model_label()} · {self.labels.summary()}"
         )
 
     def _update_enabled(self) -> None:
-        busy = self.worker is not None
+        busy = self.jobs.busy
         marked = self.model.marked_in_view()
         reviewing = not hasattr(self, "tabs") or self.tabs.currentWidget() is self.splitter
         for act in self.review_actions:
@@ -798,7 +674,7 @@ class MainWindow(QMainWindow):
         self.act_trash.setText(
             f"Trash {len(marked)} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
-        self.act_undo.setEnabled(not busy and bool(self.undo_stack))
+        self.act_undo.setEnabled(not busy and self.actions.can_undo)
         self.act_export.setEnabled(bool(self.model.groups))
 
     def current_member(self) -> tuple[int, GroupMember | None]:
@@ -854,7 +730,7 @@ class MainWindow(QMainWindow):
             self.compare.show_pair(None, None)
             return
         group = self.model.groups[gi]
-        keep_path = self.model.keep.get(gi, group.keep.path)
+        keep_path = self.model.kept(gi)
         kept = next(m for m in group.members if m.image.path == keep_path)
         others = [m for m in group.members if m.image.path != keep_path]
         other = member if member is not None and member.image.path != keep_path else (others[0] if others else None)
@@ -869,15 +745,8 @@ class MainWindow(QMainWindow):
         a, b = self.compare.a, self.compare.b
         if a is None or b is None:
             return
-        self.ctx.labels.put_pair(_labelled(a), _labelled(b), label)
-        self.statusBar().showMessage(
-            f"Labelled {os.path.basename(a.image.path)} and {os.path.basename(b.image.path)} as "
-            f"{label.replace('_', ' ')}",
-            6000,
-        )
-        self._labels_changed(label)
-        if label != NOT_DUPLICATE:  # (a "not duplicate" pair leaves the groups: regrouping moves the view)
-            self._go_to_next_pair()
+        if self._labelled(lambda: self.labels.label_pair(a, b, label), label) and label != NOT_DUPLICATE:
+            self._go_to_next_pair()  # (a "not duplicate" pair leaves the groups: regrouping moves the view)
 
     def _go_to_next_pair(self) -> None:
         """Select the next file that is not the kept one (the compare view then shows it against the kept file),
@@ -898,13 +767,18 @@ class MainWindow(QMainWindow):
 
     def label_group(self, label: str) -> None:
         gi, _ = self.current_member()
-        if gi < 0:
-            return
-        n = self.ctx.labels.put_group([_labelled(m) for m in self.model.groups[gi].members], label)
-        self.statusBar().showMessage(f"Labelled {n} pairs of group {gi + 1} as {label.replace('_', ' ')}", 6000)
-        self._labels_changed(label)
+        if gi >= 0:
+            self._labelled(lambda: self.labels.label_group(self.model.groups[gi].members, gi + 1, label), label)
 
-    def _labels_changed(self, label: str) -> None:
+    def _labelled(self, write: Callable[[], str], label: str) -> bool:
+        """Write a label (``write`` returns the status line); a label store that fails (locked by another
+        dedup-app, a full disk) is reported, never a crash. Regroups after a "not duplicate"."""
+        try:
+            message = write()
+        except sqlite3.Error as exc:
+            self.show_error("The label was not saved", f"{self.ctx.labels.path}: {exc}")
+            return False
+        self.statusBar().showMessage(message, 6000)
         if label == NOT_DUPLICATE:
             row = max(0, self.tree.currentIndex().parent().row() if self.tree.currentIndex().parent().isValid()
                       else self.tree.currentIndex().row())  # fmt: skip
@@ -912,6 +786,7 @@ class MainWindow(QMainWindow):
             if self.model.groups:
                 self.tree.setCurrentIndex(self.model.index(min(row, len(self.model.groups) - 1), 0))
         self._update_summary()
+        return True
 
     # -- actions ------------------------------------------------------------------------------------------------
 
@@ -934,8 +809,7 @@ class MainWindow(QMainWindow):
             "(Ctrl+Z) or restore the files from the system trash.",
         ):
             return
-        trash = self.ctx.trash
-        self.run_job("trash", lambda cancel: trash_files(paths, trash, cancel), self._action_done, "Moving to trash")
+        self.run_job("trash", self.actions.trash_job(paths), self._action_done, "Moving to trash")
 
     def move_marked(self) -> None:
         paths = self.model.marked_in_view()
@@ -949,36 +823,37 @@ class MainWindow(QMainWindow):
         if not self.ask("Move files", f"Move {len(paths):,} marked files ({size}) to {dest}?\n\nYou can undo this."):
             return
         self.ctx.prefs.set(S.MOVE_DESTINATION, dest)
-        self.run_job("move", lambda cancel: move_files(paths, dest, cancel), self._action_done, "Moving files")
+        self.run_job("move", self.actions.move_job(paths, dest), self._action_done, "Moving files")
 
     def _action_done(self, record: ActionRecord) -> None:
-        if record.moved:
-            self.undo_stack.append(record)
-        self.removed.update(record.sources)
-        self.removed.update(f.path for f in record.failed if not os.path.lexists(f.path))  # gone meanwhile
-        what = "moved to the trash" if record.kind == "trash" else "moved"
-        self.statusBar().showMessage(f"{len(record.moved):,} files {what}. Undo with Ctrl+Z.", 10000)
-        self.regroup()
-        if record.failed:
-            self.show_failures(f"{len(record.failed)} files could not be {what}", record.failed)
+        self._show_outcome(self.actions.done(record))
 
     def undo_last(self) -> None:
-        if not self.undo_stack:
+        job = self.actions.undo_job()
+        if job is None:
             self.statusBar().showMessage("Nothing to undo", 5000)
             return
-        record = self.undo_stack.pop()
-        self.run_job("undo", lambda cancel: undo(record), self._undo_done, "Restoring files")
+        self.run_job("undo", job, lambda out: self._show_outcome(self.actions.undo_done(out)), "Restoring files")
 
-    def _undo_done(self, restored: ActionRecord) -> None:
-        back = {m.destination for m in restored.moved if m.destination}
-        self.removed.difference_update(back)
-        self.statusBar().showMessage(f"{len(back):,} files restored", 10000)
+    def _show_outcome(self, outcome: Outcome) -> None:
+        """After an action or an undo: regroup without what is gone, say what happened, list what failed."""
+        self.statusBar().showMessage(outcome.message, 15000)
         self.regroup()
-        if restored.failed:
-            self.show_failures(f"{len(restored.failed)} files could not be restored", restored.failed)
+        record = outcome.record
+        if record is None:
+            return
+
+        def save(path: str) -> None:
+            write_record_csv(path, record)
+
+        if outcome.failures:
+            self.show_failures(outcome.failure_title, outcome.failures, save)
+        elif any(m.destination is None for m in record.moved):  # macOS, Windows: the trash does not say where
+            where = [FileError(m.source, "in the system trash: restore it from there") for m in record.moved]
+            self.show_failures(f"{count_of(len(where), 'file')} moved to the system trash", where, save)
 
     def export(self) -> None:
-        if self.finder is None or not self.model.groups:
+        if self.review.finder is None or not self.model.groups:
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Export groups", os.path.expanduser("~/duplicates.csv"), "CSV (*.csv);;JSON (*.json)"
@@ -987,26 +862,31 @@ class MainWindow(QMainWindow):
             self.export_to(path)
 
     def export_to(self, path: str) -> None:
+        """Write what the window shows: the groups at the slider's threshold, the file kept in each (by the rule or
+        K), the ticks and what waits for review, so a script can act on exactly what the user saw."""
         from dedup_app.core.report import write_csv, write_json
 
-        assert self.finder is not None
+        finder = self.review.finder
+        assert finder is not None
+        groups, decisions, rule = self.model.groups, self.model.marks.decisions(), self.rule_box.currentData()
         try:
             if path.lower().endswith(".json"):
-                write_json(path, self.finder.result, self.model.groups, self.threshold)
+                write_json(path, finder.result, groups, self.threshold, decisions, rule)
             else:
-                write_csv(path, self.model.groups)
+                write_csv(path, groups, decisions, rule)
         except OSError as exc:
             self.show_error("Export failed", f"{path}: {exc}")
             return
-        self.statusBar().showMessage(f"Exported {len(self.model.groups):,} groups to {path}", 8000)
+        self.statusBar().showMessage(f"Exported {count_of(len(groups), 'group')} to {path}", 8000)
 
     # -- models -------------------------------------------------------------------------------------------------
 
     def open_training(self) -> Any:
         from dedup_app.ui.train_dialog import TrainDialog
 
+        self.labels.refresh()
         dialog = TrainDialog(
-            self.run_job, lambda: self.worker, self.ctx.labels.counts(), self.ctx.labels.path,
+            self.run_job, lambda: self.jobs.worker, self.labels.counts(), self.ctx.labels.path,
             self.source_folders(), self.activate_trained, self,
         )  # fmt: skip
         dialog.open()
@@ -1014,15 +894,30 @@ class MainWindow(QMainWindow):
 
     def activate_trained(self, result: Any) -> None:
         """Register a training result and make it the active model."""
-        registry = self.ctx.registry()
-        entry = registry.add(result.checkpoint, base=result.checkpoint.metrics.get("base_model"))
-        self._switch_model(*registry.activate(entry.model_id))
+        self._switch(lambda: self.models.activate_trained(result.checkpoint))
 
     def rollback_model(self) -> None:
+        self._switch(self.models.rollback)
+
+    def use_model(self, model_id: str) -> None:
+        self._switch(lambda: self.models.activate(model_id))
+
+    def _switch(self, request: Callable[[], SwitchResult]) -> None:
+        """Ask the model service for a switch: done now (and the old model's embeddings dropped on the worker),
+        or once the running job is over."""
         try:
-            self._switch_model(*self.ctx.registry().rollback())
+            result = request()
         except ValueError as exc:
             self.statusBar().showMessage(str(exc), 8000)
+            return
+        if result.deferred:
+            self.statusBar().showMessage(result.message, 15000)
+        else:
+            self.jobs.apply_switch(result)
+
+    def _switched(self, result: SwitchResult) -> None:
+        self.statusBar().showMessage(result.message, 15000)
+        self._update_summary()
 
     def _fill_models_menu(self) -> None:
         from dedup_app.core.registry import DEFAULT
@@ -1037,27 +932,21 @@ class MainWindow(QMainWindow):
             act.setEnabled(problem is None)
             act.setCheckable(True)
             act.setChecked((active or DEFAULT) == model_id)
-            act.triggered.connect(lambda _=False, m=model_id: self._switch_model(*self.ctx.registry().activate(m)))
-
-    def _switch_model(self, old: str, new: str) -> None:
-        from dedup_app.core.registry import drop_embeddings_of
-
-        dropped = drop_embeddings_of(old, self.ctx.cache_path) if old != new else 0
-        self.embedder = None  # the next scan loads the new model
-        self.statusBar().showMessage(
-            f"Model {new} is active ({dropped:,} cached embeddings of {old} dropped). Scan again to use it.", 15000
-        )
-        self._update_summary()
+            act.triggered.connect(lambda _=False, m=model_id: self.use_model(m))
 
     # -- errors -------------------------------------------------------------------------------------------------
 
     def show_errors(self) -> None:
-        ErrorsDialog(self.last_errors, self).exec()
+        ErrorsDialog(self.review.errors(), self).exec()
 
-    def show_failures(self, title: str, failures: list[FileError]) -> None:
-        dialog = ErrorsDialog(failures, self)
+    def show_failures(
+        self, title: str, failures: list[FileError], save: Callable[[str], None] | None = None
+    ) -> ErrorsDialog:
+        """The files an action or an undo could not handle, with the reason, and **Save list…** when given."""
+        dialog = ErrorsDialog(failures, self, save)
         dialog.setWindowTitle(title)
         dialog.open()
+        return dialog
 
     def show_error(self, title: str, message: str, details: str = "") -> None:
         """One error dialog, also logged."""
@@ -1075,10 +964,7 @@ class MainWindow(QMainWindow):
 
     def shutdown(self) -> None:
         """Stop the worker and the loaders, and save the window state. Safe to call twice."""
-        self._pending_job = None
-        if self.worker is not None:
-            self.worker.cancel()  # stops at the next batch; loading the model cannot be interrupted
-            self.worker.wait()
+        self.jobs.shutdown()
         self._regroup_calls.shutdown()
         self.changes.shutdown()
         self.loader.shutdown()
@@ -1088,32 +974,6 @@ class MainWindow(QMainWindow):
         state.setValue("window/splitter", self.splitter.saveState())
         state.setValue("window/groups_header", self.tree.header().saveState())
         state.sync()
-
-
-def _load_embedder(model_path: str | None, device: str) -> Any:
-    """Build the embedder and its network (on the worker thread), then take the loaded modules out of the
-    cycle collector's reach: with torch loaded, each full collection would otherwise freeze every thread, the UI
-    included, for 100-200 ms."""
-    from dedup_app.core.embedder import Embedder, load_checkpoint
-
-    embedder = Embedder(load_checkpoint(model_path), device)
-    _ = embedder.encoder  # build it now, not during the first batch
-    gc.collect()
-    gc.freeze()
-    return embedder
-
-
-def _rule_marks(groups: list[DuplicateGroup], rule: str, references: list[str]) -> tuple[str, list[str], list[Any]]:
-    """What ``rule`` does to each group (worked out on a worker or pool thread), with the settings it used."""
-    from dedup_app.core.marking import SURE_SIMILARITY, mark_group
-
-    return rule, references, [mark_group(g, rule, references, None, SURE_SIMILARITY) for g in groups]
-
-
-def _slider_floor(finder: DuplicateFinder) -> float:
-    """The lowest threshold the slider may take: what was searched, rounded up to the slider's 0.001 steps."""
-    assert finder.graph is not None
-    return max(SLIDER_MIN, math.ceil(round(finder.graph.min_threshold * 1000, 6)) / 1000)
 
 
 def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:
@@ -1127,7 +987,3 @@ def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:
 
 def _group_key(group: DuplicateGroup) -> str:
     return group.members[0].image.path
-
-
-def _labelled(member: GroupMember) -> LabelledFile:
-    return LabelledFile(member.image.content_hash, member.image.path)

@@ -15,8 +15,9 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPixmap
 
+from dedup_app.controllers.marks import MarkState
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
-from dedup_app.core.marking import SURE_SIMILARITY, Marks, in_folders, mark_group
+from dedup_app.core.marking import Marks
 from dedup_app.core.units import format_bytes
 from dedup_app.ui.thumbnails import ImageLoader
 
@@ -40,7 +41,8 @@ _FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
 class GroupsModel(QAbstractItemModel):
     """Groups and their members. Internal ids: 0 for a group row, group index + 1 for its file rows.
 
-    ``marks_changed`` fires when the kept or marked files change (not on every repaint-worthy data change).
+    What is kept and marked lives in a Qt-free :class:`MarkState` (``marks``); this model shows it and tells the
+    views what changed. ``marks_changed`` fires when the kept or marked files change (not on every repaint).
     """
 
     marks_changed = Signal()
@@ -48,20 +50,7 @@ class GroupsModel(QAbstractItemModel):
     def __init__(self, loader: ImageLoader, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.loader = loader
-        self.groups: list[DuplicateGroup] = []
-        self.keep: dict[int, str] = {}  # group index -> kept path
-        self.marked: set[str] = set()
-        self._precomputed: dict[int, Marks] = {}  # id() of a group -> the rule's marks, worked out off the UI thread
-        self._to_kept: dict[int, dict[str, float]] = {}  # id() of a group -> similarity of each member to its kept file
-        self.review: dict[int, int] = {}  # id() of a group -> how many of its files were left for review
-        self.unsure: set[str] = set()  # files the rule left unmarked: similar, perhaps not the same picture
-        self.sure = SURE_SIMILARITY
-        self.reference_folders: list[str] = []
-        self.rule = "resolution"
-        #: whether the user changed a mark or the kept file since the last set_groups
-        self.user_changed = False
-        #: paths of the shown files that lie in reference folders (computed once per set_groups)
-        self.references: set[str] = set()
+        self.marks = MarkState()
         self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
         self._rows_of_path: dict[str, QModelIndex] = {}
         self._placeholder = QPixmap(THUMB, THUMB)
@@ -70,76 +59,55 @@ class GroupsModel(QAbstractItemModel):
 
     # -- content ------------------------------------------------------------------------------------------------
 
+    @property
+    def groups(self) -> list[DuplicateGroup]:
+        """The groups shown, in display order."""
+        return self.marks.groups
+
+    @property
+    def marked(self) -> set[str]:
+        return self.marks.marked
+
+    @property
+    def unsure(self) -> set[str]:
+        return self.marks.unsure
+
+    @property
+    def review(self) -> dict[int, int]:
+        return self.marks.review
+
+    @property
+    def reference_folders(self) -> list[str]:
+        return self.marks.reference_folders
+
+    @property
+    def keep(self) -> dict[int, str]:
+        """The kept path per group row."""
+        return {gi: self.marks.keep_of(g) for gi, g in enumerate(self.groups)}
+
     def set_groups(
         self,
         groups: Sequence[DuplicateGroup],
         rule: str,
         reference_folders: Sequence[str],
-        manual_keep: set[str] | None = None,
-        manual_marks: dict[str, bool] | None = None,
         rule_marks: Sequence[Marks] | None = None,
     ) -> None:
-        """Show ``groups`` marked by ``rule``, then re-apply the user's own choices where they still fit.
-
-        ``rule_marks`` may bring what the rule does to each group, worked out off the UI thread (with this rule,
-        these reference folders and :data:`SURE_SIMILARITY`); otherwise it is worked out here."""
+        """Show ``groups`` marked by ``rule``, with the user's remembered choices applied again where they fit
+        (see :class:`MarkState`); ``rule_marks`` may bring the rule's marks worked out off the UI thread."""
         self.beginResetModel()
-        self.groups = list(groups)
-        self._precomputed = (
-            {id(g): m for g, m in zip(self.groups, rule_marks, strict=True)} if rule_marks is not None else {}
-        )
-        self.rule, self.reference_folders = rule, list(reference_folders)
-        self.references = (
-            {m.image.path for g in self.groups for m in g.members if in_folders(m.image.path, self.reference_folders)}
-            if self.reference_folders
-            else set()  # the common case: no path checks at all
-        )
-        self._apply_marks(manual_keep or set(), manual_marks or {})
-        self.user_changed = False
+        self.marks.set_groups(groups, rule, reference_folders, rule_marks)
         self._sort_groups()
         self.endResetModel()
         self._index_paths()
         self.marks_changed.emit()
 
-    def rule_marks(self, group: DuplicateGroup) -> Marks:
-        """What the rule alone does to ``group`` (keep, marks, review), before the user's own choices."""
-        known = self._precomputed.get(id(group))
-        return (
-            known
-            if known is not None
-            else mark_group(group, self.rule, self.reference_folders, self.references, self.sure)
-        )
-
-    def _apply_marks(self, manual_keep: set[str], manual_marks: dict[str, bool]) -> None:
-        self.keep.clear()
-        self.marked = set()
-        self.review = {}
-        self.unsure = set()
-        self._to_kept = {}
-        for gi, group in enumerate(self.groups):
-            marks = self.rule_marks(group)
-            if marks.review:
-                self.review[id(group)] = len(marks.unsure)
-                self.unsure |= marks.unsure
-            keep = next((m.image.path for m in group.members if m.image.path in manual_keep), marks.keep)
-            self.keep[gi] = keep
-            for m in group.members:
-                path = m.image.path
-                if path == keep or self.is_reference(path):
-                    continue
-                if manual_marks.get(path, path in marks.marked):
-                    self.marked.add(path)
-
-    def _kept_hash(self, gi: int) -> str | None:
-        keep = self.keep.get(gi)
-        return next((m.image.content_hash for m in self.groups[gi].members if m.image.path == keep), None)
-
-    def is_reference(self, path: str) -> bool:
-        return path in self.references
-
     def set_rule(self, rule: str) -> None:
-        """Re-mark every group with ``rule`` (manual choices are dropped: the user asked for the rule)."""
-        self.set_groups(self.groups, rule, self.reference_folders)
+        """Re-mark every group with ``rule`` (the user's own choices are dropped: they asked for the rule)."""
+        self.beginResetModel()
+        self.marks.set_rule(rule)
+        self.endResetModel()
+        self._index_paths()
+        self.marks_changed.emit()
 
     def member(self, index: AnyIndex) -> tuple[int, GroupMember | None]:
         """(group index, member or None for a group row) of an index."""
@@ -151,62 +119,40 @@ class GroupsModel(QAbstractItemModel):
         gi = parent_id - 1
         return gi, self.groups[gi].members[index.row()]
 
-    def group_index(self, gi: int) -> QModelIndex:
-        return self.index(gi, 0)
+    def kept(self, gi: int) -> str:
+        """The path kept in group row ``gi``."""
+        return self.marks.keep_of(self.groups[gi])
+
+    def is_reference(self, path: str) -> bool:
+        return self.marks.is_reference(path)
 
     def toggle_mark(self, path: str) -> bool:
         """Flip the removal mark of a file (the kept file and reference files cannot be marked)."""
-        gi = self._group_of(path)
-        if gi is None or self.keep.get(gi) == path or self.is_reference(path):
+        if not self.marks.toggle(path):
             return False
-        if path in self.marked:
-            self.marked.discard(path)
-        else:
-            self.marked.add(path)
         self._user_marked([path])
         return True
 
     def set_keep(self, path: str) -> None:
         """Keep ``path`` in its group: it is unmarked, and the previously kept file is marked instead."""
-        gi = self._group_of(path)
-        if gi is None:
+        group = self.marks.set_keep(path)
+        if group is None:
             return
-        old = self.keep.get(gi)
-        self.keep[gi] = path
-        self.user_changed = True
-        self.marked.discard(path)
-        if old and old != path and not self.is_reference(old):
-            self.marked.add(old)
-        group = self.groups[gi]
-        self._to_kept.pop(id(group), None)  # similarities are shown to the kept file: recomputed
-        sims = self.similarity_to_kept(gi)
-        paths = {m.image.path for m in group.members}
-        self.unsure = (self.unsure - paths) | {p for p, v in sims.items() if v < self.sure and p != path}
+        gi = self.groups.index(group)
         self.dataChanged.emit(self.index(0, 0, self.index(gi, 0)),
                               self.index(len(group.members) - 1, len(COLUMNS) - 1, self.index(gi, 0)))  # fmt: skip
         self.dataChanged.emit(self.index(gi, 0), self.index(gi, len(COLUMNS) - 1))
         self.marks_changed.emit()
 
     def similarity_to_kept(self, gi: int) -> dict[str, float]:
-        """Each member's similarity to the file kept in group ``gi`` (computed once per kept file)."""
-        group = self.groups[gi]
-        cached = self._to_kept.get(id(group))
-        if cached is None:
-            keep = self.keep.get(gi, group.keep.path)
-            k = next((i for i, m in enumerate(group.members) if m.image.path == keep), 0)
-            sims = group.similarities_to(k)
-            cached = {m.image.path: float(v) for m, v in zip(group.members, sims, strict=True) if v == v}  # not NaN
-            self._to_kept[id(group)] = cached
-        return cached
+        """Each member's similarity to the file kept in group ``gi``."""
+        return self.marks.similarity_to_kept(self.groups[gi])
 
     def mark_all_in_group(self, gi: int) -> int:
         """Mark every member of group ``gi`` but the kept file and reference files; returns how many changed."""
         if not 0 <= gi < len(self.groups):
             return 0
-        changed = [m.image.path for m in self.groups[gi].members
-                   if m.image.path != self.keep.get(gi) and not self.is_reference(m.image.path)
-                   and m.image.path not in self.marked]  # fmt: skip
-        self.marked.update(changed)
+        changed = self.marks.mark_all(self.groups[gi])
         self._user_marked(changed)
         return len(changed)
 
@@ -214,30 +160,24 @@ class GroupsModel(QAbstractItemModel):
         """Untick every member of group ``gi``; returns how many changed."""
         if not 0 <= gi < len(self.groups):
             return 0
-        changed = [m.image.path for m in self.groups[gi].members if m.image.path in self.marked]
-        self.marked.difference_update(changed)
+        changed = self.marks.unmark_all(self.groups[gi])
         self._user_marked(changed)
         return len(changed)
 
     def _user_marked(self, paths: list[str]) -> None:
-        """After the user ticked or unticked ``paths``: remember it was them, repaint those rows, tell the window."""
+        """After the user ticked or unticked ``paths``: repaint those rows, tell the window."""
         if not paths:
             return
-        self.user_changed = True
         for path in paths:
             self._changed(path)
         self.marks_changed.emit()
 
     def marked_in_view(self) -> list[str]:
         """Marked files of the groups shown, in display order."""
-        return [m.image.path for g in self.groups for m in g.members if m.image.path in self.marked]
+        return self.marks.marked_in_view()
 
     def marked_bytes(self) -> int:
-        return sum(m.image.size for g in self.groups for m in g.members if m.image.path in self.marked)
-
-    def _group_of(self, path: str) -> int | None:
-        idx = self._rows_of_path.get(path)
-        return idx.internalId() - 1 if idx is not None else None
+        return self.marks.marked_bytes()
 
     def _index_paths(self) -> None:
         self._rows_of_path = {
@@ -257,7 +197,7 @@ class GroupsModel(QAbstractItemModel):
             idx = self._rows_of_path[path]
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
             gi = idx.internalId() - 1
-            if self.keep.get(gi) == path:
+            if self.kept(gi) == path:
                 group_idx = self.index(gi, 0)
                 self.dataChanged.emit(group_idx, group_idx, [Qt.ItemDataRole.DecorationRole])
 
@@ -301,7 +241,7 @@ class GroupsModel(QAbstractItemModel):
         if index.column() != COL_FILE or index.internalId() == 0:
             return _FLAGS
         gi, member = self.member(index)
-        if member is not None and self.keep.get(gi) != member.image.path and not self.is_reference(member.image.path):
+        if member is not None and self.kept(gi) != member.image.path and not self.is_reference(member.image.path):
             return _FLAGS_CHECKABLE
         return _FLAGS
 
@@ -314,13 +254,14 @@ class GroupsModel(QAbstractItemModel):
             return self._group_data(gi, col, role)
         image = member.image
         path = image.path
-        kept = self.keep.get(gi) == path
+        kept = self.kept(gi) == path
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
                 name = os.path.basename(path)
                 if image.info.frames > 1:  # only its first page was compared; it is never marked by a rule
                     name += f"  ({image.info.frames} pages)"
-                if not kept and self.groups[gi].kind != "exact" and image.content_hash == self._kept_hash(gi):
+                group = self.groups[gi]
+                if not kept and group.kind != "exact" and image.content_hash == self.marks.kept_hash(group):
                     name += "  (identical)"  # a byte copy of the kept file inside a near-duplicate group
                 if kept:
                     return f"{name}  (keep)"
@@ -347,7 +288,7 @@ class GroupsModel(QAbstractItemModel):
         elif role == Qt.ItemDataRole.ToolTipRole:
             state = "kept" if kept else "marked for removal" if path in self.marked else "not marked"
             if path in self.unsure and path not in self.marked:
-                state += f": similar but below {self.sure:.2f}, perhaps another photo; compare before ticking it"
+                state += f": similar but below {self.marks.sure:.2f}, perhaps another photo; compare before ticking it"
             return f"{path}\n{state}"
         elif role == Qt.ItemDataRole.ForegroundRole and col == COL_SIM and path in self.unsure:
             return QColor(170, 100, 0)
@@ -365,14 +306,14 @@ class GroupsModel(QAbstractItemModel):
                 kind = "exact copies" if group.kind == "exact" else "near-duplicates"
                 return f"{gi + 1}: {len(group.members)} {kind}"
             if col == COL_SIM:
-                others = [v for p, v in self.similarity_to_kept(gi).items() if p != self.keep.get(gi)]
+                others = [v for p, v in self.similarity_to_kept(gi).items() if p != self.kept(gi)]
                 return f"{min(others, default=group.min_similarity):.3f}"
             if col == COL_SIZE:
                 return format_bytes(group.reclaimable_bytes)
             if col == COL_FOLDER:
                 return os.path.commonpath([m.image.path for m in group.members]) if len(group.members) else ""
         elif role == Qt.ItemDataRole.DecorationRole and col == COL_FILE:
-            return self.loader.get(self.keep.get(gi, group.keep.path), THUMB) or self._placeholder
+            return self.loader.get(self.kept(gi), THUMB) or self._placeholder
         elif role == Qt.ItemDataRole.FontRole:
             font = QFont()
             font.setBold(True)
@@ -382,7 +323,7 @@ class GroupsModel(QAbstractItemModel):
         elif role == Qt.ItemDataRole.ToolTipRole:
             note = (
                 f"\n{self.review[id(group)]} files are similar but not surely the same picture (below "
-                f"{self.sure:.2f}): not ticked. Compare, then tick them with Space, or the whole group with M."
+                f"{self.marks.sure:.2f}): not ticked. Compare, then tick them with Space, or the whole group with M."
                 if id(group) in self.review
                 else ""
             )
@@ -428,7 +369,4 @@ class GroupsModel(QAbstractItemModel):
             COL_SIZE: lambda g: g.reclaimable_bytes,
         }
         key = keys.get(column, lambda g: g.keep.path)
-        paired = list(zip(self.groups, [self.keep.get(i) for i in range(len(self.groups))], strict=True))
-        paired.sort(key=lambda p: key(p[0]), reverse=order == Qt.SortOrder.DescendingOrder)
-        self.groups = [p[0] for p in paired]
-        self.keep = {i: p[1] for i, p in enumerate(paired) if p[1] is not None}
+        self.groups.sort(key=key, reverse=order == Qt.SortOrder.DescendingOrder)  # kept files follow (by group)

@@ -7,6 +7,8 @@ tests pass INI files in a temporary folder.
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -26,8 +28,13 @@ class Pref(Generic[T]):
     default: T
 
 
-#: Similarity threshold for near-duplicates; 0 means "the model's calibrated threshold".
-THRESHOLD: Pref[float] = Pref("duplicates/threshold", float, 0.0)
+#: Similarity thresholds the user chose, per model id, as JSON ({"model id": 0.85}); a model without one uses its
+#: own calibrated threshold. (The single "duplicates/threshold" of earlier versions is not read: every window saved
+#: the default there at start, so it never said what the user chose.)
+THRESHOLDS: Pref[str] = Pref("duplicates/thresholds_by_model", str, "{}")
+#: The model of the last results, and its calibrated threshold: what the slider shows before the model is loaded.
+LAST_MODEL: Pref[str] = Pref("duplicates/last_model", str, "")
+LAST_MODEL_THRESHOLD: Pref[float] = Pref("duplicates/last_model_threshold", float, 0.0)
 RULE: Pref[str] = Pref("duplicates/automark_rule", str, "resolution")
 REFERENCE_FOLDERS: Pref[list[str]] = Pref("sources/reference_folders", list, [])
 SOURCES: Pref[list[str]] = Pref("sources/folders", list, [])
@@ -71,6 +78,51 @@ class Preferences:
         recent = recent[:MAX_RECENT]
         self.set(RECENT_FOLDERS, recent)
         return recent
+
+
+class PrefsThresholds:
+    """The thresholds the user chose per model, kept in the preferences (a ``ThresholdStore``).
+
+    Read once, then served from memory under a lock: the scan job asks from the worker thread, and a QSettings
+    object must not be used from two threads; writes happen on the UI thread only.
+    """
+
+    def __init__(self, prefs: Preferences) -> None:
+        self.prefs = prefs
+        self._lock = threading.Lock()
+        try:
+            raw = json.loads(prefs.get(THRESHOLDS))
+        except ValueError:
+            raw = {}
+        self._values = {
+            str(k): float(v)
+            for k, v in (raw.items() if isinstance(raw, dict) else [])
+            if isinstance(v, (int, float)) and 0.0 < v <= 1.0
+        }
+
+    def get(self, model_id: str) -> float | None:
+        with self._lock:
+            return self._values.get(model_id)
+
+    def set(self, model_id: str, value: float) -> None:
+        with self._lock:
+            self._values[model_id] = value
+            text = json.dumps(self._values, sort_keys=True)
+        self.prefs.set(THRESHOLDS, text)
+        self.prefs.set(LAST_MODEL, model_id)  # the model the user looks at: the next window starts with its value
+
+    def shown_at_start(self) -> float | None:
+        """The threshold of the model of the last results (the user's choice, else its calibrated one)."""
+        last = self.prefs.get(LAST_MODEL)
+        if not last:
+            return None
+        return self.get(last) or self.prefs.get(LAST_MODEL_THRESHOLD) or None
+
+    def remember_model(self, model_id: str, calibrated: float) -> None:
+        """The results on screen come from ``model_id`` (calibrated at ``calibrated``)."""
+        if (self.prefs.get(LAST_MODEL), self.prefs.get(LAST_MODEL_THRESHOLD)) != (model_id, calibrated):
+            self.prefs.set(LAST_MODEL, model_id)
+            self.prefs.set(LAST_MODEL_THRESHOLD, float(calibrated))
 
 
 def _copy(value: T) -> T:

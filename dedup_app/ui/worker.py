@@ -12,16 +12,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Generator
 from typing import Any
 
 from PySide6.QtCore import QThread, Signal
 
-from dedup_app.core.progress import Cancelled, CancelToken, Progress
+from dedup_app.core.progress import Cancelled, CancelToken, Job
 
 log = logging.getLogger(__name__)
-
-Job = Callable[[CancelToken], Generator[Progress, None, Any]]
 
 
 class Worker(QThread):

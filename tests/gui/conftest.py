@@ -31,7 +31,7 @@ def make_window(qtbot, tmp_path: Path, embedder) -> Iterator[Callable[..., MainW
         kwargs.setdefault("registry_root", str(app_dir / "models"))
         ctx = AppContext(S.Preferences(prefs), state, labels, str(app_dir / "cache.sqlite3"), **kwargs)  # type: ignore[arg-type]
         window = MainWindow(ctx)
-        window.embedder = embedder  # skip loading the model per test
+        window.models.use(embedder)  # skip loading the model per test
         window.ask = lambda title, text: True  # type: ignore[method-assign]
         qtbot.addWidget(window)
         window.show()

@@ -34,11 +34,13 @@ def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> 
     registry = window.ctx.registry()
     before = registry.active_id
     dialog.activate_button.setEnabled(True)  # whether or not it improved, activation must work
-    window.embedder = object()
-    dialog.activate()
+    window.models.use(object())  # type: ignore[arg-type]
+    with qtbot.waitSignal(window.job_finished, timeout=60_000):  # the old model's embeddings dropped on the worker
+        dialog.activate()
     assert registry.active_id == dialog.result.checkpoint.model_id != before
     assert window.embedder is None  # the next scan loads the new model
-    window.rollback_model()
+    with qtbot.waitSignal(window.job_finished, timeout=60_000):
+        window.rollback_model()
     assert registry.active_id is None
     dialog.close()
 

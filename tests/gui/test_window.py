@@ -184,7 +184,7 @@ def test_slider_regroups_without_a_new_search(qtbot, make_window, photos_dir: Pa
     assert window.finder.graph is graph and window.worker is None  # regrouped from memory: no new search
     assert window.slider.minimum() == round(graph.min_threshold * 1000) == 700  # 17 images: searched from 0.70
     assert window.slider_label.text() == "0.700"
-    assert window.ctx.prefs.get(S.THRESHOLD) == pytest.approx(0.7)
+    assert window.thresholds.get(window.embedder.model_id) == pytest.approx(0.7)  # chosen for this model
 
 
 def test_auto_mark_rules_and_reference_folder(qtbot, make_window, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,139 @@
+"""The scan and what it found: the finder, the threshold in use, and groups with the rule's marks.
+
+A scan runs as one job (load the model if needed, scan, search down to the slider's floor, group and mark at the
+threshold), so the window gets results it can show at once. Regrouping at another threshold, without the removed
+files or with new "not duplicate" labels, is a pure function of the finder's immutable search result: it may run
+on any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Generator, Sequence
+from dataclasses import dataclass
+
+from dedup_app.controllers.models import ModelService
+from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup
+from dedup_app.core.files import FileError
+from dedup_app.core.marking import SURE_SIMILARITY, Marks, mark_group
+from dedup_app.core.progress import CancelToken, Job, Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Groups at one threshold and what ``rule`` (with these reference folders) marks in each."""
+
+    groups: list[DuplicateGroup]
+    rule: str
+    references: tuple[str, ...]
+    marks: list[Marks]
+
+    def fits(self, rule: str, references: Sequence[str]) -> bool:
+        """Whether the marks were worked out with these settings (they may have changed meanwhile)."""
+        return (rule, tuple(references)) == (self.rule, self.references)
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """A finished scan: the finder, the model it used (and that model's calibrated threshold), the threshold to
+    show, the first grouping, and why the cache was not used (empty when it was)."""
+
+    finder: DuplicateFinder
+    model_id: str
+    calibrated: float
+    threshold: float
+    grouping: Grouping
+    cache_problem: str = ""
+
+
+def grouping(
+    finder: DuplicateFinder,
+    threshold: float,
+    rule: str,
+    references: Sequence[str],
+    removed: Collection[str] = (),
+    not_duplicates: Collection[frozenset[str]] = (),
+) -> Grouping:
+    """Groups at ``threshold`` without the ``removed`` files and the ``not_duplicates`` pairs, with the rule's
+    marks (files below :data:`SURE_SIMILARITY` to the kept one left for review). Thread-safe."""
+    groups = finder.groups(threshold, set(not_duplicates), set(removed))
+    refs = tuple(references)
+    return Grouping(groups, rule, refs, [mark_group(g, rule, refs, None, SURE_SIMILARITY) for g in groups])
+
+
+class Review:
+    """The current scan's results and the threshold the user looks at them with."""
+
+    def __init__(self, slider_range: tuple[float, float] = (0.70, 0.99)) -> None:
+        self.finder: DuplicateFinder | None = None
+        self.model_id: str | None = None  # the model that embedded the finder's images
+        self.slider_range = slider_range
+
+    def scan_job(
+        self,
+        roots: Sequence[str],
+        models: ModelService,
+        cache_path: str | None,
+        not_duplicates: Collection[frozenset[str]],
+        rule: str,
+        references: Sequence[str],
+    ) -> Job:
+        """The job that scans ``roots`` with the active model and returns a :class:`ScanOutcome`.
+
+        With the default cache unusable (damaged and not movable, read-only) it scans without one and says why; a
+        cache the user chose (``cache_path``) that cannot be used is an error.
+        """
+        roots = list(roots)
+        low, high = self.slider_range
+
+        def job(cancel: CancelToken) -> Generator[Progress, None, ScanOutcome]:
+            from dedup_app.core.cache import CacheError
+            from dedup_app.core.duplicates import scan_and_search
+
+            if models.embedder is None:
+                yield Progress("Loading the model", 0, None)
+            embedder = models.load()
+            wanted = models.threshold_for(embedder)
+            problem = ""
+            try:
+                finder = yield from scan_and_search(roots, embedder, cache_path, cancel=cancel, threshold=wanted)
+            except CacheError as exc:
+                if cache_path is not None:
+                    raise  # the user's own cache: say so (error dialog) rather than quietly not using it
+                log.warning("%s; scanning without a cache this time", exc)
+                problem = f"{exc}: nothing is remembered for the next scan"
+                finder = yield from scan_and_search(roots, embedder, ":memory:", cancel=cancel, threshold=wanted)
+            threshold = min(max(wanted, self.floor_of(finder)), high)
+            yield Progress("Grouping", 0, None)
+            first = grouping(finder, threshold, rule, references, (), not_duplicates)
+            return ScanOutcome(finder, embedder.model_id, float(embedder.threshold), threshold, first, problem)
+
+        return job
+
+    def scan_done(self, outcome: ScanOutcome) -> None:
+        """Keep a finished scan's finder (the window shows its grouping)."""
+        self.finder, self.model_id = outcome.finder, outcome.model_id
+
+    def floor_of(self, finder: DuplicateFinder) -> float:
+        """The lowest threshold the slider may take for ``finder``: what was searched, rounded up to the slider's
+        0.001 steps, and not below the slider's range."""
+        assert finder.graph is not None
+        searched = finder.graph.min_threshold
+        return max(self.slider_range[0], math.ceil(round(searched * 1000, 6)) / 1000)
+
+    def floor(self) -> float:
+        """The slider's lowest threshold for the current scan (its range's bottom before any scan)."""
+        return self.floor_of(self.finder) if self.finder is not None else self.slider_range[0]
+
+    def images_left(self, removed: Collection[str]) -> int:
+        """Images of the scan still in place."""
+        if self.finder is None:
+            return 0
+        return len(self.finder.result.images) - sum(1 for r in self.finder.result.images if r.path in removed)
+
+    def errors(self) -> list[FileError]:
+        """The files the last scan could not read."""
+        return list(self.finder.result.errors) if self.finder is not None else []
