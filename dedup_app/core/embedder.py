@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dedup_app.core.model import Checkpoint, ModelFileError, SiameseEncoder, fold_batchnorm
+from dedup_app.core.model import Checkpoint, SiameseEncoder, fold_batchnorm
+from dedup_app.core.model_files import ModelFileError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def load_checkpoint(path: str | os.PathLike[str] | None = None) -> Checkpoint:
     """The model file at ``path``, or the active model of the registry (the shipped default when none is active).
-    Raises :class:`~dedup_app.core.model.ModelFileError` (a ``ValueError``) naming the file and the reason; for
+    Raises :class:`~dedup_app.core.model_files.ModelFileError` (a ``ValueError``) naming the file and the reason; for
     a broken active model it also says how to go back to the shipped one."""
     if path is not None:
         return Checkpoint.load(path)

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from dedup_app.core.embedder import Embedder, load_checkpoint
-from dedup_app.core.model import Checkpoint, EncoderConfig, ModelFileError, SiameseEncoder
+from dedup_app.core.model import Checkpoint, EncoderConfig, SiameseEncoder
+from dedup_app.core.model_files import ModelFileError
 from dedup_app.core.registry import DEFAULT, ModelRegistry
 from dedup_app.core.resources import default_model_path
 from tests.conftest import noise_image
