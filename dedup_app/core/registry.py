@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from dedup_app.core.resources import default_model_path, user_data_file
 
 if TYPE_CHECKING:  # torch is imported only where a model file is read: listing models must not wait for it
-    from dedup_app.core.model import Checkpoint
+    from dedup_app.core.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ class ModelRegistry:
         models = {}
         for f in sorted(self.root.glob("*.pt")):
             try:
-                from dedup_app.core.model import Checkpoint
+                from dedup_app.core.model_files import read_checkpoint
 
-                ckpt = Checkpoint.load(f)
+                ckpt = read_checkpoint(f)
             except ValueError:
                 continue
             models[ckpt.model_id] = {"file": f.name, "name": ckpt.name, "created": f.stat().st_mtime,
@@ -199,7 +199,9 @@ class ModelRegistry:
         data = self._load()
         mid = checkpoint.model_id
         file = self.root / f"{mid}.pt"
-        checkpoint.save(file)
+        from dedup_app.core.model_files import write_checkpoint
+
+        write_checkpoint(checkpoint, file)
         data["models"][mid] = {"file": file.name, "name": checkpoint.name, "created": time.time(),
                                "metrics": checkpoint.metrics, "base": base}  # fmt: skip
         self._save(data)
@@ -235,9 +237,9 @@ class ModelRegistry:
     def _cache_id(self, data: dict[str, Any]) -> str:
         """The model id the embedding cache knows for the model in use (the same fallback as active_path)."""
         active = self._effective_active(data)
-        from dedup_app.core.model import Checkpoint
+        from dedup_app.core.model_files import read_checkpoint
 
-        return active if active else Checkpoint.load(default_model_path()).model_id
+        return active if active else read_checkpoint(default_model_path()).model_id
 
 
 def _json_type(value: Any) -> str:

@@ -46,12 +46,13 @@ def test_train_on_labels_then_activate(qtbot, make_window, photos_dir: Path) -> 
 
 
 def test_models_menu_greys_out_a_model_whose_file_is_gone(make_window) -> None:  # type: ignore[no-untyped-def]
-    from dedup_app.core.model import Checkpoint
+    from dedup_app.core.checkpoint import Checkpoint
+    from dedup_app.core.model_files import read_checkpoint
     from dedup_app.core.resources import default_model_path
 
     window = make_window()
     registry = window.ctx.registry()
-    base = Checkpoint.load(default_model_path())
+    base = read_checkpoint(default_model_path())
     entry = registry.add(Checkpoint(base.config, base.head_state, 0.9, "tuned"), base=base.model_id)
     entry.file.unlink()  # deleted behind the app's back
     window._fill_models_menu()

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from dedup_app.core.checkpoint import CHECKPOINT_FORMAT_VERSION, Checkpoint
 from dedup_app.core.embedder import Embedder, resolve_device
-from dedup_app.core.model import (
-    CHECKPOINT_FORMAT_VERSION,
-    Checkpoint,
-    EncoderConfig,
-    GeM,
-    SiameseEncoder,
-    dihedral_views,
-)
+from dedup_app.core.model import EncoderConfig, GeM, SiameseEncoder, build_encoder, dihedral_views
+from dedup_app.core.model_files import read_checkpoint, write_checkpoint
 from tests.conftest import noise_image, photo
 
 
@@ -84,13 +79,13 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     torch.nn.init.normal_(enc.head.proj.weight)
     ckpt = Checkpoint.from_encoder(enc, threshold=0.77, name="t", metrics={"f1": 0.5}, include_backbone=True)
     path = tmp_path / "m.pt"
-    ckpt.save(path)
-    loaded = Checkpoint.load(path)
+    write_checkpoint(ckpt, path)
+    loaded = read_checkpoint(path)
     assert loaded.model_id == ckpt.model_id
     assert loaded.threshold == pytest.approx(0.77) and loaded.metrics == {"f1": 0.5}
     x = torch.rand(2, 3, 64, 64)
     with torch.inference_mode():
-        assert torch.allclose(enc.eval()(x), loaded.build_encoder()(x), atol=1e-5)
+        assert torch.allclose(enc.eval()(x), build_encoder(loaded)(x), atol=1e-5)
     assert not list(tmp_path.glob("*.tmp"))  # atomic write left no temporary file
 
 
@@ -106,13 +101,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="junk.pt: not a dedup-app model"):
-        Checkpoint.load(junk)
+        read_checkpoint(junk)
     with pytest.raises(ValueError, match="not found"):
-        Checkpoint.load(tmp_path / "missing.pt")
+        read_checkpoint(tmp_path / "missing.pt")
     future = tmp_path / "future.pt"
     torch.save({"format_version": CHECKPOINT_FORMAT_VERSION + 1, "config": {}}, future)
     with pytest.raises(ValueError, match="newer"):
-        Checkpoint.load(future)
+        read_checkpoint(future)
 
 
 def test_device_resolution() -> None:

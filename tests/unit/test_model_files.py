@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.embedder import Embedder, load_checkpoint
-from dedup_app.core.model import Checkpoint, EncoderConfig, ModelFileError, SiameseEncoder
+from dedup_app.core.model import EncoderConfig, SiameseEncoder
+from dedup_app.core.model_files import ModelFileError, read_checkpoint, write_checkpoint
 from dedup_app.core.registry import DEFAULT, ModelRegistry
 from dedup_app.core.resources import default_model_path
 from tests.conftest import noise_image
@@ -84,7 +86,7 @@ def test_malformed_checkpoint_structures_are_one_clear_error(tmp_path: Path, nam
     path = tmp_path / f"{name}.pt"
     torch.save(data, path)
     with pytest.raises(ModelFileError, match=reason) as err:
-        Checkpoint.load(path)
+        read_checkpoint(path)
     assert_one_line(str(err.value), path)
 
 
@@ -94,7 +96,7 @@ def test_inconsistent_checkpoints_fail_when_loaded(shipped: dict[str, Any], tmp_
     path = tmp_path / f"{name}.pt"
     torch.save(variant(shipped, **changes), path)
     with pytest.raises(ModelFileError, match=reason) as err:
-        Checkpoint.load(path)
+        read_checkpoint(path)
     assert_one_line(str(err.value), path)
     assert isinstance(err.value, ValueError)  # what the command line reports as a usage error
 
@@ -103,18 +105,18 @@ def test_checkpoint_with_backbone_weights_is_checked_against_the_backbone(tmp_pa
     cfg = EncoderConfig(embed_dim=16, input_size=64)
     ckpt = Checkpoint.from_encoder(SiameseEncoder(cfg), 0.8, "tuned", include_backbone=True)
     good = tmp_path / "tuned.pt"
-    ckpt.save(good)
-    assert Checkpoint.load(good).backbone_state  # a fine-tuned backbone loads
+    write_checkpoint(ckpt, good)
+    assert read_checkpoint(good).backbone_state  # a fine-tuned backbone loads
     data = ckpt.to_dict()
     key = next(k for k, v in data["backbone_state"].items() if v.ndim == 4)
     data["backbone_state"] = {**data["backbone_state"], key: torch.zeros(3, 3, 3, 3)}
     torch.save(data, tmp_path / "shape.pt")
     with pytest.raises(ModelFileError, match=rf"backbone_state\['{key}'\] has shape \(3, 3, 3, 3\)"):
-        Checkpoint.load(tmp_path / "shape.pt")
+        read_checkpoint(tmp_path / "shape.pt")
     data = {**ckpt.to_dict(), "config": {**ckpt.to_dict()["config"], "backbone": "resnet9000"}}
     torch.save(data, tmp_path / "unknown.pt")
     with pytest.raises(ModelFileError, match="unknown backbone 'resnet9000'"):
-        Checkpoint.load(tmp_path / "unknown.pt")
+        read_checkpoint(tmp_path / "unknown.pt")
 
 
 class NotAllowed:
@@ -139,10 +141,10 @@ def test_files_that_are_not_checkpoints_get_a_short_reason(tmp_path: Path) -> No
     }
     for path, reason in cases.items():
         with pytest.raises(ModelFileError, match=reason) as err:
-            Checkpoint.load(path)
+            read_checkpoint(path)
         assert_one_line(str(err.value), path)
     with pytest.raises(ModelFileError, match="photo.jpg: not a dedup-app model file"):
-        Checkpoint.load(photo)
+        read_checkpoint(photo)
 
 
 def test_embedder_validates_a_checkpoint_built_in_memory(checkpoint: Checkpoint) -> None:

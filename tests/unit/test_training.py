@@ -11,8 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelledFile, LabelStore
-from dedup_app.core.model import Checkpoint
+from dedup_app.core.model import build_encoder
+from dedup_app.core.model_files import read_checkpoint
 from dedup_app.core.progress import Cancelled, CancelToken, drive
 from dedup_app.core.registry import DEFAULT, ModelRegistry
 from dedup_app.core.resources import default_model_path
@@ -119,7 +121,7 @@ def test_copies_and_split_do_not_depend_on_where_the_data_lives(shared_data: Pat
 def weak_base(tmp_path: Path) -> Checkpoint:
     """The shipped model with a collapsed head (one direction dominates every embedding, so unrelated images look
     alike): a short fit has clear room to improve."""
-    base = Checkpoint.load(default_model_path())
+    base = read_checkpoint(default_model_path())
     gen = torch.Generator().manual_seed(0)
     head = dict(base.head_state)
     w = head["proj.weight"]
@@ -141,7 +143,7 @@ def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Pa
     result = drive(fit(weak_base, train, val, config, out), reports.append)
     assert result.history[1]["loss"] < 0.9 * result.history[0]["loss"]
     assert any(isinstance(r, TrainProgress) and r.loss is not None for r in reports)
-    saved = Checkpoint.load(out)
+    saved = read_checkpoint(out)
     assert saved.metrics["recipe"]["loss"] == "triplet" and "validation_after" in saved.metrics
     assert 0.0 < saved.threshold <= 1.0
 
@@ -177,7 +179,7 @@ def test_registry_activate_and_roll_back(weak_base: Checkpoint, tmp_path: Path) 
     from dedup_app.core.registry import drop_embeddings_of
 
     registry = ModelRegistry(tmp_path / "models")
-    default_id = Checkpoint.load(default_model_path()).model_id
+    default_id = read_checkpoint(default_model_path()).model_id
     entry = registry.add(weak_base)
     assert [e.model_id for e in registry.entries()] == [entry.model_id]
     assert registry.active_id is None and registry.active_path() == default_model_path()
@@ -192,7 +194,7 @@ def test_registry_activate_and_roll_back(weak_base: Checkpoint, tmp_path: Path) 
     assert drop_embeddings_of(old, cache_path) == 1
     with EmbeddingCache(cache_path) as cache:
         assert cache.count(default_id) == 0 and cache.count(entry.model_id) == 1  # only the old model's rows go
-    assert Checkpoint.load(registry.active_path()).model_id == entry.model_id
+    assert read_checkpoint(registry.active_path()).model_id == entry.model_id
     assert registry.rollback() == (entry.model_id, default_id)
     assert registry.active_id is None
     registry.activate(DEFAULT)
@@ -221,7 +223,7 @@ def test_train_command(shared_data: Path, tmp_path: Path, capsys: pytest.Capture
 
 
 def test_embeddings_of_trained_model_are_unit_vectors(weak_base: Checkpoint) -> None:
-    enc = weak_base.build_encoder()
+    enc = build_encoder(weak_base)
     x = torch.rand(2, 3, 160, 160)
     with torch.no_grad():
         out = enc(x)

@@ -101,7 +101,7 @@ class ChangeHeadCheckpoint:
     name: str = "change-head"
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        from dedup_app.core.model import atomic_torch_save
+        from dedup_app.core.model_files import atomic_torch_save
 
         atomic_torch_save(
             {
@@ -125,7 +125,7 @@ class ChangeHeadCheckpoint:
 
 def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
     """Read a change-head file; ``ValueError`` naming the file when it is not one."""
-    from dedup_app.core.model import read_torch_file
+    from dedup_app.core.model_files import read_torch_file
 
     data = read_torch_file(path, "change model")
     if not isinstance(data, dict) or data.get("kind") != "change-head":
