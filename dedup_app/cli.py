@@ -549,23 +549,24 @@ def run_gui_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     try:
         from dedup_app.ui.app import has_screen, run_gui
+        from dedup_app.ui.xcb import xcb_problem
     except ImportError as exc:
         print(f"dedup-app: error: the window needs PySide6 ({exc}); 'dedup-app scan' works without it", file=sys.stderr)
         return EXIT_FAILURE
+    # where the window cannot open, Qt would abort the process: say why and scan the PATHs on the command line
     if not has_screen():
-        if not args.paths:
-            print(
-                "dedup-app: error: no screen found (no DISPLAY or WAYLAND_DISPLAY). Use 'dedup-app scan PATH' for "
-                "the command line, or set QT_QPA_PLATFORM=offscreen.",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        print("dedup-app: no screen found: scanning on the command line instead of opening the window.",
-              file=sys.stderr)  # fmt: skip
-        scan_args = build_parser().parse_args(["scan", *args.paths, "--device", args.device])
-        scan_args.model, scan_args.cache = args.model, args.cache
-        return run_scan(scan_args, parser)
-    return run_gui(args.paths, args.screenshot, args.model, args.device, args.cache, args.compare)
+        reason, hint = "no screen found (no DISPLAY or WAYLAND_DISPLAY)", ", or set QT_QPA_PLATFORM=offscreen"
+    elif problem := xcb_problem():
+        reason, hint = f"the window cannot open: {problem}", ""
+    else:
+        return run_gui(args.paths, args.screenshot, args.model, args.device, args.cache, args.compare)
+    if not args.paths:
+        print(f"dedup-app: error: {reason}. Use 'dedup-app scan PATH' for the command line{hint}.", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"dedup-app: {reason}: scanning on the command line instead of opening the window.", file=sys.stderr)
+    scan_args = build_parser().parse_args(["scan", *args.paths, "--device", args.device])
+    scan_args.model, scan_args.cache = args.model, args.cache
+    return run_scan(scan_args, parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,7 @@ from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
+from dedup_app.ui.geometry import place_window
 from dedup_app.ui.jobs import PRELOAD, JobRunner
 from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
 from dedup_app.ui.panels import ErrorsDialog, ProgressPanel
@@ -358,11 +359,7 @@ class MainWindow(QMainWindow):
         self.rule_box.setCurrentIndex(max(0, self.rule_box.findData(rule)))
         self._set_slider(self.thresholds.shown_at_start() or FIRST_THRESHOLD)  # not a choice: no signal
         self._rebuild_recent_menu()
-        geometry = self.ctx.state.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
-            self.resize(1500, 880)
+        place_window(self, self.ctx.state.value("window/geometry"))
         splitter = self.ctx.state.value("window/splitter")
         if splitter is not None:
             self.splitter.restoreState(splitter)

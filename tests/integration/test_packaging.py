@@ -108,6 +108,41 @@ for argv in (["--version"], ["scan", "--help"], ["train", "--help"], ["change", 
     assert run.returncode == 0, run.stderr[-3000:]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Qt's X11 plugin is Linux only")
+def test_the_bundle_carries_the_x11_libraries_of_qts_xcb_plugin() -> None:
+    """PySide6 does not ship the X11 helper libraries of Qt's xcb plugin (libxcb-cursor0 and friends): the spec
+    adds this machine's copies to the bundle's top folder, and warns about each one it does not find."""
+    pytest.importorskip("PyInstaller")
+    code = """
+import json, sys, types
+stub = lambda *args, **kwargs: types.SimpleNamespace(pure=[], scripts=[], binaries=[], datas=[])
+seen = {}
+def analysis(scripts, **kwargs):
+    seen.update(kwargs)
+    return stub()
+spec = sys.argv[1]
+exec(compile(open(spec).read(), spec, "exec"), {"SPECPATH": sys.argv[2], "Analysis": analysis, "PYZ": stub,
+                                                "EXE": stub, "COLLECT": stub})
+print(json.dumps(seen["binaries"]))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "packaging" / "dedup-app.spec"), str(REPO / "packaging")],
+        capture_output=True, text=True, timeout=300, cwd=REPO,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    bundled = {Path(src).name: dest for src, dest in json.loads(run.stdout.splitlines()[-1])}
+    from PyInstaller.depend.bindepend import resolve_library_path
+
+    from dedup_app.ui.xcb import PACKAGES
+
+    assert "libxcb-cursor.so.0" in PACKAGES
+    for soname, (deb, _) in PACKAGES.items():
+        if resolve_library_path(soname):
+            assert bundled.get(soname) == ".", soname
+        else:
+            assert f"WARNING: {soname} not found ({deb}" in run.stdout
+
+
 @pytest.mark.slow
 def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     pytest.importorskip("PyInstaller")
