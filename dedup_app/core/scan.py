@@ -136,17 +136,23 @@ def scan(
         if e.path not in hashes and not (e.path in cached and cached[e.path].error)
     ]
     failed: set[str] = set()
+    hashed: list[FileEntry] = []
     for k, e in enumerate(to_hash, 1):
         try:
             hashes[e.path] = hash_file(e.path)
-            cache.put_file(e, hashes[e.path])
+            hashed.append(e)
         except OSError as exc:
             errors.append(FileError(e.path, f"cannot read file: {describe_os_error(exc)}"))
             failed.add(e.path)
             stats.failed += 1
         stats.hashed += 1
         if k % 64 == 0 or k == len(to_hash):
+            # written after the files were read, in one short transaction: no write lock is held while hashing,
+            # so another process (or the window) sharing the cache never waits for the disk
+            for done in hashed:
+                cache.put_file(done, hashes[done.path])
             cache.commit()
+            hashed.clear()
             cancel.raise_if_cancelled()
             yield Progress("Finding exact copies", k, len(to_hash))
 

@@ -397,3 +397,60 @@ def test_multi_page_files_are_remembered_and_never_marked(
         for rule in ("resolution", "largest", "newest", "oldest"):
             marks = mark_group(groups[0], rule)
             assert str(folder / "album.tif") not in marks.marked, (attempt, rule)
+
+
+# -- one cache, several writers ----------------------------------------------------------------------------------
+
+
+def test_hashing_holds_no_write_transaction(tmp_path: Path, embedder: Embedder, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue item 6: hashing used to write each file's row at once and commit every 64 files, so a write
+    transaction stayed open while the disk was read; the window's or another process's writes waited for it."""
+    import dedup_app.core.scan as scan_module
+
+    root = tmp_path / "same size"
+    root.mkdir()
+    noise_image(1, (64, 48)).save(root / "n00.bmp")
+    for k in range(1, 70):  # same size, so every file is hashed (more than one batch of 64); byte copies: one embed
+        shutil.copy(root / "n00.bmp", root / f"n{k:02d}.bmp")
+    seen: list[bool] = []
+    real_hash = scan_module.hash_file
+    with EmbeddingCache(tmp_path / "cache.sqlite3") as cache:
+
+        def hash_file(path: str) -> str:
+            seen.append(cache._conn.in_transaction)
+            return real_hash(path)
+
+        monkeypatch.setattr(scan_module, "hash_file", hash_file)
+        result = drive(scan([root], embedder, cache, ScanOptions(batch_size=8)))
+    assert len(seen) == 70 and not any(seen)
+    assert result.stats.hashed == 70 and len(result.images) == 70 and result.stats.copies == 69
+
+
+def test_two_processes_scan_one_cache_at_once(tmp_path: Path, shared_data: Path) -> None:
+    """Two dedup-app commands on one cache (two windows, or a script beside the window) both finish, with no
+    'database is locked', and the cache holds every file once."""
+    import subprocess
+    import sys
+
+    folders = []
+    for side in ("a", "b"):
+        folder = tmp_path / side
+        folder.mkdir()
+        for k in range(12):  # same-size files (hashing) and images to embed, in both processes at once
+            noise_image(100 * (side == "b") + k, (96, 72)).save(folder / f"{side}{k:02d}.bmp")
+        shutil.copy(folder / f"{side}00.bmp", folder / f"{side}_copy.bmp")
+        folders.append(folder)
+    cache = tmp_path / "shared.sqlite3"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "dedup_app", "scan", str(f), str(folders[0]), "--cache", str(cache),
+                          "--device", "cpu", "--no-progress", "--batch-size", "4", "--no-labels"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        for f in folders
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+        assert "locked" not in err and "Found" in out
+    with EmbeddingCache(cache) as c:
+        assert c.count() == 26
