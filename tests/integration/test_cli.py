@@ -83,6 +83,33 @@ def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
     assert [g["kind"] for g in report["groups"]] == ["exact"]  # only the byte copy is left
 
 
+def test_scan_honours_the_windows_labels(  # type: ignore[no-untyped-def]
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Issue item 10: a pair labelled "not duplicate" in the window was grouped again by ``dedup-app scan``."""
+    from dedup_app.core.imageio import hash_file
+    from dedup_app.core.labels import NOT_DUPLICATE, LabelledFile, LabelStore, default_labels_path
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # this test's own label store
+    small = folder / "parrots_small.jpg"
+    store = LabelStore(default_labels_path())
+    for original in ("parrots.jpg", "parrots (1).jpg"):  # byte copies share a content hash: one label covers both
+        big = folder / original
+        store.put_pair(LabelledFile(hash_file(str(big)), str(big)), LabelledFile(hash_file(str(small)), str(small)),
+                       NOT_DUPLICATE)  # fmt: skip
+    store.close()
+    out = tmp_path / "r.json"
+    argv = ["scan", str(folder), "--cache", ":memory:", "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    names = [{Path(f["path"]).name for f in g["files"]} for g in json.loads(out.read_text())["groups"]]
+    assert names == [{"parrots.jpg", "parrots (1).jpg"}]  # the byte copies still group; the small one not
+    assert "1 pair labelled 'not duplicate' in the window kept apart" in capsys.readouterr().out
+    assert main([*argv, "--no-labels"]) == 0
+    names = [{Path(f["path"]).name for f in g["files"]} for g in json.loads(out.read_text())["groups"]]
+    assert {"parrots.jpg", "parrots_small.jpg"} <= names[0]
+    assert "kept apart" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
