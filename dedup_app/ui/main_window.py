@@ -23,14 +23,10 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QFileDialog,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QMainWindow,
     QMessageBox,
-    QPushButton,
     QSlider,
     QSplitter,
     QStackedWidget,
@@ -61,6 +57,7 @@ from dedup_app.ui.geometry import place_window
 from dedup_app.ui.jobs import PRELOAD, JobRunner
 from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
 from dedup_app.ui.panels import ErrorsDialog, ProgressPanel
+from dedup_app.ui.sources import SourcesPanel
 from dedup_app.ui.thumbnails import ImageLoader
 from dedup_app.ui.worker import Worker
 
@@ -258,27 +255,12 @@ class MainWindow(QMainWindow):
         bar.addAction(self.act_export)
 
         # sources
-        self.sources = QListWidget()
-        self.sources.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.sources.installEventFilter(self)  # Delete here removes the folder, not the marked files
-        self.sources.setToolTip("Folders to scan. Tick a folder to make it a reference: its files are never marked.")
-        add_button = QPushButton("Add…")
-        add_button.clicked.connect(self.choose_and_add_folder)
-        remove_button = QPushButton("Remove")
-        remove_button.clicked.connect(self.remove_selected_sources)
-        self.errors_button = QPushButton("Errors (0)")
-        self.errors_button.clicked.connect(self.show_errors)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        heading = QLabel("<b>Sources</b> <small>(ticked: reference folder, never marked)</small>")
-        heading.setWordWrap(True)  # must not widen the pane
-        left_layout.addWidget(heading)
-        left_layout.addWidget(self.sources, 1)
-        row = QHBoxLayout()
-        row.addWidget(add_button)
-        row.addWidget(remove_button)
-        left_layout.addLayout(row)
-        left_layout.addWidget(self.errors_button)
+        self.source_panel = left = SourcesPanel()
+        self.sources = left.list
+        left.add_requested.connect(self.choose_and_add_folder)
+        left.errors_requested.connect(self.show_errors)
+        left.changed.connect(self._sources_changed)
+        self.errors_button = left.errors_button
 
         # groups
         self.model = GroupsModel(self.loader, self)
@@ -346,15 +328,13 @@ class MainWindow(QMainWindow):
 
         self.slider.valueChanged.connect(self._slider_moved)
         self.rule_box.currentIndexChanged.connect(self._rule_changed)
-        self.sources.itemChanged.connect(self._sources_changed)
         self.tree.selectionModel().currentChanged.connect(self._current_changed)
         self.model.marks_changed.connect(self._update_enabled)
         self.compare.label_requested.connect(self.label_pair)
 
     def _restore(self) -> None:
         prefs = self.ctx.prefs
-        for folder in prefs.get(S.SOURCES):
-            self._add_source_item(folder, folder in prefs.get(S.REFERENCE_FOLDERS))
+        self.source_panel.restore(prefs.get(S.SOURCES), prefs.get(S.REFERENCE_FOLDERS))
         rule = prefs.get(S.RULE)
         self.rule_box.setCurrentIndex(max(0, self.rule_box.findData(rule)))
         self._set_slider(self.thresholds.shown_at_start() or FIRST_THRESHOLD)  # not a choice: no signal
@@ -370,50 +350,27 @@ class MainWindow(QMainWindow):
 
     # -- sources ------------------------------------------------------------------------------------------------
 
-    def _add_source_item(self, folder: str, reference: bool = False) -> None:
-        self.sources.blockSignals(True)
-        item = QListWidgetItem(folder)
-        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-        item.setCheckState(Qt.CheckState.Checked if reference else Qt.CheckState.Unchecked)
-        item.setToolTip(f"{folder}\nTick to make it a reference folder (its files are never marked)")
-        self.sources.addItem(item)
-        self.sources.blockSignals(False)
-
     def source_folders(self) -> list[str]:
-        return [self.sources.item(i).text() for i in range(self.sources.count())]
+        return self.source_panel.folders()
 
     def reference_folders(self) -> list[str]:
-        return [
-            self.sources.item(i).text()
-            for i in range(self.sources.count())
-            if self.sources.item(i).checkState() == Qt.CheckState.Checked
-        ]
+        return self.source_panel.references()
 
     def add_sources(self, paths: list[str], scan: bool = True) -> None:
         """Add folders or files to the sources (once each) and, by default, start scanning at once."""
-        known = set(self.source_folders())
-        added = False
-        for path in paths:
-            path = os.path.abspath(path)
-            if not os.path.exists(path):
-                self.statusBar().showMessage(f"Not found: {path}", 8000)
-                continue
-            if path not in known:
-                self._add_source_item(path)
-                known.add(path)
-                added = True
-            if os.path.isdir(path):
-                self.ctx.prefs.add_recent(path)
-        if added:
-            self._sources_changed()
+        _added, missing = self.source_panel.add(paths)
+        for path in missing:
+            self.statusBar().showMessage(f"Not found: {path}", 8000)
+        folders = [os.path.abspath(p) for p in paths if os.path.isdir(p)]
+        for folder in folders:
+            self.ctx.prefs.add_recent(folder)
+        if folders:
             self._rebuild_recent_menu()
         if scan and self.source_folders():
             self.start_scan()
 
     def remove_selected_sources(self) -> None:
-        for item in self.sources.selectedItems():
-            self.sources.takeItem(self.sources.row(item))
-        self._sources_changed()
+        self.source_panel.remove_selected()
 
     def choose_and_add_folder(self) -> None:
         folder = self.choose_folder("Add a folder to scan")
@@ -424,7 +381,7 @@ class MainWindow(QMainWindow):
         """Ask for a folder (tests replace this)."""
         return QFileDialog.getExistingDirectory(self, title, start or os.path.expanduser("~"))
 
-    def _sources_changed(self, *_: Any) -> None:
+    def _sources_changed(self) -> None:
         self.ctx.prefs.set(S.SOURCES, self.source_folders())
         self.ctx.prefs.set(S.REFERENCE_FOLDERS, self.reference_folders())
         self._show_center()
@@ -531,7 +488,7 @@ class MainWindow(QMainWindow):
         self.slider.blockSignals(False)
         self._set_slider(outcome.threshold)
         result = outcome.finder.result
-        self.errors_button.setText(f"Errors ({len(result.errors)})")
+        self.source_panel.set_error_count(len(result.errors))
         self.model.marks.remember_user_choices()
         self._regroup_request += 1
         self._show_groups(self._regroup_request, outcome.grouping)
@@ -710,14 +667,6 @@ class MainWindow(QMainWindow):
             key_event: QKeyEvent = event  # type: ignore[assignment]
             if key_event.key() == Qt.Key.Key_Space and not key_event.modifiers():
                 self.toggle_current()
-                return True
-        key_events = (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress)
-        if obj is getattr(self, "sources", None) and event.type() in key_events:
-            key_event = event  # type: ignore[assignment]
-            if key_event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace) and not key_event.modifiers():
-                event.accept()  # overriding the window's Delete (trash marked) while the list has the focus
-                if event.type() == QEvent.Type.KeyPress:
-                    self.remove_selected_sources()
                 return True
         return super().eventFilter(obj, event)
 
