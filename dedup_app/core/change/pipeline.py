@@ -3,7 +3,9 @@ threshold, export. A pair that fails (unreadable, unalignable) is reported in th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -219,7 +221,10 @@ def run_change(
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``.
 
-    ``known`` holds results already computed (the window's), reused instead of compared again.
+    The summary is rewritten (atomically) as pairs finish, and once more when the run stops early (Ctrl-C, the
+    cancel token, an error, the generator closed): it lists exactly the pairs finished so far, and says with
+    ``complete``, ``pairs_done`` and ``pairs_total`` whether that is all of them. ``known`` holds results already
+    computed (the window's), reused instead of compared again.
     """
     options = options or ChangeOptions()
     pairs = pair_inputs(before, after)
@@ -227,23 +232,60 @@ def run_change(
     out.mkdir(parents=True, exist_ok=True)
     threshold = options.threshold if options.threshold is not None else detector.config.threshold
     summaries: list[dict[str, Any]] = []
-    for k, pair in enumerate(pairs, 1):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        try:
-            result = (known or {}).get(pair.name)
-            fresh = result is None
-            if result is None:
-                result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
-            summaries.append(write_outputs(result, out, threshold, options.min_area_px, consume=fresh))
-            del result
-        except (RasterError, AlignmentError, OSError) as exc:
-            summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
-        yield Progress("Pairs", k, len(pairs), pair.name)
-    export.write_json(out / "summary.json", {"model": detector.model_name, "threshold": threshold,
-                                              "min_area_px": options.min_area_px, "pairs": summaries})  # fmt: skip
-    export.write_summary_csv(out / "summary.csv", summaries)
+    writer = _SummaryWriter(out, {"model": detector.model_name, "threshold": threshold,
+                                  "min_area_px": options.min_area_px}, len(pairs))  # fmt: skip
+    writer.write(summaries)  # at once: a previous run's summary in this folder must not pass for this one's
+    try:
+        for k, pair in enumerate(pairs, 1):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            try:
+                result = (known or {}).get(pair.name)
+                fresh = result is None
+                if result is None:
+                    result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
+                summaries.append(write_outputs(result, out, threshold, options.min_area_px, consume=fresh))
+                del result
+            except (RasterError, AlignmentError, OSError) as exc:
+                summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
+            writer.write_soon(summaries)
+            yield Progress("Pairs", k, len(pairs), pair.name)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the original exception matters more than a summary that failed too
+            writer.write(summaries)
+        raise
+    writer.write(summaries)
     return summaries
+
+
+class _SummaryWriter:
+    """Writes ``summary.json`` and ``summary.csv`` atomically, with how many of the pairs they hold.
+
+    ``write_soon`` (after each pair) skips a write while writing would take more than a tenth of the time since
+    the last one: the files grow with every pair, so rewriting them after each of 10,000 tiles would cost more
+    than the comparisons. A run that stops writes once more (``write``), so nothing finished is left out.
+    """
+
+    def __init__(self, out: Path, header: dict[str, Any], total: int) -> None:
+        self.out, self.header, self.total = out, header, total
+        self.last_end = 0.0
+        self.last_cost = 0.0
+
+    def write(self, summaries: list[dict[str, Any]]) -> None:
+        """Write both files now, listing ``summaries`` (the pairs finished, in order)."""
+        start = time.monotonic()
+        done = len(summaries)
+        data = {**self.header, "complete": done == self.total, "pairs_done": done, "pairs_total": self.total,
+                "pairs": summaries}  # fmt: skip
+        export.write_json(self.out / "summary.json", data)
+        export.write_summary_csv(self.out / "summary.csv", summaries)
+        self.last_end = time.monotonic()
+        self.last_cost = self.last_end - start
+
+    def write_soon(self, summaries: list[dict[str, Any]]) -> None:
+        """Write now unless the last write was recent compared with what it cost (the last pair: see ``write``)."""
+        if len(summaries) < self.total and time.monotonic() - self.last_end >= 10 * self.last_cost:
+            self.write(summaries)
 
 
 def pixel_scores(mask: np.ndarray, label: np.ndarray) -> dict[str, float]:
