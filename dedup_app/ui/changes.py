@@ -173,7 +173,7 @@ class ChangesTab(QWidget):
         super().__init__(parent)
         self.run_job = run_job
         self.get_detector = get_detector
-        self.results: OrderedDict[str, Any] = OrderedDict()
+        self.results: OrderedDict[tuple[str, str], Any] = OrderedDict()  # by Pair.key: names are for display
         self.pairs: list[Any] = []
         self.current: Any = None
         self._calls = BackgroundCalls(1, self)
@@ -301,21 +301,21 @@ class ChangesTab(QWidget):
             from dedup_app.core.change.raster import RasterError
 
             detector = get_detector(cancel, method)
-            out: dict[str, Any] = {}
+            out: dict[tuple[str, str], Any] = {}
             for pair in pairs:
                 cancel.raise_if_cancelled()
                 if _held_bytes(out.values()) > MAX_RESULT_BYTES:
                     break  # large rasters: the rest are compared when selected
                 try:
-                    out[pair.name] = yield from compare_pair(pair, detector, None, cancel)
+                    out[pair.key] = yield from compare_pair(pair, detector, None, cancel)
                 except (RasterError, AlignmentError) as exc:
-                    out[pair.name] = str(exc)
+                    out[pair.key] = str(exc)
             return out
 
-        def done(out: dict[str, Any]) -> None:
-            for name, result in out.items():
-                self.results[name] = result
-                self.results.move_to_end(name)
+        def done(out: dict[tuple[str, str], Any]) -> None:
+            for key, result in out.items():
+                self.results[key] = result
+                self.results.move_to_end(key)
             while len(self.results) > 1 and (
                 len(self.results) > MAX_RESULTS or _held_bytes(self.results.values()) > MAX_RESULT_BYTES
             ):
@@ -335,7 +335,7 @@ class ChangesTab(QWidget):
         for row in rows if rows is not None else range(len(self.pairs)):
             pair = self.pairs[row]
             item = self.pair_list.item(row)
-            result = self.results.get(pair.name)
+            result = self.results.get(pair.key)
             if isinstance(result, str):
                 item.setText(f"{pair.name}: could not compare")
                 item.setToolTip(result)
@@ -347,7 +347,7 @@ class ChangesTab(QWidget):
         if not 0 <= row < len(self.pairs):
             return
         pair = self.pairs[row]
-        result = self.results.get(pair.name)
+        result = self.results.get(pair.key)
         if result is None:
             self._compute([pair], select=row)
             return

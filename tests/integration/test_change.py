@@ -349,3 +349,44 @@ def test_change_command_interrupted_keeps_the_summary_of_finished_pairs(
     assert (summary["complete"], summary["pairs_done"], summary["pairs_total"]) == (False, 1, 3)
     assert [r["before"] for r in rows] == [str(left / "t0.png")]
     assert (out / "t0_mask.png").is_file() and not (out / "t1_mask.png").exists()
+
+
+def test_output_names_are_unique_and_follow_the_folders(tmp_path: Path) -> None:
+    rels = ["t.png", "t.jpg", "t.png.png", "x/y.png", "x__y.png", "x/z.tif", "a.b/c.png"]
+    left, right = tmp_path / "L", tmp_path / "R"
+    for rel in rels:
+        for folder in (left, right):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(folder / rel, format="PNG")
+    names = {Path(p.before).relative_to(left).as_posix(): p.name for p in pair_inputs(left, right)}
+    assert names == {"t.png": "t.png", "t.jpg": "t.jpg", "t.png.png": "t.png.png", "x/y.png": "x/y",
+                     "x__y.png": "x__y", "x/z.tif": "x/z", "a.b/c.png": "a.b/c"}  # fmt: skip
+    assert [p.name for p in pair_inputs(left, right)] == [p.name for p in pair_inputs(left, right)]  # stable
+
+
+def test_tiles_sharing_a_name_do_not_overwrite_each_other(
+    aerial: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``t.png``/``t.jpg`` and ``x/y.png``/``x__y.png`` once wrote to the same files; each has its own now."""
+    left, right = tmp_path / "L", tmp_path / "R"
+    changed = ("t.png", "x/y.png")  # their after image has the pasted object; the others are unchanged
+    for rel in ("t.png", "t.jpg", "x/y.png", "x__y.png"):
+        for folder, version in ((left, "before"), (right, "pasted" if rel in changed else "before")):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.open(aerial[version]).save(folder / rel, quality=95)
+    out = tmp_path / "maps"
+    assert main(["change", str(left), str(right), "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    summary, rows = read_summary(out)
+    by_name = {p["name"]: p for p in summary["pairs"]}
+    assert sorted(by_name) == ["t.jpg", "t.png", "x/y", "x__y"] and len(rows) == 4
+    for name, p in by_name.items():
+        rel = Path(p["before"]).relative_to(left).as_posix()
+        assert p["after"] == str(right / rel)
+        mask = out / f"{name}_mask.png"
+        assert p["files"]["mask"] == str(mask)
+        assert (np.asarray(Image.open(mask)).max() == 255) == (rel in changed), name  # its own map, not another's
+        for suffix in ("_overlay.png", "_heatmap.png", ".geojson"):
+            assert (out / f"{name}{suffix}").is_file()
+    assert (out / "x" / "y_mask.png").is_file() and (out / "x__y_mask.png").is_file()
+    assert len({f for p in summary["pairs"] for f in p["files"].values()}) == 4 * 4
+    assert "t.jpg: 0.0% changed" in capsys.readouterr().out

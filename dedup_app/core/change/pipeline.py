@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import time
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,11 +34,17 @@ class ChangeInputError(Exception):
 
 @dataclass(frozen=True)
 class Pair:
-    """A before/after pair and the name its outputs get."""
+    """A before/after pair and the name its outputs get: a path inside the output folder, without the suffixes
+    (``x/y`` writes ``x/y_mask.png``), unique among the pairs of one run."""
 
     name: str
     before: str
     after: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the comparison: its two paths (the name may change with the other tiles present)."""
+        return (self.before, self.after)
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,22 @@ def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -
             + (f"only before: {', '.join(only_b[:5])}{' ...' if len(only_b) > 5 else ''}; " if only_b else "")
             + (f"only after: {', '.join(only_a[:5])}{' ...' if len(only_a) > 5 else ''}" if only_a else "")
         )
-    return [Pair(rel.rsplit(".", 1)[0].replace("/", "__"), str(left[rel]), str(right[rel])) for rel in common]
+    return [Pair(name, str(left[rel]), str(right[rel])) for rel, name in zip(common, output_names(common), strict=True)]
+
+
+def output_names(rels: list[str]) -> list[str]:
+    """Output names of tiles given by relative path (``/``-separated): the path without its extension, so the
+    output folder mirrors the input's (``x/y.png`` is ``x/y``, ``x__y.png`` is ``x__y``); where that would give
+    two tiles the same name (``t.png`` and ``t.jpg``), both keep their extension. Unique, and the same every run.
+    """
+    names = {rel: posixpath.splitext(rel)[0] for rel in rels}
+    while True:  # ends: a name only ever changes to its tile's path, and the paths are unique
+        counts = Counter(names.values())
+        clashing = [rel for rel, name in names.items() if counts[name] > 1 and name != rel]
+        if not clashing:
+            return [names[rel] for rel in rels]
+        for rel in clashing:
+            names[rel] = rel
 
 
 def compare_pair(
@@ -217,14 +240,14 @@ def run_change(
     detector: ChangeDetector,
     options: ChangeOptions | None = None,
     cancel: CancelToken | None = None,
-    known: dict[str, ChangeResult] | None = None,
+    known: dict[tuple[str, str], ChangeResult] | None = None,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``.
 
     The summary is rewritten (atomically) as pairs finish, and once more when the run stops early (Ctrl-C, the
     cancel token, an error, the generator closed): it lists exactly the pairs finished so far, and says with
     ``complete``, ``pairs_done`` and ``pairs_total`` whether that is all of them. ``known`` holds results already
-    computed (the window's), reused instead of compared again.
+    computed (the window's) by :attr:`Pair.key`, reused instead of compared again.
     """
     options = options or ChangeOptions()
     pairs = pair_inputs(before, after)
@@ -240,7 +263,7 @@ def run_change(
             if cancel is not None:
                 cancel.raise_if_cancelled()
             try:
-                result = (known or {}).get(pair.name)
+                result = (known or {}).get(pair.key)
                 fresh = result is None
                 if result is None:
                     result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
