@@ -166,6 +166,7 @@ class ChangesTab(QWidget):
     """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
 
     compared = Signal()  # results shown (tests wait on it)
+    refused = Signal()  # compare() did not start: the inputs are missing or do not pair (the tab says why)
     redrawn = Signal()  # the mask and regions at the current settings are on screen
 
     def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str], Any],
@@ -278,11 +279,13 @@ class ChangesTab(QWidget):
         before, after = self.before_zone.path, self.after_zone.path
         if not before or not after:
             self.info.setText("Choose both a before and an after image (or folder) first.")
+            self.refused.emit()
             return
         try:
             pairs = pair_inputs(before, after)
         except ChangeInputError as exc:
             self.info.setText(f"Cannot compare: {exc}")
+            self.refused.emit()
             return
         self.pairs, self.results = pairs, OrderedDict()
         self.pair_list.clear()
