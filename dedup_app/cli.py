@@ -260,10 +260,14 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         return EXIT_USAGE
     options = ChangeOptions(args.threshold, args.min_area, bands)
     progress = _ProgressBar(enabled=not args.no_progress)
+    run = run_change(args.before, args.after, args.out, detector, options)
     try:
-        summaries = drive(run_change(args.before, args.after, args.out, detector, options), progress)
+        summaries = drive(run, progress)
     except KeyboardInterrupt:
-        print("Cancelled; the pairs finished so far are written.", file=sys.stderr)
+        run.close()  # a Ctrl-C between two pairs: closing the run writes the summary of the pairs finished so far
+        progress.close()
+        print(f"Cancelled; the pairs finished so far are written, and listed in "
+              f"{display_path(os.path.join(args.out, 'summary.json'))}.", file=sys.stderr)  # fmt: skip
         return EXIT_CANCELLED
     finally:
         progress.close()

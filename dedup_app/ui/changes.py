@@ -166,6 +166,7 @@ class ChangesTab(QWidget):
     """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
 
     compared = Signal()  # results shown (tests wait on it)
+    refused = Signal()  # compare() did not start: the inputs are missing or do not pair (the tab says why)
     redrawn = Signal()  # the mask and regions at the current settings are on screen
 
     def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str], Any],
@@ -173,7 +174,7 @@ class ChangesTab(QWidget):
         super().__init__(parent)
         self.run_job = run_job
         self.get_detector = get_detector
-        self.results: OrderedDict[str, Any] = OrderedDict()
+        self.results: OrderedDict[tuple[str, str], Any] = OrderedDict()  # by Pair.key: names are for display
         self.pairs: list[Any] = []
         self.current: Any = None
         self._calls = BackgroundCalls(1, self)
@@ -278,11 +279,13 @@ class ChangesTab(QWidget):
         before, after = self.before_zone.path, self.after_zone.path
         if not before or not after:
             self.info.setText("Choose both a before and an after image (or folder) first.")
+            self.refused.emit()
             return
         try:
             pairs = pair_inputs(before, after)
         except ChangeInputError as exc:
             self.info.setText(f"Cannot compare: {exc}")
+            self.refused.emit()
             return
         self.pairs, self.results = pairs, OrderedDict()
         self.pair_list.clear()
@@ -301,21 +304,21 @@ class ChangesTab(QWidget):
             from dedup_app.core.change.raster import RasterError
 
             detector = get_detector(cancel, method)
-            out: dict[str, Any] = {}
+            out: dict[tuple[str, str], Any] = {}
             for pair in pairs:
                 cancel.raise_if_cancelled()
                 if _held_bytes(out.values()) > MAX_RESULT_BYTES:
                     break  # large rasters: the rest are compared when selected
                 try:
-                    out[pair.name] = yield from compare_pair(pair, detector, None, cancel)
+                    out[pair.key] = yield from compare_pair(pair, detector, None, cancel)
                 except (RasterError, AlignmentError) as exc:
-                    out[pair.name] = str(exc)
+                    out[pair.key] = str(exc)
             return out
 
-        def done(out: dict[str, Any]) -> None:
-            for name, result in out.items():
-                self.results[name] = result
-                self.results.move_to_end(name)
+        def done(out: dict[tuple[str, str], Any]) -> None:
+            for key, result in out.items():
+                self.results[key] = result
+                self.results.move_to_end(key)
             while len(self.results) > 1 and (
                 len(self.results) > MAX_RESULTS or _held_bytes(self.results.values()) > MAX_RESULT_BYTES
             ):
@@ -335,7 +338,7 @@ class ChangesTab(QWidget):
         for row in rows if rows is not None else range(len(self.pairs)):
             pair = self.pairs[row]
             item = self.pair_list.item(row)
-            result = self.results.get(pair.name)
+            result = self.results.get(pair.key)
             if isinstance(result, str):
                 item.setText(f"{pair.name}: could not compare")
                 item.setToolTip(result)
@@ -347,7 +350,7 @@ class ChangesTab(QWidget):
         if not 0 <= row < len(self.pairs):
             return
         pair = self.pairs[row]
-        result = self.results.get(pair.name)
+        result = self.results.get(pair.key)
         if result is None:
             self._compute([pair], select=row)
             return

@@ -101,8 +101,46 @@ def test_large_results_are_kept_within_a_memory_budget(qtbot, make_window, pair,
     tab.after_zone.set_path(str(right))
     with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
         tab.compare()
-    assert list(tab.results) == ["t0"] and tab.pair_list.count() == 3
+    assert list(tab.results) == [tab.pairs[0].key] and tab.pair_list.count() == 3
     with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
         tab.pair_list.setCurrentRow(2)
-    assert list(tab.results) == ["t2"] and tab.current is tab.results["t2"]
+    assert list(tab.results) == [tab.pairs[2].key] and tab.current is tab.results[tab.pairs[2].key]
     assert tab.regions.rowCount() >= 1
+
+
+def test_tiles_sharing_a_name_are_shown_apart(qtbot, make_window, pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """``t.png``/``t.jpg`` and ``x/y.png``/``x__y.png`` once all got one name each, and one result between them:
+    each tile has its own row, result and export now."""
+    left, right = tmp_path / "L", tmp_path / "R"
+    (left / "x").mkdir(parents=True)
+    (right / "x").mkdir(parents=True)
+    changed = ("t.png", "x/y.png")  # their after image has the pasted houses; the others are unchanged
+    for rel in ("t.png", "t.jpg", "x/y.png", "x__y.png"):
+        Image.open(pair[0]).save(left / rel, quality=95)
+        Image.open(pair[1] if rel in changed else pair[0]).save(right / rel, quality=95)
+    window = make_window()
+    tab = window.changes
+    tab.before_zone.set_path(str(left))
+    tab.after_zone.set_path(str(right))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    names = [tab.pair_list.item(row).text().split(":")[0] for row in range(tab.pair_list.count())]
+    assert names == ["t.jpg", "t.png", "x/y", "x__y"]
+    assert len(tab.results) == 4 and len({id(r) for r in tab.results.values()}) == 4
+    fractions = {}
+    for row in (1, 2, 3, 0):  # the first row is shown already: each of these is a change of row
+        p = tab.pairs[row]
+        with qtbot.waitSignal(tab.redrawn, timeout=TIMEOUT):
+            tab.pair_list.setCurrentRow(row)
+        assert tab.current is tab.results[p.key] and tab.current.pair.before == p.before
+        assert tab.info.text().startswith(f"{p.name}: ")
+        fractions[p.name] = tab.current.summary(0.5, 64)["changed_fraction"]
+    assert fractions["t.png"] > 0.01 and fractions["x/y"] > 0.01  # the pasted houses
+    assert fractions["t.jpg"] < 0.005 and fractions["x__y"] < 0.005  # nothing changed
+    assert "0.0% changed" in tab.pair_list.item(0).text() and "0.0% changed" not in tab.pair_list.item(1).text()
+    out = tmp_path / "exported"
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.export_to(str(out))
+    assert "Exported 4 pairs" in tab.info.text()
+    for name in ("t.jpg", "t.png", "x/y", "x__y"):
+        assert (out / f"{name}_mask.png").is_file()

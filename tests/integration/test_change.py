@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from dedup_app.cli import main
+from dedup_app.core.change import pipeline
 from dedup_app.core.change.align import AlignmentError, align
 from dedup_app.core.change.detect import (
     ChangeConfig,
@@ -29,7 +31,7 @@ from dedup_app.core.change.pipeline import (
     run_change,
 )
 from dedup_app.core.change.raster import Raster, read_raster
-from dedup_app.core.progress import drive
+from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
 
 BOX = (slice(300, 400), slice(100, 200))  # where the object is pasted
 
@@ -257,7 +259,9 @@ def test_change_command(aerial: dict[str, Path], tmp_path: Path, capsys: pytest.
         assert (out / f"before{suffix}").is_file()
     mask = np.asarray(Image.open(out / "before_mask.png"))
     assert mask.shape == (512, 512) and mask.max() == 255
-    assert json.loads((out / "summary.json").read_text())["pairs"][0]["regions"] >= 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"][0]["regions"] >= 1
+    assert (summary["complete"], summary["pairs_done"], summary["pairs_total"]) == (True, 1, 1)
     assert "1 of 1 pairs" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(["change", str(aerial["before"]), str(tmp_path / "missing.png"), "--out", str(out)])
@@ -266,3 +270,123 @@ def test_change_command(aerial: dict[str, Path], tmp_path: Path, capsys: pytest.
         main(["change", str(aerial["before"]), str(aerial["pasted"]), "--out", str(out), "--bands", "x"])
     assert main(["change", str(aerial["before"]), str(aerial["pasted"]), "--out", str(out), "--model",
                  str(aerial["before"]), "--no-progress"]) == 2  # fmt: skip
+
+
+def tile_folders(aerial: dict[str, Path], root: Path, names: list[str]) -> tuple[Path, Path]:
+    """BEFORE/AFTER folders with the aerial tile and its pasted-object version under each relative path."""
+    left, right = root / "before", root / "after"
+    for name in names:
+        for folder, version in ((left, "before"), (right, "pasted")):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            Image.open(aerial[version]).save(folder / name)
+    return left, right
+
+
+def read_summary(out: Path) -> tuple[dict, list[dict[str, str]]]:  # type: ignore[type-arg]
+    with open(out / "summary.csv", newline="", encoding="utf-8") as f:
+        return json.loads((out / "summary.json").read_text()), list(csv.DictReader(f))
+
+
+def test_summary_is_written_as_pairs_finish_and_when_the_run_stops(
+    detector: ChangeDetector, aerial: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled after the first of three pairs, the summary lists that pair and says the run is incomplete; it is
+    on disk while the run goes on, and written too when the run is closed between two pairs (Ctrl-C outside it)."""
+    left, right = tile_folders(aerial, tmp_path, ["t0.png", "t1.png", "t2.png"])
+    out, cancel = tmp_path / "out", CancelToken()
+    seen: list[dict] = []  # type: ignore[type-arg]
+
+    def after_first_pair(report: Progress) -> None:
+        if report.stage == "Pairs":
+            seen.append(read_summary(out)[0])
+            cancel.cancel()
+
+    with pytest.raises(Cancelled):
+        drive(run_change(left, right, out, detector, cancel=cancel), after_first_pair)
+    summary, rows = read_summary(out)
+    assert [p["name"] for p in seen[0]["pairs"]] == ["t0"]  # written as the pair finished, before the cancel
+    assert [p["name"] for p in summary["pairs"]] == ["t0"] and not summary["pairs"][0]["error"]
+    assert (summary["complete"], summary["pairs_done"], summary["pairs_total"]) == (False, 1, 3)
+    assert [r["before"] for r in rows] == [str(left / "t0.png")]
+    assert not list(out.glob("*.tmp"))
+
+    # the periodic writes off: only stopping writes the summary; a Ctrl-C in the caller, then the run closed
+    monkeypatch.setattr(pipeline._SummaryWriter, "write_soon", lambda self, summaries: None)
+    out = tmp_path / "out2"
+    run = run_change(left, right, out, detector)
+
+    def interrupt(report: Progress) -> None:
+        if report.stage == "Pairs":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        drive(run, interrupt)
+    run.close()
+    summary, rows = read_summary(out)
+    assert [p["name"] for p in summary["pairs"]] == ["t0"] and len(rows) == 1
+    assert (summary["complete"], summary["pairs_done"], summary["pairs_total"]) == (False, 1, 3)
+
+
+def test_change_command_interrupted_keeps_the_summary_of_finished_pairs(
+    aerial: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C during the second pair: exit 130, and summary.json/csv list the first pair (and say so)."""
+    left, right = tile_folders(aerial, tmp_path, ["t0.png", "t1.png", "t2.png"])
+    real = pipeline.compare_pair
+
+    def compare_pair(pair: Pair, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if pair.name == "t1":
+            raise KeyboardInterrupt
+        return (yield from real(pair, *args, **kwargs))
+
+    monkeypatch.setattr(pipeline, "compare_pair", compare_pair)
+    out = tmp_path / "maps"
+    code = main(["change", str(left), str(right), "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert code == 130
+    assert "the pairs finished so far are written" in capsys.readouterr().err
+    summary, rows = read_summary(out)
+    assert [p["name"] for p in summary["pairs"]] == ["t0"] and summary["pairs"][0]["regions"] >= 1
+    assert (summary["complete"], summary["pairs_done"], summary["pairs_total"]) == (False, 1, 3)
+    assert [r["before"] for r in rows] == [str(left / "t0.png")]
+    assert (out / "t0_mask.png").is_file() and not (out / "t1_mask.png").exists()
+
+
+def test_output_names_are_unique_and_follow_the_folders(tmp_path: Path) -> None:
+    rels = ["t.png", "t.jpg", "t.png.png", "x/y.png", "x__y.png", "x/z.tif", "a.b/c.png"]
+    left, right = tmp_path / "L", tmp_path / "R"
+    for rel in rels:
+        for folder in (left, right):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(folder / rel, format="PNG")
+    names = {Path(p.before).relative_to(left).as_posix(): p.name for p in pair_inputs(left, right)}
+    assert names == {"t.png": "t.png", "t.jpg": "t.jpg", "t.png.png": "t.png.png", "x/y.png": "x/y",
+                     "x__y.png": "x__y", "x/z.tif": "x/z", "a.b/c.png": "a.b/c"}  # fmt: skip
+    assert [p.name for p in pair_inputs(left, right)] == [p.name for p in pair_inputs(left, right)]  # stable
+
+
+def test_tiles_sharing_a_name_do_not_overwrite_each_other(
+    aerial: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``t.png``/``t.jpg`` and ``x/y.png``/``x__y.png`` once wrote to the same files; each has its own now."""
+    left, right = tmp_path / "L", tmp_path / "R"
+    changed = ("t.png", "x/y.png")  # their after image has the pasted object; the others are unchanged
+    for rel in ("t.png", "t.jpg", "x/y.png", "x__y.png"):
+        for folder, version in ((left, "before"), (right, "pasted" if rel in changed else "before")):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.open(aerial[version]).save(folder / rel, quality=95)
+    out = tmp_path / "maps"
+    assert main(["change", str(left), str(right), "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    summary, rows = read_summary(out)
+    by_name = {p["name"]: p for p in summary["pairs"]}
+    assert sorted(by_name) == ["t.jpg", "t.png", "x/y", "x__y"] and len(rows) == 4
+    for name, p in by_name.items():
+        rel = Path(p["before"]).relative_to(left).as_posix()
+        assert p["after"] == str(right / rel)
+        mask = out / f"{name}_mask.png"
+        assert p["files"]["mask"] == str(mask)
+        assert (np.asarray(Image.open(mask)).max() == 255) == (rel in changed), name  # its own map, not another's
+        for suffix in ("_overlay.png", "_heatmap.png", ".geojson"):
+            assert (out / f"{name}{suffix}").is_file()
+    assert (out / "x" / "y_mask.png").is_file() and (out / "x__y_mask.png").is_file()
+    assert len({f for p in summary["pairs"] for f in p["files"].values()}) == 4 * 4
+    assert "t.jpg: 0.0% changed" in capsys.readouterr().out

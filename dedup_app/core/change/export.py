@@ -106,6 +106,7 @@ def geojson(regions: Sequence[Region], geo: GeoInfo | None, properties: dict[str
 
 
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON, atomically (a temporary file beside it, then renamed over it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, ensure_ascii=True) + "\n")
@@ -119,10 +120,12 @@ SUMMARY_COLUMNS = (
 
 
 def write_summary_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """One row per pair with the SUMMARY_COLUMNS."""
+    """One row per pair with the SUMMARY_COLUMNS, written atomically (a temporary file beside it, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
+    os.replace(tmp, path)

@@ -3,7 +3,11 @@ threshold, export. A pair that fails (unreadable, unalignable) is reported in th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import posixpath
+import time
+from collections import Counter
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,11 +34,17 @@ class ChangeInputError(Exception):
 
 @dataclass(frozen=True)
 class Pair:
-    """A before/after pair and the name its outputs get."""
+    """A before/after pair and the name its outputs get: a path inside the output folder, without the suffixes
+    (``x/y`` writes ``x/y_mask.png``), unique among the pairs of one run."""
 
     name: str
     before: str
     after: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What identifies the comparison: its two paths (the name may change with the other tiles present)."""
+        return (self.before, self.after)
 
 
 @dataclass(frozen=True)
@@ -148,7 +158,22 @@ def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -
             + (f"only before: {', '.join(only_b[:5])}{' ...' if len(only_b) > 5 else ''}; " if only_b else "")
             + (f"only after: {', '.join(only_a[:5])}{' ...' if len(only_a) > 5 else ''}" if only_a else "")
         )
-    return [Pair(rel.rsplit(".", 1)[0].replace("/", "__"), str(left[rel]), str(right[rel])) for rel in common]
+    return [Pair(name, str(left[rel]), str(right[rel])) for rel, name in zip(common, output_names(common), strict=True)]
+
+
+def output_names(rels: list[str]) -> list[str]:
+    """Output names of tiles given by relative path (``/``-separated): the path without its extension, so the
+    output folder mirrors the input's (``x/y.png`` is ``x/y``, ``x__y.png`` is ``x__y``); where that would give
+    two tiles the same name (``t.png`` and ``t.jpg``), both keep their extension. Unique, and the same every run.
+    """
+    names = {rel: posixpath.splitext(rel)[0] for rel in rels}
+    while True:  # ends: a name only ever changes to its tile's path, and the paths are unique
+        counts = Counter(names.values())
+        clashing = [rel for rel, name in names.items() if counts[name] > 1 and name != rel]
+        if not clashing:
+            return [names[rel] for rel in rels]
+        for rel in clashing:
+            names[rel] = rel
 
 
 def compare_pair(
@@ -215,11 +240,14 @@ def run_change(
     detector: ChangeDetector,
     options: ChangeOptions | None = None,
     cancel: CancelToken | None = None,
-    known: dict[str, ChangeResult] | None = None,
+    known: dict[tuple[str, str], ChangeResult] | None = None,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``.
 
-    ``known`` holds results already computed (the window's), reused instead of compared again.
+    The summary is rewritten (atomically) as pairs finish, and once more when the run stops early (Ctrl-C, the
+    cancel token, an error, the generator closed): it lists exactly the pairs finished so far, and says with
+    ``complete``, ``pairs_done`` and ``pairs_total`` whether that is all of them. ``known`` holds results already
+    computed (the window's) by :attr:`Pair.key`, reused instead of compared again.
     """
     options = options or ChangeOptions()
     pairs = pair_inputs(before, after)
@@ -227,23 +255,60 @@ def run_change(
     out.mkdir(parents=True, exist_ok=True)
     threshold = options.threshold if options.threshold is not None else detector.config.threshold
     summaries: list[dict[str, Any]] = []
-    for k, pair in enumerate(pairs, 1):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        try:
-            result = (known or {}).get(pair.name)
-            fresh = result is None
-            if result is None:
-                result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
-            summaries.append(write_outputs(result, out, threshold, options.min_area_px, consume=fresh))
-            del result
-        except (RasterError, AlignmentError, OSError) as exc:
-            summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
-        yield Progress("Pairs", k, len(pairs), pair.name)
-    export.write_json(out / "summary.json", {"model": detector.model_name, "threshold": threshold,
-                                              "min_area_px": options.min_area_px, "pairs": summaries})  # fmt: skip
-    export.write_summary_csv(out / "summary.csv", summaries)
+    writer = _SummaryWriter(out, {"model": detector.model_name, "threshold": threshold,
+                                  "min_area_px": options.min_area_px}, len(pairs))  # fmt: skip
+    writer.write(summaries)  # at once: a previous run's summary in this folder must not pass for this one's
+    try:
+        for k, pair in enumerate(pairs, 1):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            try:
+                result = (known or {}).get(pair.key)
+                fresh = result is None
+                if result is None:
+                    result = yield from compare_pair(pair, detector, options, cancel, keep_after=False)
+                summaries.append(write_outputs(result, out, threshold, options.min_area_px, consume=fresh))
+                del result
+            except (RasterError, AlignmentError, OSError) as exc:
+                summaries.append({"name": pair.name, "before": pair.before, "after": pair.after, "error": str(exc)})
+            writer.write_soon(summaries)
+            yield Progress("Pairs", k, len(pairs), pair.name)
+    except BaseException:
+        with contextlib.suppress(OSError):  # the original exception matters more than a summary that failed too
+            writer.write(summaries)
+        raise
+    writer.write(summaries)
     return summaries
+
+
+class _SummaryWriter:
+    """Writes ``summary.json`` and ``summary.csv`` atomically, with how many of the pairs they hold.
+
+    ``write_soon`` (after each pair) skips a write while writing would take more than a tenth of the time since
+    the last one: the files grow with every pair, so rewriting them after each of 10,000 tiles would cost more
+    than the comparisons. A run that stops writes once more (``write``), so nothing finished is left out.
+    """
+
+    def __init__(self, out: Path, header: dict[str, Any], total: int) -> None:
+        self.out, self.header, self.total = out, header, total
+        self.last_end = 0.0
+        self.last_cost = 0.0
+
+    def write(self, summaries: list[dict[str, Any]]) -> None:
+        """Write both files now, listing ``summaries`` (the pairs finished, in order)."""
+        start = time.monotonic()
+        done = len(summaries)
+        data = {**self.header, "complete": done == self.total, "pairs_done": done, "pairs_total": self.total,
+                "pairs": summaries}  # fmt: skip
+        export.write_json(self.out / "summary.json", data)
+        export.write_summary_csv(self.out / "summary.csv", summaries)
+        self.last_end = time.monotonic()
+        self.last_cost = self.last_end - start
+
+    def write_soon(self, summaries: list[dict[str, Any]]) -> None:
+        """Write now unless the last write was recent compared with what it cost (the last pair: see ``write``)."""
+        if len(summaries) < self.total and time.monotonic() - self.last_end >= 10 * self.last_cost:
+            self.write(summaries)
 
 
 def pixel_scores(mask: np.ndarray, label: np.ndarray) -> dict[str, float]:
