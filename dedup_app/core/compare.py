@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dedup_app.core.ecc import find_transform_ecc
+
 WORK_SIZE = 384
 
 
@@ -81,7 +83,7 @@ def difference(a_rgb: np.ndarray, b_rgb: np.ndarray, sensitivity: float = 2.5) -
     aligned = True
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
-        _, warp = cv2.findTransformECC(a_grey, b_grey, warp, cv2.MOTION_AFFINE, criteria, None, 5)
+        _, warp = find_transform_ecc(a_grey, b_grey, warp, cv2.MOTION_AFFINE, criteria, None, 5)
         b_colour = cv2.warpAffine(
             b_colour, warp, (width, height), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REFLECT,

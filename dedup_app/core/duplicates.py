@@ -149,10 +149,9 @@ class DuplicateFinder:
         content_of = {images[c[0]].content_hash: k for k, c in enumerate(self.contents)}
         keys = []
         for pair in pairs:
-            ids = [content_of.get(h) for h in pair]
-            if len(ids) == 2 and None not in ids:
-                a, b = sorted(ids)  # type: ignore[type-var]
-                keys.append(a * graph.n + b)
+            ids = sorted(content_of[h] for h in pair if h in content_of)
+            if len(ids) == 2:
+                keys.append(ids[0] * graph.n + ids[1])
         if not keys:
             return graph
         keep = ~np.isin(graph.i * graph.n + graph.j, np.array(keys, dtype=np.int64))

@@ -149,8 +149,8 @@ def scan(
         if k % 64 == 0 or k == len(to_hash):
             # written after the files were read, in one short transaction: no write lock is held while hashing,
             # so another process (or the window) sharing the cache never waits for the disk
-            for done in hashed:
-                cache.put_file(done, hashes[done.path])
+            for entry in hashed:
+                cache.put_file(entry, hashes[entry.path])
             cache.commit()
             hashed.clear()
             cancel.raise_if_cancelled()

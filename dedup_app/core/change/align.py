@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dedup_app.core.change.raster import Raster
+from dedup_app.core.ecc import find_transform_ecc
 
 WORK_SIZE = 1024
 MIN_CORRELATION = 0.15
@@ -73,7 +74,7 @@ def _place_by_georeference(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray
             raise AlignmentError(
                 "the two rasters use different coordinate systems; reprojecting needs rasterio"
             ) from None
-        out = np.zeros((h, w, 4), np.uint8)
+        out: np.ndarray = np.zeros((h, w, 4), np.uint8)
         for c in range(4):
             reproject(
                 np.ascontiguousarray(with_ones[..., c]), out[..., c],
@@ -130,7 +131,7 @@ def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
     if min(sh, sw) >= 256:
         try:
             criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 200, 1e-6)
-            _, refined = cv2.findTransformECC(ga, gb, warp.copy(), cv2.MOTION_EUCLIDEAN, criteria, None, 5)
+            _, refined = find_transform_ecc(ga, gb, warp.copy(), cv2.MOTION_EUCLIDEAN, criteria, None, 5)
             if abs(refined[0, 2] - px) < 0.1 * sw and abs(refined[1, 2] - py) < 0.1 * sh:
                 warp, method = refined, "phase correlation + ECC"
         except cv2.error:

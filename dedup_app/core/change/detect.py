@@ -18,7 +18,7 @@ import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,15 +49,17 @@ class ChangeConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChangeConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names})
+        known: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
+        return cls(**known)
 
 
 def stage_features(backbone: nn.Module, x: torch.Tensor, stages: tuple[int, ...]) -> list[torch.Tensor]:
     """Feature maps of a timm EfficientNet after the given block indices (ImageNet-normalised input)."""
+    net: Any = backbone  # timm's EfficientNet: conv_stem, bn1 and blocks are modules (nn.Module types them loosely)
     out = []
-    h = backbone.bn1(backbone.conv_stem(x))
+    h = net.bn1(net.conv_stem(x))
     last = max(stages)
-    for i, block in enumerate(backbone.blocks):
+    for i, block in enumerate(net.blocks):
         h = block(h)
         if i in stages:
             out.append(h)
@@ -272,7 +274,7 @@ def _crop(img: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
     crop = img[y : y + tile, x : x + tile]
     ph, pw = tile - crop.shape[0], tile - crop.shape[1]
     if ph or pw:
-        mode = "reflect" if crop.shape[0] > ph and crop.shape[1] > pw else "edge"
+        mode: Literal["reflect", "edge"] = "reflect" if crop.shape[0] > ph and crop.shape[1] > pw else "edge"
         crop = np.pad(crop, ((0, ph), (0, pw), (0, 0)), mode=mode)
     return np.ascontiguousarray(crop)
 

@@ -43,7 +43,7 @@ def change_mask(
     import cv2
 
     h, w = prob_full.shape
-    mask = (prob_full >= int(round(threshold * 255))).astype(np.uint8)
+    mask: np.ndarray = (prob_full >= int(round(threshold * 255))).astype(np.uint8)
     if valid is not None:
         mask &= valid.astype(np.uint8)
     k = smooth_px if smooth_px is not None else max(3, (min(h, w) // 256) | 1)
