@@ -62,6 +62,8 @@ def gather(args: argparse.Namespace) -> tuple[ItemSet, list[str]]:
         from dedup_app.core.labels import LabelStore
 
         store = LabelStore(args.labels_db)
+        if store.warning:  # a damaged, locked or unreadable labels file: said, and training goes on without it
+            print(f"dedup-app: warning: {store.warning}", file=sys.stderr)
         pairs, missing = pairs_from_store(store)
         store.close()
         items = merge(items, items_from_pairs(pairs))
