@@ -247,7 +247,7 @@ class LabelStore:
         """Every label, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT hash_a, path_a, hash_b, path_b, label, created FROM labels ORDER BY created"
+                "SELECT hash_a, path_a, hash_b, path_b, label, created FROM labels ORDER BY created, rowid"
             ).fetchall()
         return [
             Label(LabelledFile(ha, os.fsdecode(pa)), LabelledFile(hb, os.fsdecode(pb)), lab, c)

@@ -18,9 +18,11 @@ from dedup_app.core.registry import DEFAULT, ModelRegistry
 from dedup_app.core.resources import default_model_path
 from model_training.data import (
     DataError,
+    LabelledPair,
     items_from_pairs,
     pairs_from_csv,
     pairs_from_store,
+    resolve_conflicts,
     self_supervised_items,
     split_by_class,
 )
@@ -88,6 +90,75 @@ def test_csv_and_label_store_sources(tmp_path: Path) -> None:
               NOT_DUPLICATE)  # fmt: skip
     got, missing = pairs_from_store(store)
     assert [(Path(p.a).name, Path(p.b).name, p.label) for p in got] == [("a.jpg", "b.jpg", 1)] and missing == 1
+
+
+def groups_and_negatives(pairs: list[tuple[str, str, int]]) -> tuple[list[set[str]], set[frozenset[str]], int]:
+    """items_from_pairs on hand-made pairs (oldest first): its classes of two or more, negatives and conflicts."""
+    items = items_from_pairs([LabelledPair(a, b, lab) for a, b, lab in pairs])
+    classes: dict[int, set[str]] = {}
+    for key, lab in zip(items.keys, items.labels, strict=True):
+        classes.setdefault(lab, set()).add(key)
+    groups = sorted((c for c in classes.values() if len(c) > 1), key=sorted)
+    negatives = {frozenset((items.keys[i], items.keys[j])) for i, j in items.negatives}
+    assert all(items.labels[i] != items.labels[j] for i, j in items.negatives)
+    return groups, negatives, items.conflicts
+
+
+def test_the_latest_label_of_a_pair_wins_and_the_conflict_is_counted() -> None:
+    # the same two files labelled both ways (a CSV, or two store rows whose paths coincide): order decides
+    assert groups_and_negatives([("a", "b", 1), ("a", "b", 0)]) == ([], {frozenset("ab")}, 1)
+    assert groups_and_negatives([("a", "b", 0), ("a", "b", 1)]) == ([{"a", "b"}], set(), 1)
+    assert groups_and_negatives([("a", "b", 1), ("a", "b", 1), ("a", "c", 0)]) == ([{"a", "b"}], {frozenset("ac")}, 0)
+
+
+def test_a_newer_not_duplicate_breaks_an_older_chain_of_duplicates() -> None:
+    # a-b and b-c say a and c are duplicates; the newer a-c "not duplicate" wins over the older a-b
+    assert groups_and_negatives([("a", "b", 1), ("b", "c", 1), ("a", "c", 0)]) == ([{"b", "c"}], {frozenset("ac")}, 1)
+    # the other way round: the chain is newer, the "not duplicate" is ignored (it was dropped silently before)
+    assert groups_and_negatives([("a", "c", 0), ("a", "b", 1), ("b", "c", 1)]) == ([{"a", "b", "c"}], set(), 1)
+
+
+def test_a_duplicate_may_not_join_groups_a_newer_label_keeps_apart() -> None:
+    # newest first: a|d apart, then c-d and a-b make two groups, then the oldest b-c would join them: ignored
+    pairs = [("b", "c", 1), ("a", "b", 1), ("c", "d", 1), ("a", "d", 0)]
+    assert groups_and_negatives(pairs) == ([{"a", "b"}, {"c", "d"}], {frozenset("ad")}, 1)
+    # once the "not duplicate" is the oldest, it is the one that goes
+    pairs = [("a", "d", 0), ("a", "b", 1), ("c", "d", 1), ("b", "c", 1)]
+    assert groups_and_negatives(pairs) == ([{"a", "b", "c", "d"}], set(), 1)
+    kept, ignored = resolve_conflicts([LabelledPair(a, b, lab) for a, b, lab in pairs])
+    assert ignored == [LabelledPair("a", "d", 0)] and kept == [LabelledPair(a, b, 1) for a, b, _ in pairs[1:]]
+    # with the "not duplicate" in between, the newer b-c and c-d stand and the oldest a-b goes
+    pairs = [("a", "b", 1), ("a", "d", 0), ("c", "d", 1), ("b", "c", 1)]
+    assert groups_and_negatives(pairs) == ([{"b", "c", "d"}], {frozenset("ad")}, 1)
+
+
+def test_store_labels_are_resolved_by_time(tmp_path: Path) -> None:
+    """Rows of the store come oldest first: a newer "not duplicate" between files a chain joins wins."""
+    store = LabelStore(":memory:")
+    f = {n: LabelledFile(f"h{n}", str(tmp_path / f"{n}.jpg")) for n in "abc"}
+    for name in "abc":
+        (tmp_path / f"{name}.jpg").write_bytes(b"x")
+    store.put_pair(f["a"], f["b"], DUPLICATE)
+    store.put_group([f["b"], f["c"]], DUPLICATE)
+    store.put_pair(f["c"], f["a"], NOT_DUPLICATE)
+    pairs, _ = pairs_from_store(store)
+    items = items_from_pairs(pairs)
+    assert items.conflicts == 1 and len(items.negatives) == 1
+    store.close()
+
+
+def test_train_command_says_how_many_labels_conflict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dedup_app.cli import main
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    path = tmp_path / "pairs.csv"
+    path.write_text("a.jpg,b.jpg,1\nb.jpg,c.jpg,1\na.jpg,c.jpg,0\nb.jpg,a.jpg,0\n")
+    code = main(["train", "--labels", str(path), "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    # a-c and b-a "not duplicate" (the later rows) win over a-b; b-c stands
+    assert f"{path}: 1 label conflicts with a newer one and is ignored (a later row wins)" in err
+    assert code == 2  # and too little data to train on, which is said too
 
 
 def test_split_keeps_every_class_on_one_side(shared_data: Path) -> None:
