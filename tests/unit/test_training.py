@@ -20,13 +20,22 @@ from model_training.data import (
     DataError,
     LabelledPair,
     items_from_pairs,
+    merge,
     pairs_from_csv,
     pairs_from_store,
     resolve_conflicts,
     self_supervised_items,
     split_by_class,
 )
-from model_training.train import BalancedBatchSampler, TrainConfig, TrainProgress, build_loss, fit
+from model_training.train import (
+    BalancedBatchSampler,
+    TrainConfig,
+    TrainProgress,
+    build_loss,
+    fit,
+    negative_pairs_in,
+    pixels_of,
+)
 
 
 def test_triplet_loss_matches_hand_computed_value() -> None:
@@ -65,6 +74,28 @@ def test_balanced_batches() -> None:
         assert all(labels[i] != 99 for i in batch)
     with pytest.raises(ValueError, match="two classes"):
         BalancedBatchSampler([0, 0, 1], 2, 2)
+
+
+def test_batches_hold_both_sides_of_every_labelled_negative_pair() -> None:
+    """The user's "not duplicate" pairs are mostly two images without a duplicate: class-balanced batches alone never
+    drew them. Every pair is in a batch in each epoch, and the batches stay deterministic."""
+    labels = [c for c in range(6) for _ in range(4)] + list(range(100, 110))  # items 24..33 are singletons
+    negatives = [(24, 25), (26, 27), (28, 29), (30, 31), (33, 32), (0, 24)]  # singleton pairs, one with a class
+    sampler = BalancedBatchSampler(labels, classes_per_batch=3, per_class=2, seed=3, negatives=negatives)
+    assert len(sampler) == 6  # one pair per batch (a quarter of 6 items, at least one): the epoch grows from 4
+    for epoch in range(2):
+        batches = list(sampler)
+        assert len(batches) == 6
+        for a, b in negatives:
+            assert any(a in batch and b in batch for batch in batches), (epoch, a, b)
+        for batch in batches:
+            counts = np.bincount([labels[i] for i in batch[:6]])
+            assert sorted(c for c in counts if c) == [2, 2, 2]  # the balanced part is as before
+            first, second = negative_pairs_in(batch, {24: {25, 0}, 25: {24}, 0: {24}})  # where two of them are
+            found = {frozenset((batch[i], batch[j])) for i, j in zip(first, second, strict=True)}
+            assert found == {frozenset(p) for p in ((24, 25), (0, 24)) if set(p) <= set(batch)}
+    one, two = (BalancedBatchSampler(labels, 3, 2, seed=3, negatives=negatives) for _ in range(2))
+    assert [list(one), list(one)] == [list(two), list(two)]  # the same seed, the same epochs
 
 
 def test_csv_and_label_store_sources(tmp_path: Path) -> None:
@@ -215,6 +246,28 @@ def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Pa
     saved = Checkpoint.load(out)
     assert saved.metrics["recipe"]["loss"] == "triplet" and "validation_after" in saved.metrics
     assert 0.0 < saved.threshold <= 1.0
+
+
+def test_fit_pushes_a_labelled_not_duplicate_pair_apart(weak_base: Checkpoint, shared_data: Path) -> None:
+    """A photo and a crop of it, labelled "not duplicate": two items without a duplicate of their own, which
+    training never saw before. Validation holds the same pair, so the checkpoint kept is one that learnt it."""
+    train, val = small_set(shared_data)
+    photo_path = sorted(str(p) for p in (shared_data / "photos" / "kodak").glob("*.png"))[13]
+    pair = self_supervised_items([photo_path], copies=1, families=["crop"])
+    pair.labels, pair.negatives = [0, 1], [(0, 1)]
+
+    def similarity(checkpoint: Checkpoint) -> float:
+        encoder = checkpoint.build_encoder().eval()
+        _, pixels, _ = drive(pixels_of(pair, encoder.config.input_size))
+        with torch.no_grad():
+            e = encoder(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
+        return float(e[0] @ e[1])
+
+    config = TrainConfig(epochs=1, lr=3e-3, loss="triplet", classes_per_batch=4, per_class=4)
+    result = drive(fit(weak_base, merge(train, pair), merge(val, pair), config))
+    before = similarity(weak_base)
+    assert before > 0.99  # the collapsed head calls them duplicates
+    assert similarity(result.checkpoint) < before - 0.03
 
 
 def test_a_new_model_must_be_clearly_better_to_be_offered() -> None:
