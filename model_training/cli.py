@@ -14,6 +14,7 @@ from dedup_app.core.progress import drive
 from model_training.data import (
     DataError,
     ItemSet,
+    conflicts_note,
     items_from_pairs,
     merge,
     pairs_from_csv,
@@ -56,15 +57,24 @@ def gather(args: argparse.Namespace) -> tuple[ItemSet, list[str]]:
     items = ItemSet()
     if args.labels:
         pairs = pairs_from_csv(args.labels)
-        items = merge(items, items_from_pairs(pairs))
+        from_csv = items_from_pairs(pairs)
+        items = merge(items, from_csv)
         notes.append(f"{len(pairs):,} labelled pairs from {args.labels}")
+        if from_csv.conflicts:
+            print(f"dedup-app: {args.labels}: {conflicts_note(from_csv.conflicts)} (a later row wins)", file=sys.stderr)
     if args.from_app:
         from dedup_app.core.labels import LabelStore
 
         store = LabelStore(args.labels_db)
+        if store.warning:  # a damaged, locked or unreadable labels file: said, and training goes on without it
+            print(f"dedup-app: warning: {store.warning}", file=sys.stderr)
         pairs, missing = pairs_from_store(store)
         store.close()
-        items = merge(items, items_from_pairs(pairs))
+        from_app = items_from_pairs(pairs)
+        items = merge(items, from_app)
+        if from_app.conflicts:
+            print(f"dedup-app: labels from the app: {conflicts_note(from_app.conflicts)} (the latest label wins)",
+                  file=sys.stderr)  # fmt: skip
         notes.append(
             f"{len(pairs):,} pairs labelled in the app" + (f" ({missing} skipped: file gone)" if missing else "")
         )

@@ -3,7 +3,9 @@
 Everything becomes *items* (an image, identified by a key, with a class label: items of one class are
 duplicates of each other) plus explicit negative pairs (the user's "not duplicate" labels). Duplicate pairs are
 merged into classes by connected components; the validation split is made by class, so no image is seen by both
-training and validation.
+training and validation. Labels that contradict each other (the same two files labelled both ways, or a "not
+duplicate" pair joined by a chain of "duplicate" labels) are settled by :func:`resolve_conflicts`: the latest label
+wins, and the ignored ones are counted.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class ItemSet:
     labels: list[int] = field(default_factory=list)
     negatives: list[tuple[int, int]] = field(default_factory=list)
     loaders: list[Callable[[], Image.Image]] = field(default_factory=list)
+    conflicts: int = 0  # labelled pairs left out because a newer label contradicts them
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -65,7 +68,7 @@ class ItemSet:
         out = ItemSet(
             [self.keys[i] for i in indices], [self.labels[i] for i in indices],
             [(where[a], where[b]) for a, b in self.negatives if a in where and b in where],
-            [self.loaders[i] for i in indices],
+            [self.loaders[i] for i in indices], self.conflicts,
         )  # fmt: skip
         return out
 
@@ -113,10 +116,64 @@ def _open_rgb(path: str) -> Callable[[], Image.Image]:
     return load
 
 
+def resolve_conflicts(pairs: Sequence[LabelledPair]) -> tuple[list[LabelledPair], list[LabelledPair]]:
+    """Settle contradicting labels, the latest winning: ``(kept, ignored)``, each in the given order.
+
+    ``pairs`` come oldest first (the store's by time, a CSV's in file order) and are taken newest first: a
+    "duplicate" label is kept unless a kept "not duplicate" already separates the two groups it would join, a "not
+    duplicate" unless the two files are already in one group. A file paired with itself says nothing and is in
+    neither list.
+    """
+    parent: dict[str, str] = {}
+    apart: dict[str, set[str]] = {}  # group (its root) -> groups a kept "not duplicate" separates it from
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    keep = [False] * len(pairs)
+    for i in reversed(range(len(pairs))):
+        p = pairs[i]
+        if p.a == p.b:
+            continue
+        ra, rb = find(p.a), find(p.b)
+        if p.label == 1:
+            if ra != rb:
+                if rb in apart.get(ra, ()):
+                    continue
+                parent[rb] = ra  # rb's separations become ra's
+                for other in apart.pop(rb, set()):
+                    apart[other].discard(rb)
+                    apart[other].add(ra)
+                    apart.setdefault(ra, set()).add(other)
+            keep[i] = True
+        elif ra != rb:
+            apart.setdefault(ra, set()).add(rb)
+            apart.setdefault(rb, set()).add(ra)
+            keep[i] = True
+    kept = [p for p, k in zip(pairs, keep, strict=True) if k]
+    ignored = [p for p, k in zip(pairs, keep, strict=True) if not k and p.a != p.b]
+    return kept, ignored
+
+
+def conflicts_note(n: int) -> str:
+    """The note for the user: 'N labels conflict with newer ones and are ignored' (singular for one)."""
+    if n == 1:
+        return "1 label conflicts with a newer one and is ignored"
+    return f"{n:,} labels conflict with newer ones and are ignored"
+
+
 def items_from_pairs(pairs: Iterable[LabelledPair]) -> ItemSet:
-    """Images of labelled pairs; duplicate pairs joined into classes (union-find), non-duplicates as negatives."""
-    pairs = list(pairs)
-    paths = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    """Images of labelled pairs; duplicate pairs joined into classes (union-find), non-duplicates as negatives.
+
+    Contradicting labels are settled first (:func:`resolve_conflicts`); ``conflicts`` counts the ignored ones.
+    """
+    given = list(pairs)
+    pairs, ignored = resolve_conflicts(given)
+    paths = sorted({p.a for p in given} | {p.b for p in given})
     index = {p: i for i, p in enumerate(paths)}
     parent = list(range(len(paths)))
 
@@ -133,7 +190,9 @@ def items_from_pairs(pairs: Iterable[LabelledPair]) -> ItemSet:
     items = ItemSet()
     for path in paths:
         items.add(path, find(index[path]), _open_rgb(path))
-    items.negatives = [(index[p.a], index[p.b]) for p in pairs if p.label == 0 and find(index[p.a]) != find(index[p.b])]
+    ends = [(index[p.a], index[p.b]) for p in pairs if p.label == 0]
+    items.negatives = sorted({(min(i, j), max(i, j)) for i, j in ends})  # each pair once
+    items.conflicts = len(ignored)
     return items
 
 
@@ -166,7 +225,8 @@ def merge(a: ItemSet, b: ItemSet) -> ItemSet:
     """Both sets in one (b's class labels shifted so they never collide with a's)."""
     shift = (max(a.labels) + 1) if a.labels else 0
     out = ItemSet(a.keys + b.keys, a.labels + [lab + shift for lab in b.labels],
-                  a.negatives + [(i + len(a), j + len(a)) for i, j in b.negatives], a.loaders + b.loaders)  # fmt: skip
+                  a.negatives + [(i + len(a), j + len(a)) for i, j in b.negatives], a.loaders + b.loaders,
+                  a.conflicts + b.conflicts)  # fmt: skip
     return out
 
 

@@ -1,5 +1,9 @@
 """Fine-tuning the Siamese model: balanced batches, metric-learning losses with hard mining, a cancellable loop.
 
+The user's "not duplicate" labels (``ItemSet.negatives``) are the hardest negatives there are, and usually pairs of
+images that have no duplicate of their own, which class-balanced batches never draw: the sampler adds both sides of
+such pairs to the batches, and a pair loss on exactly those pairs pushes their similarity below ``neg_margin``.
+
 ``fit`` is a progress generator (like every long job in dedup-app): it yields :class:`TrainProgress` after each
 step and after each validation, checks the cancel token there, writes the best checkpoint atomically, and returns
 a :class:`TrainResult` with before/after validation metrics. The active model is never touched here: activating
@@ -43,7 +47,7 @@ class TrainConfig:
     loss: str = "triplet"
     margin: float = 0.1  # triplet: anchor-positive similarity must beat anchor-negative by this much
     pos_margin: float = 0.9  # contrastive: positives pulled above this cosine similarity ...
-    neg_margin: float = 0.6  # ... negatives pushed below this one
+    neg_margin: float = 0.6  # ... negatives pushed below this one; so are the labelled "not duplicate" pairs
     mining: str = "all"  # triplets violating the margin: "all", "semihard" or "hard" (hard finds none early on)
     epochs: int = 40
     classes_per_batch: int = 16
@@ -96,9 +100,22 @@ class TrainResult:
 class BalancedBatchSampler:
     """Batches of ``classes_per_batch`` classes x ``per_class`` items: every batch holds positives (same class)
     and negatives (other classes) in fixed proportion. Deterministic for a given seed (pytorch-metric-learning's
-    MPerClassSampler draws from a global random state, which would make runs depend on import order)."""
+    MPerClassSampler draws from a global random state, which would make runs depend on import order).
 
-    def __init__(self, labels: Sequence[int], classes_per_batch: int, per_class: int, seed: int = 0) -> None:
+    Explicit ``negatives`` (pairs of item indices) are added on top: both sides of up to a quarter of the batch size
+    of them per batch, taken in turn from a shuffled order, so that every pair is in a batch at least once per
+    epoch (the epoch grows if there are too many for that) and a few pairs are in every batch. Without negatives
+    the batches are exactly those of the plain sampler.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        classes_per_batch: int,
+        per_class: int,
+        seed: int = 0,
+        negatives: Sequence[tuple[int, int]] = (),
+    ) -> None:
         self.by_class: dict[int, list[int]] = {}
         for i, lab in enumerate(labels):
             self.by_class.setdefault(lab, []).append(i)
@@ -108,19 +125,44 @@ class BalancedBatchSampler:
         self.classes_per_batch = min(classes_per_batch, len(self.usable))
         self.per_class = per_class
         self.rng = random.Random(seed)
+        self.negatives = sorted({(min(i, j), max(i, j)) for i, j in negatives if i != j})
+        self.negatives_per_batch = min(len(self.negatives), max(1, self.classes_per_batch * per_class // 4))
 
     def __len__(self) -> int:
-        return max(1, sum(len(self.by_class[c]) for c in self.usable) // (self.classes_per_batch * self.per_class))
+        plain = max(1, sum(len(self.by_class[c]) for c in self.usable) // (self.classes_per_batch * self.per_class))
+        if not self.negatives:
+            return plain
+        return max(plain, -(-len(self.negatives) // self.negatives_per_batch))
 
     def __iter__(self):  # type: ignore[no-untyped-def]
-        for _ in range(len(self)):
+        order = list(self.negatives)
+        if order:
+            self.rng.shuffle(order)
+        for b in range(len(self)):
             batch: list[int] = []
             for c in self.rng.sample(self.usable, self.classes_per_batch):
                 members = self.by_class[c]
                 picks = (self.rng.sample(members, self.per_class) if len(members) >= self.per_class
                          else [self.rng.choice(members) for _ in range(self.per_class)])  # fmt: skip
                 batch.extend(picks)
+            start = b * self.negatives_per_batch
+            for k in range(start, start + self.negatives_per_batch):
+                batch.extend(i for i in order[k % len(order)] if i not in batch)
             yield batch
+
+
+def negative_pairs_in(batch: Sequence[int], partners: dict[int, set[int]]) -> tuple[list[int], list[int]]:
+    """Positions in ``batch`` of the explicit negative pairs both of whose sides it holds (each pair once)."""
+    where: dict[int, int] = {}
+    for pos, i in enumerate(batch):
+        where.setdefault(i, pos)
+    first, second = [], []
+    for i, pos in where.items():
+        for j in partners.get(i, ()):
+            if j > i and j in where:
+                first.append(pos)
+                second.append(where[j])
+    return first, second
 
 
 def missing_dependency() -> str | None:
@@ -130,6 +172,16 @@ def missing_dependency() -> str | None:
     if importlib.util.find_spec("pytorch_metric_learning") is None:
         return "training needs pytorch-metric-learning: pip install 'dedup-app[train]'"
     return None
+
+
+def build_negative_loss(config: TrainConfig) -> Any:
+    """The loss on the labelled "not duplicate" pairs of a batch (given to it as pytorch-metric-learning's
+    ``indices_tuple`` of negative pairs only): their cosine similarity above ``neg_margin``, averaged over the pairs
+    above it."""
+    from pytorch_metric_learning import distances, losses
+
+    cos = distances.CosineSimilarity()
+    return losses.ContrastiveLoss(pos_margin=config.pos_margin, neg_margin=config.neg_margin, distance=cos)
 
 
 def build_loss(config: TrainConfig) -> tuple[Any, Any]:
@@ -283,7 +335,14 @@ def fit(
         p.requires_grad_(True)
     train_desc = (yield from descriptors_of(encoder, train_pix, cancel)) if frozen else None
     optimiser = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    sampler = BalancedBatchSampler(train.labels, config.classes_per_batch, config.per_class, config.seed)
+    sampler = BalancedBatchSampler(train.labels, config.classes_per_batch, config.per_class, config.seed,
+                                   train.negatives)  # fmt: skip
+    partners: dict[int, set[int]] = {}
+    for i, j in train.negatives:
+        partners.setdefault(i, set()).add(j)
+        partners.setdefault(j, set()).add(i)
+    negative_loss = build_negative_loss(config)
+    no_pairs = torch.zeros(0, dtype=torch.long, device=dev)
     labels_t = torch.tensor(train.labels, device=dev)
     amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -315,6 +374,11 @@ def fit(
             emb = embed(batch)
             lab = labels_t[batch]
             loss = loss_fn(emb, lab, miner(emb, lab))
+            first, second = negative_pairs_in(batch, partners)
+            if first:  # the user's "not duplicate" pairs, on top of what the miner found; both ways round, as
+                # pml returns zero for a tuple of one pair (and the mean over a pair and its mirror is the pair's)
+                a, n = torch.tensor(first + second, device=dev), torch.tensor(second + first, device=dev)
+                loss = loss + negative_loss(emb, lab, (no_pairs, no_pairs, a, n))
             optimiser.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimiser)

@@ -86,12 +86,27 @@ class CacheReadOnlyError(CacheError):
     """The cache file, or the folder it is in or would be created in, cannot be written."""
 
 
-def _is_corrupt(exc: sqlite3.Error) -> bool:
+def is_corrupt(exc: sqlite3.Error) -> bool:
     """Whether an SQLite error means a damaged database file (not a lock, a full disk or a read-only file)."""
     name = getattr(exc, "sqlite_errorname", None)
     if name:
         return str(name).startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
     return type(exc) is sqlite3.DatabaseError
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged SQLite file (and its -wal and -shm files) to ``NAME.corrupt-TIME`` (``-2``, ``-3``... if
+    taken) and return that name; never deletes. Raises ``OSError`` if it cannot be renamed."""
+    stem = f"{path.name}.corrupt-{int(time.time())}"
+    aside, n = path.with_name(stem), 1
+    while any(Path(str(aside) + s).exists() for s in ("", "-wal", "-shm")):
+        n += 1
+        aside = path.with_name(f"{stem}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(aside) + suffix))
+    return aside
 
 
 def _is_read_only(exc: sqlite3.Error) -> bool:
@@ -160,7 +175,7 @@ class EmbeddingCache:
                 raise
             return self._init(conn)
         except sqlite3.DatabaseError as exc:
-            if not _is_corrupt(exc):
+            if not is_corrupt(exc):
                 raise self._open_error(exc) from None
             self._move_aside(exc)
             try:
@@ -237,21 +252,13 @@ class EmbeddingCache:
     def _move_aside(self, exc: BaseException) -> None:
         """Rename a damaged cache (and its -wal and -shm files) to ``NAME.corrupt-TIME``; never deletes."""
         assert self.path is not None
-        stem = f"{self.path.name}.corrupt-{int(time.time())}"
-        aside, n = self.path.with_name(stem), 1
-        while any(Path(str(aside) + s).exists() for s in ("", "-wal", "-shm")):
-            n += 1
-            aside = self.path.with_name(f"{stem}-{n}")
-        log.warning("cache %s is damaged (%s); moved to %s and starting a new one", self.path, exc, aside)
         try:
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(self.path) + suffix)
-                if src.exists():
-                    os.replace(src, Path(str(aside) + suffix))
+            aside = move_aside(self.path)
         except OSError as err:
             raise CacheError(
                 f"cache {self.path} is damaged ({exc}) and cannot be moved aside: {describe_os_error(err)}"
             ) from None
+        log.warning("cache %s is damaged (%s); moved to %s and starting a new one", self.path, exc, aside)
 
     @staticmethod
     def _init(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -288,7 +295,7 @@ class EmbeddingCache:
             try:
                 return work()
             except sqlite3.DatabaseError as exc:
-                if self.path is None or not _is_corrupt(exc):
+                if self.path is None or not is_corrupt(exc):
                     raise
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.close()
@@ -305,7 +312,7 @@ class EmbeddingCache:
             try:
                 self._conn.commit()
             except sqlite3.DatabaseError as exc:
-                if not _is_corrupt(exc):
+                if not is_corrupt(exc):
                     raise
                 log.warning("cache %s: the last changes could not be saved (%s)", self.path, exc)
             finally:

@@ -1,6 +1,7 @@
 """ "Train on my labels": label counts, a live loss and validation curve, Cancel, before/after, and Activate.
 
-The training code (``model_training``) is imported only inside the job that runs on the worker, so the window
+The training code (``model_training``) is imported when the dialog opens (its light data module, to count the labels
+that conflict with newer ones before the user starts) and inside the job that runs on the worker, so the window
 starts without it. Nothing changes for the user until they press Activate.
 """
 
@@ -24,8 +25,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE
+from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelStore
 from dedup_app.core.progress import CancelToken
+
+
+def _open_store(labels: LabelStore | str | None) -> tuple[LabelStore, bool]:
+    """The label store given, or the one at the path given, and whether it was opened here (to close after use)."""
+    if isinstance(labels, LabelStore):
+        return labels, False
+    return LabelStore(labels), True
 
 
 class CurveView(QWidget):
@@ -80,23 +88,31 @@ class TrainDialog(QDialog):
         run_job: Callable[..., bool],
         worker: Callable[[], Any],
         label_counts: dict[str, int],
-        labels_path: str | None,
+        labels: LabelStore | str | None,
         source_folders: list[str],
         on_activate: Callable[[Any], None],
         parent: QWidget | None = None,
     ) -> None:
+        """``labels``: the session's label store (best: its labels are the ones the user sees, also when they are
+        kept in memory because the file could not be written), or the path of one (``None``: the default file)."""
         super().__init__(parent)
         self.setWindowTitle("Train on my labels")
         self.run_job, self.worker, self.on_activate = run_job, worker, on_activate
-        self.labels_path, self.source_folders = labels_path, source_folders
+        self.labels, self.source_folders = labels, source_folders
         self.result: Any = None
         pairs = label_counts.get(DUPLICATE, 0) + label_counts.get(NOT_DUPLICATE, 0)
+        self.conflicts = self._count_conflicts() if pairs else 0
+        conflicts = ""
+        if self.conflicts:
+            from model_training.data import conflicts_note
+
+            conflicts = f"<br><b>{conflicts_note(self.conflicts)}</b> (the latest label of a pair wins)."
         self.intro = QLabel(
             f"<b>{pairs} labelled pairs</b> ({label_counts.get(DUPLICATE, 0)} duplicate, "
-            f"{label_counts.get(NOT_DUPLICATE, 0)} not duplicate).<br>Training adjusts the model's projection "
-            "head so that your duplicates score higher and your non-duplicates lower, checked on a held-out part "
-            "of your labels. With the images of your source folders added, edited copies of them teach it too. "
-            "Expect one to a few minutes on a laptop. Nothing changes until you press <b>Activate</b>."
+            f"{label_counts.get(NOT_DUPLICATE, 0)} not duplicate).{conflicts}<br>Training adjusts the model's "
+            "projection head so that your duplicates score higher and your non-duplicates lower, checked on a "
+            "held-out part of your labels. With the images of your source folders added, edited copies of them "
+            "teach it too. Expect one to a few minutes on a laptop. Nothing changes until you press <b>Activate</b>."
         )
         self.intro.setWordWrap(True)
         self.epochs = QSpinBox()
@@ -136,14 +152,26 @@ class TrainDialog(QDialog):
         layout.addLayout(buttons)
         self.resize(720, 520)
 
+    def _count_conflicts(self) -> int:
+        """How many labels of files that still exist are ignored in training because newer ones contradict them."""
+        from model_training.data import pairs_from_store, resolve_conflicts
+
+        store, opened = _open_store(self.labels)
+        try:
+            pairs, _missing = pairs_from_store(store)
+        finally:
+            if opened:
+                store.close()
+        return len(resolve_conflicts(pairs)[1])
+
     def start(self) -> None:
-        labels_path, sources = self.labels_path, self.source_folders if self.use_sources.isChecked() else []
+        sources = self.source_folders if self.use_sources.isChecked() else []
         epochs = self.epochs.value()
+        labels = self.labels  # the session's store is safe to read from the worker (one lock around it)
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             from dedup_app.core.embedder import load_checkpoint
             from dedup_app.core.files import FileEntry, walk_images
-            from dedup_app.core.labels import LabelStore
             from model_training.data import (
                 DataError,
                 ItemSet,
@@ -155,9 +183,12 @@ class TrainDialog(QDialog):
             )
             from model_training.train import TrainConfig, fit
 
-            store = LabelStore(labels_path)
-            pairs, _missing = pairs_from_store(store)
-            store.close()
+            store, opened = _open_store(labels)
+            try:
+                pairs, _missing = pairs_from_store(store)
+            finally:
+                if opened:
+                    store.close()
             items = items_from_pairs(pairs) if pairs else ItemSet()
             if sources:
                 paths = [e.path for e in walk_images(sources) if isinstance(e, FileEntry)][:300]

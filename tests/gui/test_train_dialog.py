@@ -60,3 +60,22 @@ def test_models_menu_greys_out_a_model_whose_file_is_gone(make_window) -> None: 
     assert actions["Shipped default"].isEnabled() and actions["Shipped default"].isChecked()
     (gone,) = [a for text, a in actions.items() if text.startswith(entry.model_id)]
     assert not gone.isEnabled() and "unusable" in gone.text()
+
+
+def test_labels_that_conflict_are_counted_before_training(make_window, photos_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    from dedup_app.ui.train_dialog import TrainDialog
+
+    window = make_window()
+    store = window.ctx.labels
+    f = {p.stem: LabelledFile(p.stem, str(p)) for p in photos_dir.iterdir()}
+    store.put_pair(f["kodim01"], f["kodim01_resize"], DUPLICATE)
+    store.put_pair(f["kodim01_resize"], f["kodim01_rotate90"], DUPLICATE)
+    store.put_pair(f["kodim01"], f["kodim01_rotate90"], NOT_DUPLICATE)  # the newest: the oldest label gives way
+    dialog = window.open_training()
+    assert "1 label conflicts with a newer one and is ignored" in dialog.intro.text(), dialog.intro.text()
+    assert dialog.start_button.isEnabled()
+    dialog.close()
+    # given the session's store itself (as the window should: labels kept in memory count too)
+    dialog = TrainDialog(window.run_job, lambda: window.worker, store.counts(), store, [], window.activate_trained)
+    assert dialog.conflicts == 1 and "1 label conflicts" in dialog.intro.text()
+    dialog.close()

@@ -20,13 +20,24 @@ from dedup_app.core.registry import DEFAULT, ModelRegistry
 from dedup_app.core.resources import default_model_path
 from model_training.data import (
     DataError,
+    LabelledPair,
     items_from_pairs,
+    merge,
     pairs_from_csv,
     pairs_from_store,
+    resolve_conflicts,
     self_supervised_items,
     split_by_class,
 )
-from model_training.train import BalancedBatchSampler, TrainConfig, TrainProgress, build_loss, fit
+from model_training.train import (
+    BalancedBatchSampler,
+    TrainConfig,
+    TrainProgress,
+    build_loss,
+    fit,
+    negative_pairs_in,
+    pixels_of,
+)
 
 
 def test_triplet_loss_matches_hand_computed_value() -> None:
@@ -67,6 +78,28 @@ def test_balanced_batches() -> None:
         BalancedBatchSampler([0, 0, 1], 2, 2)
 
 
+def test_batches_hold_both_sides_of_every_labelled_negative_pair() -> None:
+    """The user's "not duplicate" pairs are mostly two images without a duplicate: class-balanced batches alone never
+    drew them. Every pair is in a batch in each epoch, and the batches stay deterministic."""
+    labels = [c for c in range(6) for _ in range(4)] + list(range(100, 110))  # items 24..33 are singletons
+    negatives = [(24, 25), (26, 27), (28, 29), (30, 31), (33, 32), (0, 24)]  # singleton pairs, one with a class
+    sampler = BalancedBatchSampler(labels, classes_per_batch=3, per_class=2, seed=3, negatives=negatives)
+    assert len(sampler) == 6  # one pair per batch (a quarter of 6 items, at least one): the epoch grows from 4
+    for epoch in range(2):
+        batches = list(sampler)
+        assert len(batches) == 6
+        for a, b in negatives:
+            assert any(a in batch and b in batch for batch in batches), (epoch, a, b)
+        for batch in batches:
+            counts = np.bincount([labels[i] for i in batch[:6]])
+            assert sorted(c for c in counts if c) == [2, 2, 2]  # the balanced part is as before
+            first, second = negative_pairs_in(batch, {24: {25, 0}, 25: {24}, 0: {24}})  # where two of them are
+            found = {frozenset((batch[i], batch[j])) for i, j in zip(first, second, strict=True)}
+            assert found == {frozenset(p) for p in ((24, 25), (0, 24)) if set(p) <= set(batch)}
+    one, two = (BalancedBatchSampler(labels, 3, 2, seed=3, negatives=negatives) for _ in range(2))
+    assert [list(one), list(one)] == [list(two), list(two)]  # the same seed, the same epochs
+
+
 def test_csv_and_label_store_sources(tmp_path: Path) -> None:
     for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
         (tmp_path / name).write_bytes(b"x")
@@ -90,6 +123,75 @@ def test_csv_and_label_store_sources(tmp_path: Path) -> None:
               NOT_DUPLICATE)  # fmt: skip
     got, missing = pairs_from_store(store)
     assert [(Path(p.a).name, Path(p.b).name, p.label) for p in got] == [("a.jpg", "b.jpg", 1)] and missing == 1
+
+
+def groups_and_negatives(pairs: list[tuple[str, str, int]]) -> tuple[list[set[str]], set[frozenset[str]], int]:
+    """items_from_pairs on hand-made pairs (oldest first): its classes of two or more, negatives and conflicts."""
+    items = items_from_pairs([LabelledPair(a, b, lab) for a, b, lab in pairs])
+    classes: dict[int, set[str]] = {}
+    for key, lab in zip(items.keys, items.labels, strict=True):
+        classes.setdefault(lab, set()).add(key)
+    groups = sorted((c for c in classes.values() if len(c) > 1), key=sorted)
+    negatives = {frozenset((items.keys[i], items.keys[j])) for i, j in items.negatives}
+    assert all(items.labels[i] != items.labels[j] for i, j in items.negatives)
+    return groups, negatives, items.conflicts
+
+
+def test_the_latest_label_of_a_pair_wins_and_the_conflict_is_counted() -> None:
+    # the same two files labelled both ways (a CSV, or two store rows whose paths coincide): order decides
+    assert groups_and_negatives([("a", "b", 1), ("a", "b", 0)]) == ([], {frozenset("ab")}, 1)
+    assert groups_and_negatives([("a", "b", 0), ("a", "b", 1)]) == ([{"a", "b"}], set(), 1)
+    assert groups_and_negatives([("a", "b", 1), ("a", "b", 1), ("a", "c", 0)]) == ([{"a", "b"}], {frozenset("ac")}, 0)
+
+
+def test_a_newer_not_duplicate_breaks_an_older_chain_of_duplicates() -> None:
+    # a-b and b-c say a and c are duplicates; the newer a-c "not duplicate" wins over the older a-b
+    assert groups_and_negatives([("a", "b", 1), ("b", "c", 1), ("a", "c", 0)]) == ([{"b", "c"}], {frozenset("ac")}, 1)
+    # the other way round: the chain is newer, the "not duplicate" is ignored (it was dropped silently before)
+    assert groups_and_negatives([("a", "c", 0), ("a", "b", 1), ("b", "c", 1)]) == ([{"a", "b", "c"}], set(), 1)
+
+
+def test_a_duplicate_may_not_join_groups_a_newer_label_keeps_apart() -> None:
+    # newest first: a|d apart, then c-d and a-b make two groups, then the oldest b-c would join them: ignored
+    pairs = [("b", "c", 1), ("a", "b", 1), ("c", "d", 1), ("a", "d", 0)]
+    assert groups_and_negatives(pairs) == ([{"a", "b"}, {"c", "d"}], {frozenset("ad")}, 1)
+    # once the "not duplicate" is the oldest, it is the one that goes
+    pairs = [("a", "d", 0), ("a", "b", 1), ("c", "d", 1), ("b", "c", 1)]
+    assert groups_and_negatives(pairs) == ([{"a", "b", "c", "d"}], set(), 1)
+    kept, ignored = resolve_conflicts([LabelledPair(a, b, lab) for a, b, lab in pairs])
+    assert ignored == [LabelledPair("a", "d", 0)] and kept == [LabelledPair(a, b, 1) for a, b, _ in pairs[1:]]
+    # with the "not duplicate" in between, the newer b-c and c-d stand and the oldest a-b goes
+    pairs = [("a", "b", 1), ("a", "d", 0), ("c", "d", 1), ("b", "c", 1)]
+    assert groups_and_negatives(pairs) == ([{"b", "c", "d"}], {frozenset("ad")}, 1)
+
+
+def test_store_labels_are_resolved_by_time(tmp_path: Path) -> None:
+    """Rows of the store come oldest first: a newer "not duplicate" between files a chain joins wins."""
+    store = LabelStore(":memory:")
+    f = {n: LabelledFile(f"h{n}", str(tmp_path / f"{n}.jpg")) for n in "abc"}
+    for name in "abc":
+        (tmp_path / f"{name}.jpg").write_bytes(b"x")
+    store.put_pair(f["a"], f["b"], DUPLICATE)
+    store.put_group([f["b"], f["c"]], DUPLICATE)
+    store.put_pair(f["c"], f["a"], NOT_DUPLICATE)
+    pairs, _ = pairs_from_store(store)
+    items = items_from_pairs(pairs)
+    assert items.conflicts == 1 and len(items.negatives) == 1
+    store.close()
+
+
+def test_train_command_says_how_many_labels_conflict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dedup_app.cli import main
+
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    path = tmp_path / "pairs.csv"
+    path.write_text("a.jpg,b.jpg,1\nb.jpg,c.jpg,1\na.jpg,c.jpg,0\nb.jpg,a.jpg,0\n")
+    code = main(["train", "--labels", str(path), "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    # a-c and b-a "not duplicate" (the later rows) win over a-b; b-c stands
+    assert f"{path}: 1 label conflicts with a newer one and is ignored (a later row wins)" in err
+    assert code == 2  # and too little data to train on, which is said too
 
 
 def test_split_keeps_every_class_on_one_side(shared_data: Path) -> None:
@@ -146,6 +248,28 @@ def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Pa
     saved = read_checkpoint(out)
     assert saved.metrics["recipe"]["loss"] == "triplet" and "validation_after" in saved.metrics
     assert 0.0 < saved.threshold <= 1.0
+
+
+def test_fit_pushes_a_labelled_not_duplicate_pair_apart(weak_base: Checkpoint, shared_data: Path) -> None:
+    """A photo and a crop of it, labelled "not duplicate": two items without a duplicate of their own, which
+    training never saw before. Validation holds the same pair, so the checkpoint kept is one that learnt it."""
+    train, val = small_set(shared_data)
+    photo_path = sorted(str(p) for p in (shared_data / "photos" / "kodak").glob("*.png"))[13]
+    pair = self_supervised_items([photo_path], copies=1, families=["crop"])
+    pair.labels, pair.negatives = [0, 1], [(0, 1)]
+
+    def similarity(checkpoint: Checkpoint) -> float:
+        encoder = checkpoint.build_encoder().eval()
+        _, pixels, _ = drive(pixels_of(pair, encoder.config.input_size))
+        with torch.no_grad():
+            e = encoder(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
+        return float(e[0] @ e[1])
+
+    config = TrainConfig(epochs=1, lr=3e-3, loss="triplet", classes_per_batch=4, per_class=4)
+    result = drive(fit(weak_base, merge(train, pair), merge(val, pair), config))
+    before = similarity(weak_base)
+    assert before > 0.99  # the collapsed head calls them duplicates
+    assert similarity(result.checkpoint) < before - 0.03
 
 
 def test_a_new_model_must_be_clearly_better_to_be_offered() -> None:
