@@ -327,7 +327,8 @@ def fit(
         p.requires_grad_(False)
     trainable = list(encoder.head.parameters())
     if not frozen:
-        for block in list(encoder.backbone.blocks)[-config.unfreeze_blocks :]:
+        blocks: Any = encoder.backbone.blocks  # timm's EfficientNet: an nn.Sequential of stages
+        for block in list(blocks)[-config.unfreeze_blocks :]:
             for p in block.parameters():
                 p.requires_grad_(True)
                 trainable.append(p)

@@ -42,7 +42,8 @@ class LabelsController:
     def summary(self) -> str:
         """'labels: 12 (9 duplicate, 3 not)' for the status bar."""
         c = self.counts()
-        return f"labels: {c[DUPLICATE] + c[NOT_DUPLICATE]} ({c[DUPLICATE]} duplicate, {c[NOT_DUPLICATE]} not)"
+        text = f"labels: {c[DUPLICATE] + c[NOT_DUPLICATE]} ({c[DUPLICATE]} duplicate, {c[NOT_DUPLICATE]} not)"
+        return text if self.store.saved else text + ", not saved: see the labels warning"
 
     def label_pair(self, a: GroupMember, b: GroupMember, label: str) -> str:
         """Label the pair shown; returns the status line."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, Signal
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -82,8 +82,6 @@ class AppContext:
     registry_root: str | None = None
     #: builds an embedder from a model file and a device (tests hand over a loaded one)
     load_embedder: Callable[[str, str], Any] = field(default=load_embedder)
-    #: said once when the window opens (e.g. a damaged labels database was set aside)
-    startup_warning: str = ""
 
     def registry(self) -> Any:
         from dedup_app.core.registry import ModelRegistry
@@ -119,8 +117,8 @@ class MainWindow(QMainWindow):
         self._connect_jobs()
         self._restore()
         self._update_enabled()
-        if ctx.startup_warning:
-            self.statusBar().showMessage(ctx.startup_warning, 20000)
+        if ctx.labels.warning:  # a damaged labels file set aside, a locked one: said once, the window opens anyway
+            QTimer.singleShot(0, lambda: self.show_warning("Labels", ctx.labels.warning or ""))
 
     # -- what the controllers hold, for the views and tests -------------------------------------------------------
 
@@ -832,7 +830,7 @@ class MainWindow(QMainWindow):
 
         self.labels.refresh()
         dialog = TrainDialog(
-            self.run_job, lambda: self.jobs.worker, self.labels.counts(), self.ctx.labels.path,
+            self.run_job, lambda: self.jobs.worker, self.labels.counts(), self.ctx.labels,
             self.source_folders(), self.activate_trained, self,
         )  # fmt: skip
         dialog.open()
@@ -893,6 +891,13 @@ class MainWindow(QMainWindow):
         dialog.setWindowTitle(title)
         dialog.open()
         return dialog
+
+    def show_warning(self, title: str, message: str) -> None:
+        """A warning that does not stop anything (non-modal), also logged."""
+        log.warning("%s: %s", title, message)
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, QMessageBox.StandardButton.Ok, self)
+        box.open()
+        self.statusBar().showMessage(message, 20000)
 
     def show_error(self, title: str, message: str, details: str = "") -> None:
         """One error dialog, also logged."""

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.mark.parametrize("case", ["damaged", "locked", "folder"])
-def test_the_window_starts_whatever_the_labels_file(case: str, make_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_window_starts_whatever_the_labels_file(case: str, qtbot, make_window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = tmp_path / "labels.sqlite3"
     other = None
     if case == "damaged":
@@ -31,6 +31,7 @@ def test_the_window_starts_whatever_the_labels_file(case: str, make_window, tmp_
         assert time.monotonic() - started < 15
         labels = window.ctx.labels
         assert labels.warning is not None and str(db) in labels.warning  # for the window to show once
+        qtbot.waitUntil(lambda: str(db) in window.statusBar().currentMessage())  # and it does
         assert labels.saved == (case == "damaged")  # a fresh file replaces a damaged one; else memory only
         a, b = (f"{tmp_path}/{n}.jpg" for n in "ab")
         labels.put_pair(LabelledFile("ha", a), LabelledFile("hb", b), NOT_DUPLICATE)
