@@ -259,7 +259,7 @@ def test_fit_pushes_a_labelled_not_duplicate_pair_apart(weak_base: Checkpoint, s
     pair.labels, pair.negatives = [0, 1], [(0, 1)]
 
     def similarity(checkpoint: Checkpoint) -> float:
-        encoder = checkpoint.build_encoder().eval()
+        encoder = build_encoder(checkpoint).eval()
         _, pixels, _ = drive(pixels_of(pair, encoder.config.input_size))
         with torch.no_grad():
             e = encoder(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
