@@ -85,14 +85,14 @@ class JobRunner(QObject):
                 self.failed.emit(f"{text} failed", *worker.error)
             elif worker.outcome == "cancelled":
                 self.message.emit(f"{text} cancelled; what was done so far is kept")
-        finally:
+        finally:  # also when showing the result failed: a switch that waited is never lost
             worker.deleteLater()
             self.finished.emit(worker.name)
-        pending, self._pending = self._pending, None
-        if switch is not None:
-            self.apply_switch(switch)  # first: a scan that waited must use the new model
-        if pending is not None and worker.outcome == "succeeded":
-            self.run(*pending)
+            pending, self._pending = self._pending, None
+            if switch is not None:
+                self.apply_switch(switch)  # first: a scan that waited must use the new model
+            if pending is not None and worker.outcome == "succeeded":
+                self.run(*pending)
 
     def apply_switch(self, switch: SwitchResult) -> None:
         """Announce a model switch and drop the old model's cached embeddings on the worker."""
