@@ -98,6 +98,9 @@ class DuplicateFinder:
             if self.contents
             else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
         )
+        # The cache's float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0.
+        norms = np.linalg.norm(self._vectors, axis=1, keepdims=True)
+        self._vectors /= np.where(norms > 0, norms, 1.0)
         self.graph: SimilarityGraph | None = None
 
     def search(self, min_threshold: float, cancel: CancelToken | None = None) -> Generator[Progress, None, None]:

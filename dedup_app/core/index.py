@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 
 #: Collections up to this size are searched exactly.
 EXACT_MAX = 100_000
+#: Slack in "at or above the threshold": a pair this much under it still counts as at it. Float32 dot products of
+#: 256-d unit vectors are accurate to about 1e-6, so the same picture in two files (similarity 1 up to rounding)
+#: is kept at a threshold of 1.0; no two different pictures are told apart by 1e-5 of similarity.
+SIMILARITY_TOLERANCE = 1e-5
 _QUERY_BLOCK = 4096
 
 
@@ -39,10 +43,11 @@ class SimilarityGraph:
     exact: bool
 
     def at(self, threshold: float) -> SimilarityGraph:
-        """The sub-graph of edges at or above ``threshold`` (which must not be below ``min_threshold``)."""
+        """The sub-graph of edges at or above ``threshold`` (within :data:`SIMILARITY_TOLERANCE`), which must not be
+        below ``min_threshold``."""
         if threshold < self.min_threshold - 1e-9:
             raise ValueError(f"graph was searched at {self.min_threshold:.3f}; cannot filter at {threshold:.3f}")
-        keep = self.s >= threshold
+        keep = self.s >= threshold - SIMILARITY_TOLERANCE
         return SimilarityGraph(self.n, self.i[keep], self.j[keep], self.s[keep], threshold, self.exact)
 
 
@@ -74,7 +79,8 @@ def similarity_graph(
     exact_max: int = EXACT_MAX,
     cancel: CancelToken | None = None,
 ) -> Generator[Progress, None, SimilarityGraph]:
-    """Find every pair with similarity >= ``min_threshold``; yields progress per block of queries."""
+    """Find every pair with similarity >= ``min_threshold`` (within :data:`SIMILARITY_TOLERANCE`) among unit vectors;
+    yields progress per block of queries."""
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
     empty = np.zeros(0, dtype=np.int64)
@@ -94,7 +100,8 @@ def similarity_graph(
             offset, block_index = start, _build_index(x[start:], exact=True)
         else:
             offset, block_index = 0, index
-        lims, dist, labels = block_index.range_search(x[start:stop], float(min_threshold))
+        # range_search keeps similarities strictly above the radius
+        lims, dist, labels = block_index.range_search(x[start:stop], float(min_threshold) - SIMILARITY_TOLERANCE)
         rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(lims).astype(np.int64))
         labels = labels.astype(np.int64) + offset
         keep = rows != labels

@@ -83,6 +83,24 @@ def test_threshold_flag_changes_grouping(folder: Path, tmp_path: Path) -> None:
     assert [g["kind"] for g in report["groups"]] == ["exact"]  # only the byte copy is left
 
 
+def test_threshold_one_groups_the_same_pixels_in_two_formats(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threshold is "at or above": a PNG and a BMP of the same pixels are similar at exactly 1.0."""
+    root = tmp_path / "formats"
+    root.mkdir()
+    img = photo(shared_data, "kodim23.png")
+    img.save(root / "parrots.png")
+    img.save(root / "parrots.bmp")
+    photo(shared_data, "kodim08.png").save(root / "other.png")
+    argv = ["scan", str(root), "--cache", ":memory:", "--threshold", "1.0", "--json", "-", "--no-progress"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [sorted(Path(f["path"]).name for f in g["files"]) for g in report["groups"]] == [
+        ["parrots.bmp", "parrots.png"]
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dedup_app.core.index import similarity_graph
+from dedup_app.core.duplicates import DuplicateFinder
+from dedup_app.core.imageio import ImageInfo
+from dedup_app.core.index import SimilarityGraph, similarity_graph
 from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
+from dedup_app.core.scan import ImageRecord, ScanResult
 
 
 def planted(n: int, pairs: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
@@ -64,3 +67,43 @@ def test_tiny_inputs() -> None:
     assert drive(similarity_graph(np.zeros((0, 8), np.float32), 0.5)).n == 0
     one = drive(similarity_graph(np.ones((1, 8), np.float32) / np.sqrt(8), 0.5))
     assert len(one.i) == 0
+
+
+def unit_vectors(n: int, dim: int = 256, seed: int = 3) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_pair_at_exactly_the_threshold_is_kept() -> None:
+    # The same pixels in two files (PNG and BMP) give one embedding twice: similarity 1.0 up to float rounding,
+    # which the search and the regrouping must keep at a threshold of 1.0 ("at or above").
+    v = unit_vectors(40)
+    g = drive(similarity_graph(np.concatenate([v, v]), 1.0))
+    assert set(zip(g.i.tolist(), g.j.tolist(), strict=True)) == {(k, k + 40) for k in range(40)}
+    assert len(g.at(1.0).s) == 40
+
+
+def test_regrouping_keeps_a_pair_at_the_threshold() -> None:
+    # A float32 similarity one step under 0.9 is 0.9 up to rounding; 0.85 is well under it.
+    under = np.nextafter(np.float32(0.9), np.float32(0))
+    g = SimilarityGraph(3, np.array([0, 1]), np.array([1, 2]), np.array([under, 0.85], np.float32), 0.8, True)
+    assert g.at(0.9).i.tolist() == [0]
+    assert len(g.at(0.85).s) == 2
+
+
+def test_finder_finds_identical_float16_embeddings_at_one() -> None:
+    # The cache stores float16: a unit vector's self-similarity after float16 is 1 only to about 1e-3, so the
+    # finder must re-normalise the float32 copies it searches.
+    v = unit_vectors(30, seed=4).astype(np.float16)
+    images = [
+        ImageRecord(f"/p/{k}.{ext}", 1000, 0, f"hash-{k}-{ext}", ImageInfo(64, 64, ext.upper()))
+        for ext in ("png", "bmp")
+        for k in range(30)
+    ]
+    result = ScanResult(["/p"], "model", 0.83, images, np.concatenate([v, v]), [])
+    finder = DuplicateFinder(result)
+    drive(finder.search(1.0))
+    groups = finder.groups(1.0)
+    assert sorted(sorted(m.image.path for m in g.members) for g in groups) == sorted(
+        sorted([f"/p/{k}.bmp", f"/p/{k}.png"]) for k in range(30)
+    )
