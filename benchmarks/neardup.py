@@ -1,7 +1,7 @@
 """Near-duplicate benchmark: quality per edit family against hash peers, cold/warm scan speed, grouping at scale,
 uniform collections, and the approximate index's recall.
 
-    python benchmarks/neardup.py                       # everything (about 25 minutes on 2 cores)
+    python benchmarks/neardup.py                       # everything (about 10 minutes on 2 cores)
     python benchmarks/neardup.py --parts quality --split dev
     python benchmarks/neardup.py --parts speed --large-count 200
     python benchmarks/neardup.py --parts grouping uniform --baseline 7fbe625   # before/after a change

@@ -39,23 +39,25 @@ EXACT_MAX = 100_000
 #: is kept at a threshold of 1.0; no two different pictures are told apart by 1e-5 of similarity.
 SIMILARITY_TOLERANCE = 1e-5
 #: Most neighbours kept per image, its most similar ones: an image with more of them above the search floor loses
-#: its weakest pairs, so only a group of more than K + 1 images can be split. Chosen from the time and memory of a
-#: uniform 100k collection (docs/benchmarks.md, "Uniform collections").
+#: its weakest pairs, so only a group of more than K + 1 images can be split. On 100k near-uniform images (every
+#: pair above the floor; docs/benchmarks.md, "Uniform collections") K = 50 / 100 / 200 keep 4.6 / 9.1 / 17.9
+#: million pairs and peak at 1.4 / 2.4 / 4.5 GB through search and grouping (73 / 83 / 125 s): cost grows with K,
+#: mostly in the grouping, and groups of 100 near-identical images are already more than anyone reviews by hand.
 MAX_NEIGHBORS = 100
 #: Probed lists of the approximate index, and lists per square root of the collection's size. On 200,000 clustered
 #: embeddings (docs/benchmarks.md, "Approximate index recall") 16 of 1,788 lists find >= 99.6 % of the exact pairs
-#: at every threshold from 0.80 to 0.95, 8 lists only 99.1 %; twice as many probes buy 0.2 % for 1.7x the time,
-#: and half as many lists (each probe scans twice as much) no recall.
+#: at every threshold from 0.80 to 0.95 (8 lists: 99.1 %), in 13 s against 97 s for the exact search; 32 probes
+#: buy 0.2 % for 1.5x the time, and half as many lists (each probe scans twice as much) the same recall, slower.
 IVF_NPROBE = 16
 IVF_LISTS_PER_SQRT = 4
-#: The approximate index's 8-bit codes move a similarity by up to 0.007 (measured at 900 and 1,788 lists): pairs it
-#: scores this much under the threshold are recomputed exactly before they are dropped.
+#: The approximate index's 8-bit codes move a similarity by up to 0.0075 (measured at 900 and 1,788 lists): pairs
+#: it scores this much under the threshold are recomputed exactly before they are dropped.
 _SQ8_MARGIN = 0.01
 
 _QUERY_BLOCK = 4096
 #: Database vectors per exact range-search call: no call returns more than _QUERY_BLOCK x _STRIPE pairs.
 _STRIPE = 1024
-#: Pairs whose exact similarity is recomputed at once (two gathered blocks of vectors).
+#: Pairs whose exact similarity is recomputed at once (two gathered blocks of 64 MB of vectors).
 _RESCORE_CHUNK = 65_536
 
 
