@@ -245,7 +245,8 @@ def _range_search(
     faiss.range_search_inner_product(
         faiss.swig_ptr(xq), faiss.swig_ptr(xb), xq.shape[1], len(xq), len(xb), radius, result
     )
-    counts = np.diff(faiss.rev_swig_ptr(result.lims, len(xq) + 1).astype(np.int64))
+    lims: np.ndarray = faiss.rev_swig_ptr(result.lims, len(xq) + 1).astype(np.int64)
+    counts = lims[1:] - lims[:-1]
     total = int(counts.sum())
     if total == 0:
         return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
