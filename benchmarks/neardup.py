@@ -1,8 +1,12 @@
-"""Near-duplicate benchmark: quality per edit family against hash peers, cold/warm scan speed, grouping at scale.
+"""Near-duplicate benchmark: quality per edit family against hash peers, cold/warm scan speed, grouping at scale,
+uniform collections, and the approximate index's recall.
 
-    python benchmarks/neardup.py                       # everything: quality (test split), speed, grouping
+    python benchmarks/neardup.py                       # everything (about 10 minutes on 2 cores)
     python benchmarks/neardup.py --parts quality --split dev
     python benchmarks/neardup.py --parts speed --large-count 200
+    python benchmarks/neardup.py --parts grouping uniform --baseline 7fbe625   # before/after a change
+    python benchmarks/neardup.py --parts uniform --neighbors 50 100 200
+    python benchmarks/neardup.py --parts ivf --nprobe 8 16 32 --nlist 1788 900
 
 Quality: real photos of ``../shared/data/photos`` with one copy per edit family and distinct distractors (see
 ``model_training/neardup_set.py``). Pair precision/recall/F1 over all pairs of files, where two files are true
@@ -12,7 +16,11 @@ recall counts (original, copy) pairs and precision counts the predicted pairs th
 
 Speed: a cold scan (empty cache) of large JPEGs with dedup-app against imagehash pHash over the same files in the
 same run, then a warm rescan. Grouping: 100k synthetic embeddings (with planted near-duplicate clusters), time and
-peak resident memory, against a blocked NumPy all-pairs search in the same run.
+peak resident memory, against a blocked NumPy all-pairs search in the same run (and, with ``--baseline REF``, the
+``dedup_app`` of an earlier git commit). Uniform: 100k near-uniform embeddings (every pair above the floor) through
+``DuplicateFinder.search`` + ``groups``, per bound on neighbours; the earlier commit only at sizes it can hold.
+IVF: recall of the approximate index against the exact search on 200k clustered embeddings, per number of lists
+and of probed lists. The synthetic embeddings are described in ``benchmarks/synthetic.py``.
 
 Results go to ``benchmarks/results/neardup-<part>.json`` and the tables in ``docs/benchmarks.md``.
 """
@@ -20,6 +28,7 @@ Results go to ``benchmarks/results/neardup-<part>.json`` and the tables in ``doc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,8 +37,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -277,7 +287,9 @@ def run_speed(data: Path, count: int) -> dict[str, object]:
 _GROUPING_CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
+code, bench_root = sys.argv[1], sys.argv[2]
+sys.path[:0] = [code, bench_root]  # dedup_app from `code` (this tree or an earlier version), the data from here
+from benchmarks.synthetic import near_uniform, planted
 
 def peak_mb():
     # VmHWM is this process's own peak; ru_maxrss on Linux carries the parent's peak over fork + exec.
@@ -289,24 +301,37 @@ def peak_mb():
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-n, dim, method, threshold = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5])
-rng = np.random.default_rng(0)
-x = rng.standard_normal((n, dim)).astype(np.float32)
-# plant near-duplicate clusters: 2% of the vectors are noisy copies of others
-k = n // 50
-src = rng.choice(n, size=k, replace=False)
-dst = rng.choice(np.setdiff1d(np.arange(n), src), size=k, replace=False)
-x[dst] = x[src] + 0.25 * rng.standard_normal((k, dim)).astype(np.float32)
-x /= np.linalg.norm(x, axis=1, keepdims=True)
+n, method, threshold, data, neighbors = int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+x = planted(n) if data == "planted" else near_uniform(n)
+out = {}
+if method == "finder":  # a scan result as the app has it: float16 vectors, one record per file
+    import dedup_app.core.index as index_module
+    from dedup_app.core.duplicates import DuplicateFinder
+    from dedup_app.core.imageio import ImageInfo
+    from dedup_app.core.scan import ImageRecord, ScanResult
+    if neighbors:
+        index_module.MAX_NEIGHBORS = neighbors
+    images = [ImageRecord(f"/p/{k}.png", 1000, 0, f"h{k}", ImageInfo(64, 64, "PNG")) for k in range(n)]
+    result = ScanResult(["/p"], "synthetic", threshold, images, x.astype(np.float16), [])
+    del x
 base_rss = peak_mb()
-started = time.perf_counter()
+started, cpu = time.perf_counter(), time.process_time()
 if method == "dedup-app":
     from dedup_app.core.grouping import clique_groups
     from dedup_app.core.index import similarity_graph
     from dedup_app.core.progress import drive
     graph = drive(similarity_graph(x, threshold))
     groups = clique_groups(graph)
-    edges = len(graph.s)
+    out["edges"] = len(graph.s)
+elif method == "finder":
+    from dedup_app.core.progress import drive
+    finder = DuplicateFinder(result)
+    drive(finder.search(threshold))
+    out.update(search_seconds=time.perf_counter() - started, search_peak_rss_mb=peak_mb())
+    groups = finder.groups(threshold)
+    out.update(edges=len(finder.graph.s), capped=getattr(finder.graph, "capped", None),
+               max_neighbors=getattr(finder.graph, "max_neighbors", None),
+               largest_group=max((len(g.members) for g in groups), default=0))
 else:  # blocked NumPy all-pairs, the straightforward way
     edges = 0
     for a in range(0, n, 4096):
@@ -314,26 +339,129 @@ else:  # blocked NumPy all-pairs, the straightforward way
         r, c = np.nonzero(s >= threshold)
         edges += int(((r + a) < c).sum())
     groups = []
-seconds = time.perf_counter() - started
-print(json.dumps({"seconds": seconds, "edges": edges, "groups": len(groups),
-                  "peak_rss_mb": peak_mb(), "rss_before_mb": base_rss}))
+    out["edges"] = edges
+out.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu, groups=len(groups),
+           peak_rss_mb=peak_mb(), rss_before_mb=base_rss)
+print(json.dumps(out))
 """
 
+#: An earlier version on a uniform set keeps every pair: it runs under this address-space limit, not into the swap.
+_BASELINE_MEMORY_LIMIT = 10 << 30
 
-def run_grouping(n: int, dim: int = 256, threshold: float = 0.8) -> dict[str, object]:
-    """Time and peak RSS of grouping ``n`` synthetic embeddings, each tool in a fresh process."""
-    report: dict[str, object] = {"vectors": n, "dim": dim, "threshold": threshold}
-    for method in ("dedup-app", "numpy-blocked"):
-        out = subprocess.run(
-            [sys.executable, "-c", _GROUPING_CHILD, str(ROOT), str(n), str(dim), method, str(threshold)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        report[method] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(method, report[method])
+
+def _grouping_run(
+    code: Path, n: int, method: str, threshold: float, data: str, neighbors: int = 0, limit: int | None = None
+) -> dict[str, object]:
+    """One measurement in a fresh process; ``{"error": ...}`` when it fails (out of memory under ``limit``)."""
+
+    def cap_memory() -> None:
+        if limit is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    args = [str(code), str(ROOT), str(n), method, str(threshold), data, str(neighbors)]
+    out = subprocess.run(
+        [sys.executable, "-c", _GROUPING_CHILD, *args], capture_output=True, text=True, preexec_fn=cap_memory
+    )
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        result: dict[str, object] = {"error": tail}
+    else:
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(method, data, n, neighbors or "", result, flush=True)
+    return result
+
+
+def run_grouping(n: int, baseline: Path | None, threshold: float = 0.8) -> dict[str, object]:
+    """Time and peak RSS of grouping ``n`` synthetic embeddings (2 % planted copies), each tool in a fresh process:
+    this version, an earlier one (``baseline``, a folder holding its ``dedup_app``) and the NumPy peer."""
+    report: dict[str, object] = {"vectors": n, "dim": 256, "threshold": threshold}
+    report["dedup-app"] = _grouping_run(ROOT, n, "dedup-app", threshold, "planted")
+    if baseline is not None:
+        report["baseline"] = _grouping_run(baseline, n, "dedup-app", threshold, "planted")
+    report["numpy-blocked"] = _grouping_run(ROOT, n, "numpy", threshold, "planted")
     report["speed_ratio_vs_numpy"] = report["numpy-blocked"]["seconds"] / report["dedup-app"]["seconds"]  # type: ignore[index]
     return report
+
+
+def run_uniform(
+    n: int, neighbors: Sequence[int], baseline: Path | None, small: Sequence[int] = (2_500, 5_000), floor: float = 0.7
+) -> dict[str, object]:
+    """A near-uniform collection (every pair above the floor) through DuplicateFinder.search + groups at the floor:
+    ``n`` vectors with each bound in ``neighbors``; the ``small`` sizes also with the earlier version, which keeps
+    every pair (it cannot run ``n``: that is n^2 / 2 pairs)."""
+    from dedup_app.core.index import MAX_NEIGHBORS
+
+    report: dict[str, object] = {"vectors": n, "dim": 256, "floor": floor, "default_max_neighbors": MAX_NEIGHBORS}
+    runs = []
+    for k in neighbors:
+        runs.append({"version": "this", "vectors": n, **_grouping_run(ROOT, n, "finder", floor, "uniform", k)})
+    for m in small:
+        runs.append({"version": "this", "vectors": m, **_grouping_run(ROOT, m, "finder", floor, "uniform")})
+        if baseline is not None:
+            before = _grouping_run(baseline, m, "finder", floor, "uniform", limit=_BASELINE_MEMORY_LIMIT)
+            runs.append({"version": "baseline", "vectors": m, **before})
+    report["runs"] = runs
+    return report
+
+
+def run_ivf(
+    n: int, nprobes: Sequence[int], nlists: Sequence[int] | None = None, floor: float = 0.8,
+    thresholds: Sequence[float] = (0.8, 0.829, 0.9, 0.95),
+) -> dict[str, object]:  # fmt: skip
+    """Recall of the approximate index against the exact search on ``n`` clustered embeddings (see
+    ``benchmarks/synthetic.py``), both searched at ``floor`` (the floor for collections of this size) and both with
+    the same bound on neighbours: for each number of lists and of probed lists, the share of the exact pairs at each
+    threshold that the index finds, and the time."""
+    from benchmarks.synthetic import clustered
+    from dedup_app.core.index import IVF_NPROBE, build_ivf_index, ivf_lists, similarity_graph
+    from dedup_app.core.progress import drive
+
+    x, _ = clustered(n)
+    report: dict[str, object] = {"vectors": n, "dim": x.shape[1], "floor": floor, "default_nprobe": IVF_NPROBE}
+    started, cpu = time.perf_counter(), time.process_time()
+    exact = drive(similarity_graph(x, floor, exact_max=n))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    pairs = {str(t): len(exact.at(t).s) for t in thresholds}
+    report["exact"] = {"seconds": seconds, "cpu_seconds": cpu_seconds, "pairs": pairs, "capped": exact.capped}
+    print("exact", report["exact"], flush=True)
+    truth = {t: exact.at(t) for t in thresholds}
+    runs = []
+    for nlist in nlists or [ivf_lists(n)]:
+        started, cpu = time.perf_counter(), time.process_time()
+        index = build_ivf_index(x, nlist)
+        build = (time.perf_counter() - started, time.process_time() - cpu)
+        approx, ids = index.search(x[:4096], 20)  # how far the 8-bit codes move a similarity
+        error = np.abs(approx - np.einsum("ij,ikj->ik", x[:4096], x[np.maximum(ids, 0)]))[ids >= 0]
+        for nprobe in nprobes:
+            started, cpu = time.perf_counter(), time.process_time()
+            graph = drive(similarity_graph(x, floor, exact_max=0, nprobe=nprobe, ivf_index=index))
+            run = {"nlist": nlist, "nprobe": nprobe, "build_seconds": build[0], "build_cpu_seconds": build[1],
+                   "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+                   "sq8_error_max": float(error.max()), "sq8_error_p999": float(np.quantile(error, 0.999)),
+                   "capped": graph.capped, "recall": {}, "extra_pairs": 0}  # fmt: skip
+            for t in thresholds:
+                want, got = truth[t], graph.at(t)
+                hit = np.isin(want.i * n + want.j, got.i * n + got.j)
+                run["recall"][str(t)] = float(hit.mean()) if len(hit) else 1.0  # type: ignore[index]
+            run["extra_pairs"] = int((~np.isin(graph.i * n + graph.j, exact.i * n + exact.j)).sum())
+            runs.append(run)
+            print(run, flush=True)
+    report["runs"] = runs
+    return report
+
+
+@contextlib.contextmanager
+def checked_out(ref: str | None) -> Iterator[Path | None]:
+    """A temporary folder holding ``dedup_app`` as of git ``ref`` (None: nothing), for before/after measurements."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="dedup-baseline-") as tmp:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "dedup_app"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        yield Path(tmp)
 
 
 # ------------------------------------------------------------------------------------------------- tables
@@ -369,6 +497,64 @@ def quality_table(report: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def grouping_table(rep: dict[str, Any]) -> str:
+    rows = [("dedup-app (FAISS range search + clique grouping)", rep["dedup-app"])]
+    if "baseline" in rep:
+        rows.append((f"dedup-app before ({rep['baseline_ref']}), same run", rep["baseline"]))
+    rows.append(("NumPy blocked all-pairs (peer, no grouping)", rep["numpy-blocked"]))
+    lines = ["| method | seconds | CPU seconds | peak RSS (MB) | pairs found |", "|---|---|---|---|---|"]
+    for name, r in rows:
+        seconds, cpu, rss = f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['peak_rss_mb']:.0f}"
+        lines.append(f"| {name} | {seconds} | {cpu} | {rss} | {r['edges']:,} |")
+    return "\n".join(lines)
+
+
+def uniform_table(rep: dict[str, Any]) -> str:
+    lines = [
+        "| version | vectors | K | search s | search + groups s | CPU s | peak RSS in search (MB) | peak RSS (MB) "
+        "| pairs kept | images capped | groups | largest group |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rep["runs"]:
+        version = "this" if r["version"] == "this" else f"before ({rep['baseline_ref']})"
+        if "error" in r:
+            lines.append(f"| {version} | {r['vectors']:,} | none | failed: {r['error']} | | | | | | | | |")
+            continue
+        k = r["max_neighbors"] if r.get("max_neighbors") is not None else "none"
+        capped = f"{r['capped']:,}" if r.get("capped") is not None else "not counted"
+        lines.append(
+            f"| {version} | {r['vectors']:,} | {k} | {r['search_seconds']:.1f} | {r['seconds']:.1f} | "
+            f"{r['cpu_seconds']:.1f} | {r['search_peak_rss_mb']:.0f} | {r['peak_rss_mb']:.0f} | {r['edges']:,} | "
+            f"{capped} | {r['groups']:,} | {r['largest_group']} |"
+        )
+    return "\n".join(lines)
+
+
+def ivf_table(rep: dict[str, Any]) -> str:
+    ex = rep["exact"]
+    thresholds = list(ex["pairs"])
+    lines = [
+        f"Exact search (the reference): {ex['seconds']:.0f} s ({ex['cpu_seconds']:.0f} CPU s); pairs at or above "
+        + ", ".join(f"{t}: {ex['pairs'][t]:,}" for t in thresholds)
+        + ".",
+        "",
+        "| lists | probed | build s | search s | search CPU s | "
+        + " | ".join(f"recall >= {t}" for t in thresholds)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(thresholds),
+    ]
+    for r in rep["runs"]:
+        is_default = r["nprobe"] == rep["default_nprobe"] and r["nlist"] == rep.get("default_nlist")
+        default = " (default)" if is_default else ""
+        lines.append(
+            f"| {r['nlist']:,} | {r['nprobe']}{default} | {r['build_seconds']:.0f} | {r['seconds']:.1f} | "
+            f"{r['cpu_seconds']:.1f} | " + " | ".join(f"{r['recall'][t]:.4f}" for t in thresholds) + " |"
+        )
+    errors = max(r["sq8_error_max"] for r in rep["runs"])
+    lines += ["", f"The 8-bit codes move a similarity by at most {errors:.4f} (4,096 queries x 20 results)."]
+    return "\n".join(lines)
+
+
 def write_doc(sections: dict[str, str]) -> None:
     """Replace the marked sections of docs/benchmarks.md, keeping the rest of the page."""
     DOC.parent.mkdir(parents=True, exist_ok=True)
@@ -387,11 +573,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--split", default="test", choices=["dev", "test", "all"])
-    parser.add_argument(
-        "--parts", nargs="+", default=["quality", "speed", "grouping"], choices=["quality", "speed", "grouping"]
-    )
+    parts = ["quality", "speed", "grouping", "uniform", "ivf"]
+    parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--large-count", type=int, default=200, help="12 MP JPEGs for the speed part")
     parser.add_argument("--vectors", type=int, default=100_000, help="synthetic embeddings for the grouping part")
+    parser.add_argument("--baseline", metavar="REF", help="grouping and uniform parts: also measure this git ref")
+    parser.add_argument("--uniform-vectors", type=int, default=100_000, help="near-uniform embeddings")
+    parser.add_argument("--neighbors", type=int, nargs="+", help="uniform part: bounds to measure (default: K)")
+    parser.add_argument("--ivf-vectors", type=int, default=200_000, help="clustered embeddings for the ivf part")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="ivf part: probed lists")
+    parser.add_argument("--nlist", type=int, nargs="+", help="ivf part: numbers of lists (default: the app's)")
     parser.add_argument("--model", type=Path, help="checkpoint to measure instead of the shipped default")
     parser.add_argument("--no-peers", action="store_true", help="quality part: measure dedup-app only")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
@@ -421,18 +612,36 @@ def main(argv: list[str] | None = None) -> int:
             f"{rep['warm_speedup_over_cold']:.0f}x cold |"
         )
     if "grouping" in args.parts:
-        rep = run_grouping(args.vectors)
-        rep["date"], rep["machine"] = stamp, machine()
+        with checked_out(args.baseline) as baseline:
+            rep = run_grouping(args.vectors, baseline)
+        rep["date"], rep["machine"], rep["baseline_ref"] = stamp, machine(), args.baseline
         (RESULTS / "neardup-grouping.json").write_text(json.dumps(rep, indent=1))
-        d, npb = rep["dedup-app"], rep["numpy-blocked"]  # type: ignore[index]
         sections["neardup-grouping"] = (
             f"Measured {stamp} on {rep['machine']}: {rep['vectors']:,} synthetic {rep['dim']}-d embeddings, "
-            f"threshold {rep['threshold']}.\n\n"
-            "| method | seconds | peak RSS (MB) | pairs found |\n|---|---|---|---|\n"
-            f"| dedup-app (FAISS range search + clique grouping) | {d['seconds']:.1f} | {d['peak_rss_mb']:.0f} | "
-            f"{d['edges']:,} |\n"
-            f"| NumPy blocked all-pairs (peer, no grouping) | {npb['seconds']:.1f} | {npb['peak_rss_mb']:.0f} | "
-            f"{npb['edges']:,} |"
+            f"threshold {rep['threshold']}.\n\n" + grouping_table(rep)
+        )
+    if "uniform" in args.parts:
+        from dedup_app.core.index import MAX_NEIGHBORS
+
+        with checked_out(args.baseline) as baseline:
+            rep = run_uniform(args.uniform_vectors, args.neighbors or [MAX_NEIGHBORS], baseline)
+        rep["date"], rep["machine"], rep["baseline_ref"] = stamp, machine(), args.baseline
+        (RESULTS / "neardup-uniform.json").write_text(json.dumps(rep, indent=1))
+        sections["neardup-uniform"] = (
+            f"Measured {stamp} on {rep['machine']}: near-uniform 256-d embeddings (every pair above the floor), "
+            f"float16 as in the cache, through `DuplicateFinder.search` + `groups` at the floor {rep['floor']}; "
+            f"K = {rep['default_max_neighbors']} is the default.\n\n" + uniform_table(rep)
+        )
+    if "ivf" in args.parts:
+        from dedup_app.core.index import ivf_lists
+
+        rep = run_ivf(args.ivf_vectors, args.nprobe, args.nlist)
+        rep["date"], rep["machine"], rep["default_nlist"] = stamp, machine(), ivf_lists(args.ivf_vectors)
+        (RESULTS / "neardup-ivf.json").write_text(json.dumps(rep, indent=1))
+        sections["neardup-ivf"] = (
+            f"Measured {stamp} on {rep['machine']}: {rep['vectors']:,} clustered {rep['dim']}-d embeddings "
+            f"(`benchmarks/synthetic.py`), searched at {rep['floor']}, at most K neighbours each on both paths.\n\n"
+            + ivf_table(rep)
         )
     if sections and not args.no_doc and args.model is None:
         write_doc(sections)

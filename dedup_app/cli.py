@@ -446,6 +446,11 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         with contextlib.suppress(sqlite3.Error):
             cache.close()
     elapsed = time.monotonic() - started
+    if finder.graph is not None and finder.graph.capped:  # the bound on neighbours per image bit
+        g, k = finder.graph, finder.graph.max_neighbors or 0
+        print(f"{count_of(g.capped, 'image has', 'images have')} more than {count_of(k, 'similar image')} above "
+              f"{g.min_threshold:.3f}; only the {k} most similar to each were kept, so very large groups may be split.",
+              file=sys.stderr)  # fmt: skip
 
     code = EXIT_OK
     decisions = suggested(groups)  # what the window would tick by itself, with its default rule

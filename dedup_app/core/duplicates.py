@@ -94,11 +94,17 @@ class DuplicateFinder:
             by_hash[image.content_hash].append(k)
         #: image indices per distinct content, in scan order
         self.contents: list[list[int]] = list(by_hash.values())
+        self._content_of = np.zeros(len(result.images), np.int64)  # image index -> its content's row in _vectors
+        for c, ks in enumerate(self.contents):
+            self._content_of[ks] = c
         self._vectors = (
             result.embeddings[[c[0] for c in self.contents]].astype(np.float32)
             if self.contents
             else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
         )
+        # The cache's float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0.
+        norms = np.linalg.norm(self._vectors, axis=1, keepdims=True)
+        self._vectors /= np.where(norms > 0, norms, 1.0)
         self.graph: SimilarityGraph | None = None
 
     def search(self, min_threshold: float, cancel: CancelToken | None = None) -> Generator[Progress, None, None]:
@@ -179,8 +185,8 @@ class DuplicateFinder:
         rep_hash = images[members[0]].content_hash
         if all(images[k].content_hash == rep_hash for k in members):
             kind = "exact"  # what is left of a near group may be copies of one content only
-        vectors = self.result.embeddings[members]
-        sims = vectors.astype(np.float32) @ vectors[0].astype(np.float32)
+        vectors = self._vectors[self._content_of[members]]  # unit length, as searched: a same-picture pair is 1.0
+        sims = vectors @ vectors[0]
         return DuplicateGroup(
             kind,
             tuple(

@@ -1,9 +1,17 @@
-"""Similarity search with FAISS: all pairs of embeddings at or above a threshold.
+"""Similarity search with FAISS: the pairs of embeddings at or above a threshold, at most K per image.
 
 Embeddings are unit vectors, so inner product is cosine similarity. Up to ``exact_max`` vectors (about 100k) the
-search is exact (``IndexFlatIP``), and uses its symmetry: each block of queries is searched only against the
-vectors from the block's start on, which halves the work. Above that, an inverted-file index with an 8-bit scalar
-quantiser keeps memory and time in bounds at the cost of a small recall loss.
+search is exact, and uses its symmetry: each block of queries is searched only against the vectors from the
+block's start on, which halves the work. Above that, an inverted-file index with an 8-bit scalar quantiser keeps
+memory and time in bounds at the cost of a small recall loss; the similarities of the pairs it finds are then
+recomputed exactly.
+
+A uniform collection (scanned documents, screenshots, a burst of thousands of frames) can have every pair above the
+threshold, so the number of pairs is bounded: each image keeps at most ``max_neighbors`` (K) neighbours, its most
+similar ones; a pair stays when it is among the K best of either of its images, so there are at most n * K pairs.
+The exact search counts each image's neighbours as it goes; the K best of a "crowded" image (more than K) come from
+a k-nearest-neighbour search afterwards, and a pair of two crowded images is not even searched once both are known
+to be crowded. No search call returns more than one query block times one stripe of the database.
 
 The result is a :class:`SimilarityGraph`: the edge list (i < j, similarity) found at the lowest threshold the user
 may ask for, so regrouping at any higher threshold is a filter, not a new search.
@@ -11,10 +19,12 @@ may ask for, so regrouping at any higher threshold is a filter, not a new search
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +34,43 @@ log = logging.getLogger(__name__)
 
 #: Collections up to this size are searched exactly.
 EXACT_MAX = 100_000
+#: Slack in "at or above the threshold": a pair this much under it still counts as at it. Float32 dot products of
+#: 256-d unit vectors are accurate to about 1e-6, so the same picture in two files (similarity 1 up to rounding)
+#: is kept at a threshold of 1.0; no two different pictures are told apart by 1e-5 of similarity.
+SIMILARITY_TOLERANCE = 1e-5
+#: Most neighbours kept per image, its most similar ones: an image with more of them above the search floor loses
+#: its weakest pairs, so only a group of more than K + 1 images can be split. On 100k near-uniform images (every
+#: pair above the floor; docs/benchmarks.md, "Uniform collections") K = 50 / 100 / 200 keep 4.6 / 9.1 / 17.9
+#: million pairs and peak at 1.4 / 2.4 / 4.5 GB through search and grouping (73 / 83 / 125 s): cost grows with K,
+#: mostly in the grouping, and groups of 100 near-identical images are already more than anyone reviews by hand.
+MAX_NEIGHBORS = 100
+#: Probed lists of the approximate index, and lists per square root of the collection's size. On 200,000 clustered
+#: embeddings (docs/benchmarks.md, "Approximate index recall") 16 of 1,788 lists find >= 99.6 % of the exact pairs
+#: at every threshold from 0.80 to 0.95 (8 lists: 99.1 %), in 13 s against 97 s for the exact search; 32 probes
+#: buy 0.2 % for 1.5x the time, and half as many lists (each probe scans twice as much) the same recall, slower.
+IVF_NPROBE = 16
+IVF_LISTS_PER_SQRT = 4
+#: The approximate index's 8-bit codes move a similarity by up to 0.0075 (measured at 900 and 1,788 lists): pairs
+#: it scores this much under the threshold are recomputed exactly before they are dropped.
+_SQ8_MARGIN = 0.01
+
 _QUERY_BLOCK = 4096
+#: Database vectors per exact range-search call: no call returns more than _QUERY_BLOCK x _STRIPE pairs.
+_STRIPE = 1024
+#: Pairs whose exact similarity is recomputed at once (two gathered blocks of 64 MB of vectors).
+_RESCORE_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
 class SimilarityGraph:
-    """Edges ``(i[k], j[k])`` with ``i < j`` and similarity ``s[k] >= min_threshold``, over ``n`` vectors."""
+    """Edges ``(i[k], j[k])`` with ``i < j`` and similarity ``s[k] >= min_threshold``, over ``n`` vectors.
+
+    Each image kept at most ``max_neighbors`` (K) neighbours, its most similar ones; an edge stays when it is among
+    the K best of either end. ``overflow[v]`` is the similarity of image ``v``'s (K+1)-th most similar neighbour
+    where it had more than K above ``min_threshold`` (``-inf`` elsewhere): pairs of such an image under its K best
+    may be missing, so a group of more than K + 1 images may be split. ``max_neighbors`` and ``overflow`` are
+    ``None`` for a graph built without a bound.
+    """
 
     n: int
     i: np.ndarray
@@ -37,35 +78,44 @@ class SimilarityGraph:
     s: np.ndarray
     min_threshold: float
     exact: bool
+    max_neighbors: int | None = None
+    overflow: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def capped(self) -> int:
+        """Number of images with more than ``max_neighbors`` neighbours at ``min_threshold`` (only the most similar
+        of them kept). At a higher threshold (:meth:`at`) fewer images are affected: their best pairs are all there.
+        """
+        if self.overflow is None:
+            return 0
+        return int(np.count_nonzero(self.overflow >= self.min_threshold - SIMILARITY_TOLERANCE))
 
     def at(self, threshold: float) -> SimilarityGraph:
-        """The sub-graph of edges at or above ``threshold`` (which must not be below ``min_threshold``)."""
+        """The sub-graph of edges at or above ``threshold`` (within :data:`SIMILARITY_TOLERANCE`), which must not be
+        below ``min_threshold``."""
         if threshold < self.min_threshold - 1e-9:
             raise ValueError(f"graph was searched at {self.min_threshold:.3f}; cannot filter at {threshold:.3f}")
-        keep = self.s >= threshold
-        return SimilarityGraph(self.n, self.i[keep], self.j[keep], self.s[keep], threshold, self.exact)
+        keep = self.s >= threshold - SIMILARITY_TOLERANCE
+        return dataclasses.replace(self, i=self.i[keep], j=self.j[keep], s=self.s[keep], min_threshold=threshold)
 
 
-def _build_index(x: np.ndarray, exact: bool):  # type: ignore[no-untyped-def]
+def ivf_lists(n: int) -> int:
+    """Number of inverted lists of the approximate index over ``n`` vectors."""
+    return int(min(65536, max(64, IVF_LISTS_PER_SQRT * math.sqrt(n))))
+
+
+def build_ivf_index(x: np.ndarray, nlist: int | None = None) -> Any:
+    """The approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar codes."""
     import faiss
 
-    d = x.shape[1]
-    index: faiss.Index
-    if exact:
-        index = faiss.IndexFlatIP(d)
-    else:
-        nlist = int(min(65536, max(64, 4 * math.sqrt(len(x)))))
-        quantizer = faiss.IndexFlatIP(d)
-        ivf = faiss.IndexIVFScalarQuantizer(
-            quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
-        )
-        rng = np.random.default_rng(0)
-        sample = x[rng.choice(len(x), size=min(len(x), nlist * 64), replace=False)]
-        ivf.train(sample)
-        ivf.nprobe = min(nlist, 16)
-        index = ivf
-    index.add(x)
-    return index
+    nlist = ivf_lists(len(x)) if nlist is None else nlist
+    quantizer = faiss.IndexFlatIP(x.shape[1])
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, x.shape[1], nlist, faiss.ScalarQuantizer.QT_8bit,
+                                        faiss.METRIC_INNER_PRODUCT)  # fmt: skip
+    rng = np.random.default_rng(0)
+    ivf.train(x[rng.choice(len(x), size=min(len(x), nlist * 64), replace=False)])
+    ivf.add(x)
+    return ivf
 
 
 def similarity_graph(
@@ -73,37 +123,210 @@ def similarity_graph(
     min_threshold: float,
     exact_max: int = EXACT_MAX,
     cancel: CancelToken | None = None,
+    max_neighbors: int | None = None,
+    *,
+    nprobe: int = IVF_NPROBE,
+    ivf_index: Any = None,
 ) -> Generator[Progress, None, SimilarityGraph]:
-    """Find every pair with similarity >= ``min_threshold``; yields progress per block of queries."""
+    """Find the pairs of unit vectors with similarity >= ``min_threshold`` (within :data:`SIMILARITY_TOLERANCE`),
+    at most ``max_neighbors`` (default :data:`MAX_NEIGHBORS`) per vector; yields progress per block of queries.
+
+    Above ``exact_max`` vectors the search is approximate, with ``nprobe`` lists probed per query; ``ivf_index``
+    is an index from :func:`build_ivf_index` over the same vectors, to reuse one across searches.
+    """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
-    empty = np.zeros(0, dtype=np.int64)
-    if n < 2:
-        return SimilarityGraph(n, empty, empty, np.zeros(0, np.float32), min_threshold, True)
+    k = MAX_NEIGHBORS if max_neighbors is None else max_neighbors
+    if k < 1:
+        raise ValueError(f"max_neighbors must be at least 1, got {k}")
     exact = n <= exact_max
-    index = None if exact else _build_index(x, exact=False)
-    ii: list[np.ndarray] = []
-    jj: list[np.ndarray] = []
-    ss: list[np.ndarray] = []
+    radius = float(min_threshold) - SIMILARITY_TOLERANCE
+    overflow = np.full(n, -np.inf, np.float32)
+    if n < 2:
+        i, j, s = _no_pairs()
+    elif exact:
+        i, j, s = yield from _exact_pairs(x, k, radius, overflow, cancel)
+    else:
+        index = build_ivf_index(x) if ivf_index is None else ivf_index
+        i, j, s = yield from _approximate_pairs(x, index, nprobe, k, radius, overflow, cancel)
+    graph = SimilarityGraph(n, i, j, s, float(min_threshold), exact, k, overflow)
+    if graph.capped:
+        log.info("%d of %d images have more than %d neighbours at %.3f; kept the %d most similar of each",
+                 graph.capped, n, k, min_threshold, k)  # fmt: skip
+    return graph
+
+
+_Pairs = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _no_pairs() -> _Pairs:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+def _exact_pairs(
+    x: np.ndarray, k: int, radius: float, overflow: np.ndarray, cancel: CancelToken | None
+) -> Generator[Progress, None, _Pairs]:
+    """Exact search in two passes. First all pairs above ``radius``, symmetrically (each block of queries against
+    the vectors from its own start on, half the work), counting each image's neighbours; a pair whose two images
+    both turn out to have more than ``k`` is dropped, and not even searched once both are known to. Then the ``k``
+    best neighbours of those crowded images, from a k-nearest-neighbour search over all vectors (which also gives
+    their ``overflow``, the (k+1)-th best)."""
+    n = len(x)
+    degree = np.zeros(n, np.int64)
+    crowded = np.zeros(n, bool)  # more than k neighbours above the radius
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for start in range(0, n, _QUERY_BLOCK):
         if cancel is not None:
             cancel.raise_if_cancelled()
         stop = min(n, start + _QUERY_BLOCK)
-        if exact:
-            # Exact search is symmetric: a block only needs the vectors from its own start on (half the work).
-            offset, block_index = start, _build_index(x[start:], exact=True)
-        else:
-            offset, block_index = 0, index
-        lims, dist, labels = block_index.range_search(x[start:stop], float(min_threshold))
-        rows = np.repeat(np.arange(start, stop, dtype=np.int64), np.diff(lims).astype(np.int64))
-        labels = labels.astype(np.int64) + offset
-        keep = rows != labels
-        ii.append(np.minimum(rows[keep], labels[keep]))
-        jj.append(np.maximum(rows[keep], labels[keep]))
-        ss.append(dist[keep].astype(np.float32))
+        for first in range(start, n, _STRIPE):
+            last = min(n, first + _STRIPE)
+            rows, cols, sims = _tile_pairs(x, start, stop, first, last, crowded, radius)
+            if first < stop:  # the stripe overlaps the block: each pair is there twice, and each vector with itself
+                upper = rows < cols
+                rows, cols, sims = rows[upper], cols[upper], sims[upper]
+            degree[start:stop] += np.bincount(rows - start, minlength=stop - start)
+            degree[first:last] += np.bincount(cols - first, minlength=last - first)
+            crowded[start:stop] |= degree[start:stop] > k
+            crowded[first:last] |= degree[first:last] > k
+            keep = ~(crowded[rows] & crowded[cols])
+            found.append((rows[keep], cols[keep], sims[keep]))
         yield Progress("Comparing", stop, n)
-    # Each pair is found from both sides (an approximate index may find it from one side only): keep it once.
-    key, first = np.unique(np.concatenate(ii) * n + np.concatenate(jj), return_index=True)
-    i, j = key // n, key % n
-    s = np.concatenate(ss)[first]
-    return SimilarityGraph(n, i, j, s, float(min_threshold), exact)
+    rows, cols, sims = (np.concatenate(p) for p in zip(*found, strict=True))
+    del found
+    keep = ~(crowded[rows] & crowded[cols])
+    parts = [(rows[keep], cols[keep], sims[keep])]
+    del rows, cols, sims, keep
+    many = np.flatnonzero(crowded)
+    for start in range(0, len(many), _QUERY_BLOCK):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        queries = many[start : start + _QUERY_BLOCK]
+        sims, labels = _knn(x[queries], x, k + 2)
+        pairs, overflow[queries] = _best_others(queries, sims, labels, k, radius)
+        parts.append(pairs)
+        yield Progress("Ranking crowded neighbours", min(len(many), start + _QUERY_BLOCK), len(many))
+    return _unique_pairs(parts, n)
+
+
+def _tile_pairs(
+    x: np.ndarray, a: int, b: int, c: int, d: int, crowded: np.ndarray, radius: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs above ``radius`` between vectors ``[a, b)`` and ``[c, d)``, leaving out pairs of two crowded ones.
+
+    The common case, no crowded vector in the tile, is one call on views of ``x``; otherwise the queries are the
+    uncrowded rows against the stripe, then the crowded rows against the uncrowded columns."""
+    row_crowded, col_crowded = crowded[a:b], crowded[c:d]
+    if not row_crowded.any():
+        return _range_search(x[a:b], x[c:d], radius, a, c)
+    sparse_rows, dense_rows = np.flatnonzero(~row_crowded) + a, np.flatnonzero(row_crowded) + a
+    sparse_cols = np.flatnonzero(~col_crowded) + c
+    pieces = []
+    if len(sparse_rows):
+        pieces.append(_range_search(x[sparse_rows], x[c:d], radius, sparse_rows, c))
+    if len(sparse_cols):
+        rows, cols, sims = _range_search(x[dense_rows], x[sparse_cols], radius, dense_rows, 0)
+        pieces.append((rows, sparse_cols[cols].astype(np.int32), sims))
+    if not pieces:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    rows, cols, sims = (np.concatenate(p) for p in zip(*pieces, strict=True))
+    return rows, cols, sims
+
+
+def _range_search(
+    xq: np.ndarray, xb: np.ndarray, radius: float, rows: int | np.ndarray, col_offset: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inner products of ``xq`` with ``xb`` strictly above ``radius``, as (row, column, similarity) arrays; query
+    ``q`` is vector ``rows + q`` (an int) or ``rows[q]`` (an array), database vector ``b`` is ``col_offset + b``."""
+    import faiss
+
+    xq, xb = np.ascontiguousarray(xq), np.ascontiguousarray(xb)
+    result = faiss.RangeSearchResult(len(xq))
+    faiss.range_search_inner_product(
+        faiss.swig_ptr(xq), faiss.swig_ptr(xb), xq.shape[1], len(xq), len(xb), radius, result
+    )
+    lims: np.ndarray = faiss.rev_swig_ptr(result.lims, len(xq) + 1).astype(np.int64)
+    counts = lims[1:] - lims[:-1]
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
+    query_ids = np.arange(rows, rows + len(xq), dtype=np.int32) if isinstance(rows, int) else rows.astype(np.int32)
+    return (
+        np.repeat(query_ids, counts),
+        faiss.rev_swig_ptr(result.labels, total).astype(np.int32) + np.int32(col_offset),
+        faiss.rev_swig_ptr(result.distances, total).copy(),
+    )
+
+
+def _knn(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    return faiss.knn(xq, xb, min(k, len(xb)), faiss.METRIC_INNER_PRODUCT)  # type: ignore[no-any-return]
+
+
+def _best_others(
+    queries: np.ndarray, sims: np.ndarray, labels: np.ndarray, k: int, radius: float
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """Each query's ``k`` most similar results other than itself above ``radius``, as pairs ``(i < j)``, and the
+    similarity of its (k+1)-th where that is above ``radius`` too (``-inf`` otherwise)."""
+    sims = np.where((labels >= 0) & (labels != queries[:, None]), sims, -np.inf).astype(np.float32)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, : k + 1]
+    sims, labels = np.take_along_axis(sims, order, axis=1), np.take_along_axis(labels, order, axis=1)
+    more = sims[:, k] if sims.shape[1] > k else np.full(len(sims), -np.inf, np.float32)
+    sims, labels = sims[:, :k], labels[:, :k]
+    take = sims > radius
+    rows = np.broadcast_to(queries[:, None], labels.shape)[take].astype(np.int32)
+    cols = labels[take].astype(np.int32)
+    pairs = (np.minimum(rows, cols), np.maximum(rows, cols), sims[take])
+    return pairs, np.where(more > radius, more, -np.inf).astype(np.float32)
+
+
+def _unique_pairs(parts: list[_Pairs], n: int) -> _Pairs:
+    """Pairs ``(i < j)`` found once or more, each once, sorted, with int64 indices; empties ``parts``."""
+    keys, sims = [], []
+    while parts:  # one sort key per pair, letting go of the index arrays as it goes
+        i, j, s = parts.pop(0)
+        keys.append(i.astype(np.int64) * n + j)
+        sims.append(s)
+    if not keys:
+        return _no_pairs()
+    key, s = np.concatenate(keys), np.concatenate(sims)
+    del keys, sims
+    order = np.argsort(key, kind="stable")
+    key, s = key[order], s[order]
+    del order
+    first = np.ones(len(key), bool)
+    first[1:] = key[1:] != key[:-1]
+    key, s = key[first], s[first]
+    return key // n, key % n, s
+
+
+def _approximate_pairs(
+    x: np.ndarray, index: Any, nprobe: int, k: int, radius: float, overflow: np.ndarray, cancel: CancelToken | None
+) -> Generator[Progress, None, _Pairs]:
+    """Each vector's ``k`` best neighbours above ``radius`` by the approximate index, similarities recomputed."""
+    n = len(x)
+    index.nprobe = min(index.nlist, nprobe)
+    ask = min(n, k + 2)  # the vector itself, its k best, and one more to tell whether it has more than k
+    parts = []
+    for start in range(0, n, _QUERY_BLOCK):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        stop = min(n, start + _QUERY_BLOCK)
+        queries = np.arange(start, stop)
+        approx, labels = index.search(x[start:stop], ask)
+        near = (labels >= 0) & (labels != queries[:, None]) & (approx > radius - _SQ8_MARGIN)
+        sims = np.full(labels.shape, -np.inf, np.float32)
+        sims[near] = _exact_similarities(x, np.broadcast_to(queries[:, None], labels.shape)[near], labels[near])
+        pairs, overflow[start:stop] = _best_others(queries, sims, labels, k, radius)
+        parts.append(pairs)
+        yield Progress("Comparing", stop, n)
+    return _unique_pairs(parts, n)
+
+
+def _exact_similarities(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    out = np.empty(len(rows), np.float32)
+    for a in range(0, len(rows), _RESCORE_CHUNK):
+        b = a + _RESCORE_CHUNK
+        out[a:b] = np.einsum("ij,ij->i", x[rows[a:b]], x[cols[a:b]])
+    return out

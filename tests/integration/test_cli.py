@@ -110,6 +110,50 @@ def test_scan_honours_the_windows_labels(  # type: ignore[no-untyped-def]
     assert "kept apart" not in capsys.readouterr().out
 
 
+def test_threshold_one_groups_the_same_pixels_in_two_formats(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threshold is "at or above": a PNG and a BMP of the same pixels are similar at exactly 1.0."""
+    root = tmp_path / "formats"
+    root.mkdir()
+    img = photo(shared_data, "kodim23.png")
+    img.save(root / "parrots.png")
+    img.save(root / "parrots.bmp")
+    photo(shared_data, "kodim08.png").save(root / "other.png")
+    argv = ["scan", str(root), "--cache", ":memory:", "--threshold", "1.0", "--json", "-", "--no-progress"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [sorted(Path(f["path"]).name for f in g["files"]) for g in report["groups"]] == [
+        ["parrots.bmp", "parrots.png"]
+    ]
+    assert [f["similarity"] for f in report["groups"][0]["files"]] == [1.0, 1.0]  # not 0.9999 from float16
+    assert "similar image" not in captured.err  # no image has too many neighbours: no word about the bound
+
+
+def test_images_with_too_many_neighbours_are_reported(
+    tmp_path: Path, shared_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image keeps at most MAX_NEIGHBORS similar ones; when that bites, the scan says so in one line."""
+    import dedup_app.core.index as index_module
+
+    monkeypatch.setattr(index_module, "MAX_NEIGHBORS", 1)
+    root = tmp_path / "three"
+    root.mkdir()
+    img = photo(shared_data, "kodim23.png")
+    img.save(root / "parrots.png")
+    img.save(root / "parrots.jpg", quality=90)
+    img.resize((384, 256)).save(root / "parrots_small.jpg", quality=80)
+    out = tmp_path / "r.json"
+    argv = ["scan", str(root), "--cache", ":memory:", "--threshold", "0.8", "--json", str(out), "--no-progress"]
+    assert main([*argv, "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    line = ("3 images have more than 1 similar image above 0.800; only the 1 most similar to each were kept, so very "
+            "large groups may be split.")  # fmt: skip
+    assert err.count(line) == 1
+    assert json.loads(out.read_text())["groups"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

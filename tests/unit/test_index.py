@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dedup_app.core.index import similarity_graph
+from benchmarks.synthetic import clustered
+from dedup_app.core.duplicates import DuplicateFinder
+from dedup_app.core.grouping import clique_groups
+from dedup_app.core.imageio import ImageInfo
+from dedup_app.core.index import MAX_NEIGHBORS, SimilarityGraph, similarity_graph
 from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
+from dedup_app.core.scan import ImageRecord, ScanResult
 
 
 def planted(n: int, pairs: int, dim: int = 64, seed: int = 0) -> tuple[np.ndarray, set[tuple[int, int]]]:
@@ -39,6 +44,23 @@ def test_blocks_cover_pairs_across_block_boundaries() -> None:
     assert len(found) == len(g.i)
 
 
+@pytest.mark.parametrize("threshold", [0.8, 0.829])
+def test_approximate_index_finds_the_exact_pairs_of_clustered_embeddings(threshold: float) -> None:
+    # Embeddings shaped like the model's (a common direction, subjects, clusters of similar shots, edited copies
+    # inside clusters; benchmarks/synthetic.py): above exact_max the inverted-file index must find >= 99 % of the
+    # pairs the exact search finds, at the same threshold, with the same similarities. Seed 3 is the hardest of
+    # the first five for the index (probing 8 lists instead of 16 finds only 97.6 % at 0.80).
+    x, _ = clustered(3000, seed=3)
+    exact = drive(similarity_graph(x, threshold))
+    approx = drive(similarity_graph(x, threshold, exact_max=1000))
+    assert exact.exact and not approx.exact
+    assert len(exact.s) > 300
+    found = np.isin(exact.i * 3000 + exact.j, approx.i * 3000 + approx.j)
+    assert found.mean() >= 0.99
+    assert np.allclose(approx.s, (x[approx.i] * x[approx.j]).sum(axis=1), atol=1e-5)  # exact similarities
+    assert (approx.s >= threshold - 1e-5).all()
+
+
 def test_approximate_index_above_exact_max_finds_planted_pairs() -> None:
     x, truth = planted(4000, 50)
     g = drive(similarity_graph(x, 0.9, exact_max=1000))
@@ -64,3 +86,112 @@ def test_tiny_inputs() -> None:
     assert drive(similarity_graph(np.zeros((0, 8), np.float32), 0.5)).n == 0
     one = drive(similarity_graph(np.ones((1, 8), np.float32) / np.sqrt(8), 0.5))
     assert len(one.i) == 0
+    apart = drive(similarity_graph(np.eye(3, 8, dtype=np.float32), 0.5))  # no pair at all
+    assert len(apart.i) == 0 and apart.i.dtype == np.int64 and apart.capped == 0
+
+
+def unit_vectors(n: int, dim: int = 256, seed: int = 3) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_pair_at_exactly_the_threshold_is_kept() -> None:
+    # The same pixels in two files (PNG and BMP) give one embedding twice: similarity 1.0 up to float rounding,
+    # which the search and the regrouping must keep at a threshold of 1.0 ("at or above").
+    v = unit_vectors(40)
+    g = drive(similarity_graph(np.concatenate([v, v]), 1.0))
+    assert set(zip(g.i.tolist(), g.j.tolist(), strict=True)) == {(k, k + 40) for k in range(40)}
+    assert len(g.at(1.0).s) == 40
+
+
+def test_regrouping_keeps_a_pair_at_the_threshold() -> None:
+    # A float32 similarity one step under 0.9 is 0.9 up to rounding; 0.85 is well under it.
+    under = np.nextafter(np.float32(0.9), np.float32(0))
+    g = SimilarityGraph(3, np.array([0, 1]), np.array([1, 2]), np.array([under, 0.85], np.float32), 0.8, True)
+    assert g.at(0.9).i.tolist() == [0]
+    assert len(g.at(0.85).s) == 2
+
+
+def test_finder_finds_identical_float16_embeddings_at_one() -> None:
+    # The cache stores float16: a unit vector's self-similarity after float16 is 1 only to about 1e-3, so the
+    # finder must re-normalise the float32 copies it searches.
+    v = unit_vectors(30, seed=4).astype(np.float16)
+    images = [
+        ImageRecord(f"/p/{k}.{ext}", 1000, 0, f"hash-{k}-{ext}", ImageInfo(64, 64, ext.upper()))
+        for ext in ("png", "bmp")
+        for k in range(30)
+    ]
+    result = ScanResult(["/p"], "model", 0.83, images, np.concatenate([v, v]), [])
+    finder = DuplicateFinder(result)
+    drive(finder.search(1.0))
+    groups = finder.groups(1.0)
+    assert sorted(sorted(m.image.path for m in g.members) for g in groups) == sorted(
+        sorted([f"/p/{k}.bmp", f"/p/{k}.png"]) for k in range(30)
+    )
+
+
+def near_uniform(n: int, noise: float, dim: int = 64, seed: int = 5) -> np.ndarray:
+    """``n`` noisy copies of one vector: every pair is similar (scanned pages, screenshots, a burst of frames)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(dim) + noise * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("exact_max", [100_000, 1000], ids=["exact", "approximate"])
+def test_uniform_set_keeps_at_most_k_neighbours_per_image(exact_max: int) -> None:
+    # 3,000 near-identical vectors: 4.5 million pairs above 0.7. At most K per image are kept (n * K pairs), real
+    # ones, and the graph says how many images were capped; cliques of at most K + 1 still form.
+    n, k = 3000, MAX_NEIGHBORS
+    x = near_uniform(n, 0.3)
+    g = drive(similarity_graph(x, 0.7, exact_max=exact_max))
+    assert g.exact == (exact_max > n)
+    assert g.max_neighbors == k and g.capped == n
+    assert len(g.s) <= n * k
+    assert (g.i < g.j).all() and len(set(zip(g.i.tolist(), g.j.tolist(), strict=True))) == len(g.s)
+    sims = x @ x.T
+    assert np.allclose(g.s, sims[g.i, g.j], atol=1e-5) and (g.s >= 0.7).all()
+    groups = clique_groups(g)
+    assert groups and max(len(gr) for gr in groups) <= k + 1
+
+
+def test_uniform_set_keeps_each_images_k_most_similar() -> None:
+    # The exact search keeps the K best of every image, and only pairs among the K best of one of their ends.
+    n, k = 3000, MAX_NEIGHBORS
+    x = near_uniform(n, 0.3)
+    g = drive(similarity_graph(x, 0.7))
+    sims = x @ x.T
+    np.fill_diagonal(sims, -1)
+    best = np.argsort(-sims, axis=1)[:, :k]
+    kth = sims[np.arange(n), best[:, -1]]  # each image's k-th best similarity
+    assert ((g.s >= kth[g.i] - 1e-5) | (g.s >= kth[g.j] - 1e-5)).all()
+    found = set(zip(g.i.tolist(), g.j.tolist(), strict=True))
+    missing = np.array(sorted({(min(a, b), max(a, b)) for a in range(n) for b in best[a].tolist()} - found))
+    if len(missing):  # only ties at the k-th place, which either order may break
+        s = sims[missing[:, 0], missing[:, 1]]
+        assert (np.minimum(abs(s - kth[missing[:, 0]]), abs(s - kth[missing[:, 1]])) < 1e-5).all()
+    # the bound bites at a threshold only for the images with more than k neighbours at or above it
+    assert g.overflow is not None
+    assert np.allclose(g.overflow, -np.sort(-sims, axis=1)[:, k], atol=1e-5)
+    for t in (0.9, 0.93, 0.95):
+        assert g.at(t).capped == np.count_nonzero((sims >= t).sum(axis=1) > k)
+    assert 0 < g.at(0.93).capped < n
+
+
+def test_uniform_finder_groups_and_reports_the_cap() -> None:
+    n = 3000
+    x = near_uniform(n, 0.05, dim=256).astype(np.float16)
+    images = [ImageRecord(f"/p/{k}.png", 1000, 0, f"hash-{k}", ImageInfo(64, 64, "PNG")) for k in range(n)]
+    finder = DuplicateFinder(ScanResult(["/p"], "model", 0.83, images, x, []))
+    drive(finder.search(0.7))
+    assert finder.graph is not None and finder.graph.capped == n and len(finder.graph.s) <= n * MAX_NEIGHBORS
+    groups = finder.groups(0.7)
+    assert groups and all(2 <= len(g.members) <= MAX_NEIGHBORS + 1 for g in groups)
+
+
+def test_few_neighbours_are_not_capped() -> None:
+    # 40 copies of one picture and noise: each copy has 39 neighbours, under the bound; all 780 pairs are kept.
+    x = np.concatenate([near_uniform(40, 0.05), unit_vectors(500, dim=64)])
+    g = drive(similarity_graph(x, 0.7, max_neighbors=39))
+    assert g.capped == 0 and len(g.s) == 40 * 39 // 2
+    g = drive(similarity_graph(x, 0.7, max_neighbors=38))
+    assert g.capped == 40 and len(g.s) <= 40 * 38
