@@ -18,6 +18,7 @@ from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup
 from dedup_app.core.files import FileError
 from dedup_app.core.marking import SURE_SIMILARITY, Marks, mark_group
 from dedup_app.core.progress import CancelToken, Job, Progress
+from dedup_app.core.units import count_of
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,16 @@ class Review:
     def floor(self) -> float:
         """The slider's lowest threshold for the current scan (its range's bottom before any scan)."""
         return self.floor_of(self.finder) if self.finder is not None else self.slider_range[0]
+
+    def crowded_note(self, threshold: float) -> str:
+        """A short note when, at ``threshold``, some images had more similar images than the search keeps (their
+        groups may be split), else ''."""
+        graph = self.finder.graph if self.finder is not None else None
+        if graph is None or not graph.at(threshold).capped:
+            return ""
+        n = graph.at(threshold).capped
+        return (f"{count_of(n, 'image')} with over {graph.max_neighbors} similar images: large groups may be "
+                "split")  # fmt: skip
 
     def images_left(self, removed: Collection[str]) -> int:
         """Images of the scan still in place."""

@@ -608,9 +608,11 @@ class MainWindow(QMainWindow):
         groups = self.model.groups
         images = self.review.images_left(self.actions.removed)
         reclaim = sum(g.reclaimable_bytes for g in groups)
+        crowded = self.review.crowded_note(self.threshold)
         self.summary.setText(
             f"{count_of(images, 'image')} · {count_of(len(groups), 'group')} · {format_bytes(reclaim)} reclaimable · "
-            f"{self.models.model_label()} · {self.labels.summary()}"
+            + (f"{crowded} · " if crowded else "")
+            + f"{self.models.model_label()} · {self.labels.summary()}"
         )
 
     def _update_enabled(self) -> None:

@@ -344,3 +344,20 @@ def test_user_choices_survive_a_regroup_and_go_with_a_new_rule() -> None:
     assert marks.keep_of(marks.groups[0]) != "/c.jpg" or marks.rule_marks(marks.groups[0]).keep == "/c.jpg"
     assert not marks.manual_keep
 
+
+
+def test_the_window_is_told_when_the_neighbour_bound_bites(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A burst of near-identical frames: each keeps at most K neighbours; the status says groups may be split."""
+    import dedup_app.core.index as index_module
+    from dedup_app.controllers.review import Review
+
+    monkeypatch.setattr(index_module, "MAX_NEIGHBORS", 2)
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=16)
+    burst = base + 0.01 * rng.normal(size=(6, 16))
+    review = Review()
+    review.finder = finder_of([f"/f{k}.jpg" for k in range(6)], (burst / np.linalg.norm(burst, axis=1)[:, None]))
+    assert "6 images with over 2 similar images" in review.crowded_note(0.9)
+    lonely = Review()
+    lonely.finder = finder_of(["/x.jpg", "/y.jpg", "/z.jpg"], three_vectors(0.99, 0.90, 0.845))
+    assert lonely.crowded_note(0.85) == ""
