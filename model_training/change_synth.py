@@ -12,7 +12,7 @@ What we took from whom, and why
   itself*. Their finding is that pairs of unrelated images confuse a detector, because pixels labelled
   "unchanged" look different; consistency of the unchanged area matters more than realism of the change. So every
   pair starts from one background crop used for both dates, and only the synthesised regions differ before the
-  nuisances are applied. Cut-outs from the background's own image are preferred when it has footprints.
+  nuisances are applied. When the background has footprints, half the pasted buildings come from its own image.
 - **ChangeStar / STAR** (Zheng, Ma, Zhang, Zhong; ICCV 2021, and the 2024 journal version): change supervision from
   single-date object masks (the change label is the XOR of the two dates' masks: an object present in one date
   only) and *temporal symmetry* (what appears from A to B disappears from B to A). Here: a building removal is a
