@@ -40,6 +40,11 @@ def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
     assert "dedup_app/_resources/models/dedup-default-v1.md" in names
     assert "dedup_app/_resources/icons/hicolor/256x256/apps/dedup-app.png" in names
     assert "dedup_app/ui/main_window.py" in names and "dedup_app/cli.py" in names
+    # every module of the source tree is in the wheel (a package missing from pyproject's list is silently left out
+    # of a non-editable install: dedup_app.core.change was, so `pip install .` had no change detection)
+    sources = {p.relative_to(REPO).as_posix() for top in ("dedup_app", "model_training")
+               for p in (REPO / top).rglob("*.py")}  # fmt: skip
+    assert sources <= set(names), sorted(sources - set(names))
     assert not any(n.startswith("tests/") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the licence travels with the wheel
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
