@@ -29,8 +29,16 @@ def test_resources_are_found_from_source_and_from_a_bundle(tmp_path: Path, monke
 
 
 def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
+    # built from the tracked files alone, as from a fresh clone: the checkout's egg-info (left by `pip install -e`)
+    # lists every file and would hide a package missing from pyproject's list
+    source = tmp_path / "src"
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
