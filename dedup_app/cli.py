@@ -279,8 +279,9 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
             print(f"  {s['name']}: could not compare: {s['error']}")
         else:
             area = f", {s['changed_m2']:,.0f} m2" if s.get("changed_m2") is not None else ""
-            print(f"  {s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions{area}, "
-                  f"shift {s['shift_x_px']:+.1f}, {s['shift_y_px']:+.1f} px")  # fmt: skip
+            placed = (f"shift {s['shift_x_px']:+.1f}, {s['shift_y_px']:+.1f} px" if s["alignment_verified"]
+                      else f"alignment not verified: {s['alignment_note']}")  # fmt: skip
+            print(f"  {s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions{area}, {placed}")
     return EXIT_FAILURE if failed and len(failed) == len(summaries) else EXIT_OK
 
 

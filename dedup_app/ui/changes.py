@@ -221,9 +221,14 @@ class ChangesTab(QWidget):
         controls.addWidget(self.min_area)
         self.info = QLabel("Drop a before and an after image (or two folders of tiles), then Compare.")
         self.info.setWordWrap(True)
+        self.alignment_note = QLabel()  # shown over the pair when its registration could not be verified
+        self.alignment_note.setWordWrap(True)
+        self.alignment_note.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; padding: 4px; }")
+        self.alignment_note.hide()
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
+        center_layout.addWidget(self.alignment_note)
         center_layout.addWidget(self.view, 1)
         center_layout.addLayout(controls)
         center_layout.addWidget(self.info)
@@ -344,7 +349,12 @@ class ChangesTab(QWidget):
                 item.setToolTip(result)
             elif result is not None:
                 fraction = result.summary(t, area)["changed_fraction"]
-                item.setText(f"{pair.name}: {fraction:.1%} changed")
+                unverified = not result.alignment.verified
+                item.setText(
+                    f"{pair.name}: {fraction:.1%} changed" + (", alignment not verified" if unverified else "")
+                )
+                item.setToolTip(f"Alignment not verified: {result.alignment.note}" if unverified else "")
+                item.setData(Qt.ItemDataRole.ForegroundRole, QColor(150, 100, 0) if unverified else None)
 
     def _pair_selected(self, row: int) -> None:
         if not 0 <= row < len(self.pairs):
@@ -356,6 +366,7 @@ class ChangesTab(QWidget):
             return
         if isinstance(result, str):
             self.current = None
+            self.alignment_note.hide()
             self.info.setText(f"{pair.name}: could not compare: {result}")
             self.regions.setRowCount(0)
             self.view.set_images(QPixmap(), QPixmap())
@@ -368,6 +379,12 @@ class ChangesTab(QWidget):
                 self.threshold.setValue(round(result.default_threshold * 100))
                 self.threshold.blockSignals(False)
             self.view.set_images(rgb_pixmap(result.before.pixels), rgb_pixmap(result.after))
+            al = result.alignment
+            self.alignment_note.setText(
+                f"Alignment not verified: {al.note}. The map compares the images as shown; check that they line up "
+                "(swipe)."
+            )
+            self.alignment_note.setVisible(not al.verified)
         self._redraw(now=True)
 
     def _redraw(self, now: bool = False) -> None:
@@ -416,7 +433,12 @@ class ChangesTab(QWidget):
         self.info.setText(
             f"{s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions"
             + (f", {s['changed_m2']:,.0f} m²" if s["changed_m2"] is not None else "")
-            + f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px. Model: {result.model}."
+            + (
+                f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px"
+                if al.verified
+                else f". Alignment not verified (correlation {al.correlation:.2f})"
+            )
+            + f". Model: {result.model}."
         )
         # only the pair shown while the slider moves: every other pair would mean a mask and regions per tile
         self._update_pair_rows([self.pair_list.currentRow()] if self.pair_list.currentRow() >= 0 else [])

@@ -63,6 +63,7 @@ def test_compare_two_dropped_images(qtbot, make_window, pair, tmp_path: Path) ->
 
 def test_bad_pairs_are_reported(qtbot, make_window, pair, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
     window = make_window()
+    window.tabs.setCurrentWidget(window.changes)
     tab = window.changes
     left, right = tmp_path / "L", tmp_path / "R"
     left.mkdir()
@@ -77,10 +78,51 @@ def test_bad_pairs_are_reported(qtbot, make_window, pair, tmp_path: Path, shared
     Image.open(shared_data / "photos" / "kodak" / "kodim05.png").crop((0, 0, 512, 512)).save(elsewhere)
     tab.before_zone.set_path(str(pair[0]))
     tab.after_zone.set_path(str(elsewhere))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):  # same size: compared, with the alignment flagged
+        tab.compare()
+    assert "alignment not verified" in tab.pair_list.item(0).text() and tab.alignment_note.isVisible()
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (900, 300)).save(wide)
+    tab.after_zone.set_path(str(wide))
     with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
         tab.compare()
-    assert "could not compare" in tab.pair_list.item(0).text()
-    assert "do not line up" in tab.info.text()
+    assert "could not compare" in tab.pair_list.item(0).text() and not tab.alignment_note.isVisible()
+    assert "cannot be paired" in tab.info.text() and "wide.png" in tab.info.text()
+
+
+def test_unverified_alignment_is_mapped_with_a_note(
+    qtbot, make_window, pair, tmp_path: Path, shared_data: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Bare land that became a neighbourhood (A and B hardly correlate) was refused; it is mapped now, and the
+    pair's row, a note over the view and the info line say that its alignment is not verified. The note goes
+    away on a pair that lines up."""
+    egy = shared_data / "change" / "egy_bcd"
+    left, right = tmp_path / "L", tmp_path / "R"
+    left.mkdir()
+    right.mkdir()
+    Image.open(egy / "A" / "val_2.png").save(left / "a_built.png")
+    Image.open(egy / "B" / "val_2.png").save(right / "a_built.png")
+    Image.open(pair[0]).save(left / "b_houses.png")
+    Image.open(pair[1]).save(right / "b_houses.png")
+    window = make_window()
+    window.tabs.setCurrentWidget(window.changes)
+    tab = window.changes
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.handle_drop([str(left), str(right)])
+    row = tab.pair_list.item(0)
+    assert row.text().startswith("a_built: ") and row.text().endswith("changed, alignment not verified")
+    assert "no shift improves it" in row.toolTip()
+    assert tab.current.alignment.verified is False and tab.current.summary(0.5, 64)["changed_fraction"] > 0.3
+    assert tab.alignment_note.isVisible() and "Alignment not verified" in tab.alignment_note.text()
+    assert "Alignment not verified (correlation" in tab.info.text()
+    with qtbot.waitSignal(tab.redrawn, timeout=TIMEOUT):
+        tab.pair_list.setCurrentRow(1)
+    assert not tab.alignment_note.isVisible() and "Alignment: " in tab.info.text()
+    assert "not verified" not in tab.pair_list.item(1).text() and not tab.pair_list.item(1).toolTip()
+    out = tmp_path / "exported"
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.export_to(str(out))
+    assert "Exported 2 pairs" in tab.info.text()
 
 
 def test_large_results_are_kept_within_a_memory_budget(qtbot, make_window, pair, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -204,12 +204,129 @@ def test_bad_inputs(detector: ChangeDetector, aerial: dict[str, Path], shared_da
     out = tmp_path / "out"
     [bad] = drive(run_change(junk, aerial["before"], out, detector))
     assert "not a recognised image" in bad["error"]
-    [unrelated] = drive(run_change(aerial["before"], photo, out, detector))
-    assert "do not line up" in unrelated["error"]
+    [unrelated] = drive(run_change(aerial["before"], photo, out, detector))  # same size: mapped, and flagged
+    assert not unrelated["error"] and unrelated["alignment_verified"] is False
+    assert unrelated["alignment"] == "not verified"
+
+
+def test_only_pairs_that_cannot_be_paired_are_refused(
+    detector: ChangeDetector, aerial: dict[str, Path], tmp_path: Path
+) -> None:
+    """Different shapes without georeferencing: refused, naming both files and the reason, in the summary too."""
     wide = tmp_path / "wide.png"
     Image.new("RGB", (900, 300)).save(wide)
-    with pytest.raises(AlignmentError, match="different shapes"):
+    with pytest.raises(AlignmentError) as exc:
         align(read_raster(aerial["before"]), read_raster(wide))
+    message = str(exc.value)
+    assert str(aerial["before"]) in message and str(wide) in message
+    assert "cannot be paired" in message and "512 x 512" in message and "900 x 300" in message
+    assert "not both georeferenced" in message
+    [refused] = drive(run_change(aerial["before"], wide, tmp_path / "out", detector))
+    assert refused["error"] == message and "alignment_verified" not in refused
+    # the same aspect ratio at another size is still paired (resized)
+    half = tmp_path / "half.png"
+    Image.open(aerial["pasted"]).resize((256, 256)).save(half)
+    _, _, alignment = align(read_raster(aerial["before"]), read_raster(half))
+    assert alignment.resized and alignment.verified
+
+
+EGY = ("val_2", "val_3", "train_2")  # bare land in A, a neighbourhood in B: A and B hardly correlate
+
+
+def test_land_that_became_a_neighbourhood_is_mapped_not_refused(
+    detector: ChangeDetector, shared_data: Path, tmp_path: Path
+) -> None:
+    """Same-size tiles of one place where nearly everything changed were refused ("the images do not line up");
+    they are mapped now, unmoved, with the alignment marked not verified. train_2 was worse: its best match, a
+    118 px shift, was applied, so the map compared the wrong ground."""
+    egy = shared_data / "change" / "egy_bcd"
+    left, right = tmp_path / "A", tmp_path / "B"
+    left.mkdir()
+    right.mkdir()
+    for name in EGY:
+        Image.open(egy / "A" / f"{name}.png").save(left / f"{name}.png")
+        Image.open(egy / "B" / f"{name}.png").save(right / f"{name}.png")
+    out = tmp_path / "out"
+    summaries = drive(run_change(left, right, out, detector))
+    by_name = {s["name"]: s for s in summaries}
+    assert sorted(by_name) == sorted(EGY)
+    for name, s in by_name.items():
+        assert not s["error"], (name, s["error"])
+        assert s["alignment_verified"] is False and s["alignment"] == "not verified", name
+        assert (s["shift_x_px"], s["shift_y_px"], s["rotation_deg"]) == (0.0, 0.0, 0.0), name
+        assert s["alignment_correlation"] < 0.15 and s["alignment_note"], name
+        assert (out / f"{name}_mask.png").is_file()
+    assert "no shift improves it" in by_name["val_2"]["alignment_note"]
+    assert "too far to be a misregistration" in by_name["train_2"]["alignment_note"]
+    # the map is of the real change: new buildings over most of the tile
+    for name in ("val_2", "train_2"):
+        mask = np.asarray(Image.open(out / f"{name}_mask.png"))
+        label = np.asarray(Image.open(egy / "label" / f"{name}.png").convert("L"))
+        assert pixel_scores(mask, label)["f1"] > 0.6, name
+    summary, rows = read_summary(out)
+    assert [p["alignment_verified"] for p in summary["pairs"]] == [False] * 3
+    assert [r["alignment_verified"] for r in rows] == ["False"] * 3
+
+
+def test_change_command_maps_an_unverified_pair_and_says_so(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dedup-app change`` on a pair it used to refuse: exit 0, the maps, and the doubt on stdout and in the
+    summary."""
+    egy = shared_data / "change" / "egy_bcd"
+    out = tmp_path / "maps"
+    code = main(["change", str(egy / "A" / "val_2.png"), str(egy / "B" / "val_2.png"), "--out", str(out),
+                 "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    assert (out / "val_2_mask.png").is_file()
+    [pair] = json.loads((out / "summary.json").read_text())["pairs"]
+    assert not pair["error"] and pair["alignment_verified"] is False and pair["alignment"] == "not verified"
+    printed = capsys.readouterr().out
+    assert "Compared 1 of 1 pairs" in printed and "val_2: " in printed
+    assert "alignment not verified: weak correlation" in printed
+
+
+def test_small_shifts_are_still_found_and_verified(shared_data: Path, aerial: dict[str, Path], tmp_path: Path) -> None:
+    """A copy moved by 3 px is put back and its alignment verified, on a 512 px tile (phase correlation and ECC)
+    and on a 256 px tile (phase correlation alone)."""
+    levir = np.asarray(Image.open(shared_data / "change" / "levir_samples" / "A" / "train_36_0512_0512.png")
+                       .convert("RGB"))  # fmt: skip
+    for name, arr in (("aerial", np.asarray(Image.open(aerial["before"]))), ("levir", levir)):
+        before, after = tmp_path / f"{name}_a.png", tmp_path / f"{name}_b.png"
+        Image.fromarray(arr).save(before)
+        Image.fromarray(np.roll(arr, 3, axis=1)).save(after)
+        a, b = read_raster(before), read_raster(after)
+        b_on_a, _, alignment = align(a, b)
+        assert alignment.verified and not alignment.note, name
+        assert alignment.method != "not verified" and alignment.correlation > 0.5, name
+        assert abs(alignment.dx - 3) < 0.5 and abs(alignment.dy) < 0.5, name
+        inner = (slice(8, -8), slice(8, -8))
+        assert np.abs(b_on_a[inner].astype(int) - a.pixels[inner].astype(int)).mean() < 6, name
+
+
+def test_georeferenced_footprints(shared_data: Path) -> None:
+    """Footprints that share a sliver are mapped on the sliver (under 5 % was refused); footprints that do not
+    overlap are refused, naming both files."""
+    pytest.importorskip("rasterio")
+    a = read_raster(shared_data / "change" / "landsat_taizhou" / "A" / "2000TM", bands=(3, 2, 1))
+    assert a.geo is not None
+    t = a.geo.transform
+    h, w = a.shape
+
+    def moved(columns: int) -> Raster:
+        """The part of A from ``columns`` east on, georeferenced where it lies."""
+        pixels = np.ascontiguousarray(a.pixels[:, min(columns, w - 8) :])
+        return Raster("moved.tif", pixels, type(a.geo)(a.geo.crs, (t[0], 0.0, t[2] + columns * t[0], 0.0, t[4],
+                                                                   t[5])))  # fmt: skip
+
+    sliver = int(w * 0.97)  # B starts 97 % of the width east: 3 % of A is covered
+    b_on_a, valid, alignment = align(a, moved(sliver))
+    assert alignment.method.startswith("georeference") and alignment.shift_px < 0.5
+    assert 0.02 < valid.mean() < 0.04 and valid[:, sliver + 1 :].all() and not valid[:, : sliver - 1].any()
+    assert np.abs(b_on_a[:, sliver + 1 :].astype(int) - a.pixels[:, sliver + 1 :].astype(int)).mean() < 2.0
+    with pytest.raises(AlignmentError, match="footprints do not overlap") as exc:
+        align(a, moved(w + 10))
+    assert a.path in str(exc.value) and "moved.tif" in str(exc.value)
 
 
 def test_histogram_matching_removes_a_global_shift() -> None:
