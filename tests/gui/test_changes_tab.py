@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,80 @@ def test_tiles_sharing_a_name_are_shown_apart(qtbot, make_window, pair, tmp_path
     assert "Exported 4 pairs" in tab.info.text()
     for name in ("t.jpg", "t.png", "x/y", "x__y"):
         assert (out / f"{name}_mask.png").is_file()
+
+
+def choose_other_file(tab, monkeypatch, path: str) -> None:  # type: ignore[no-untyped-def]
+    """Pick Other file… in the Model box, the file dialog answering ``path`` ("" for Cancel)."""
+    from dedup_app.ui import changes
+
+    monkeypatch.setattr(changes.QFileDialog, "getOpenFileName", lambda *args, **kwargs: (path, ""))
+    index = tab.model.findData(changes.OTHER_FILE)
+    tab.model.setCurrentIndex(index)
+    tab.model.activated.emit(index)
+
+
+def test_change_models_are_offered_by_name(
+    qtbot, make_window, pair, tmp_path: Path, resources_copy: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The Model box offers the shipped heads by name (one not installed greyed out), Features, Pixels and Other
+    file…; the default falls back to Features with a note while it is not installed; a file chosen with Other
+    file… is offered and used, one that is not a change head is refused naming it."""
+    import torch
+
+    from dedup_app.ui.changes import OTHER_FILE
+    from tests.conftest import write_change_head
+
+    window = make_window()
+    window.tabs.setCurrentWidget(window.changes)
+    tab = window.changes
+    box = tab.model
+    assert [box.itemData(i) for i in range(box.count())] == ["general", "buildings", "features", "pixels", OTHER_FILE]
+    assert box.currentData() == "general" and box.currentText() == "General (not installed: Features for now)"
+    assert box.itemText(1) == "Buildings (not installed)" and not box.model().item(1).isEnabled()
+    assert all(box.model().item(i).isEnabled() for i in (0, 2, 3, 4))
+    tab.before_zone.set_path(str(pair[0]))
+    tab.after_zone.set_path(str(pair[1]))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    assert "feature difference" in tab.current.model
+    assert "Note: the default 'general' change head is not installed; using 'features'" in tab.info.text()
+
+    bad = tmp_path / "bad.pt"
+    torch.save({"kind": "change-head", "format_version": 1}, bad)
+    choose_other_file(tab, monkeypatch, str(bad))
+    assert (
+        box.currentData() == str(bad) and box.currentText() == "bad.pt" and box.itemData(box.count() - 1) == OTHER_FILE
+    )
+    with qtbot.waitSignal(tab.refused, timeout=TIMEOUT):
+        tab.compare()
+    assert tab.info.text() == f"Cannot compare: {bad}: damaged change model file (no 'config')"
+
+    mine = write_change_head(tmp_path / "mine.pt", "mine")
+    choose_other_file(tab, monkeypatch, str(mine))
+    assert box.currentData() == str(mine)
+    choose_other_file(tab, monkeypatch, "")  # Cancel in the dialog: the file chosen before stays
+    assert box.currentData() == str(mine)
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    assert tab.current.model.endswith("+ mine") and "Note:" not in tab.info.text()
+    assert tab.current.summary(0.5, 64)["changed_fraction"] > 0.9  # the head that calls everything changed
+    box.setCurrentIndex(box.findData("pixels"))  # the box changes, the results shown (and exported) do not
+    out = tmp_path / "exported"
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.export_to(str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == str(mine) and summary["model"].endswith("+ mine")
+
+
+def test_the_default_change_model_is_used_once_installed(qtbot, make_window, pair, resources_copy: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import write_change_head
+
+    write_change_head(resources_copy / "models" / "change-general.pt", "shipped-general")
+    window = make_window()
+    tab = window.changes
+    assert tab.model.currentData() == "general" and tab.model.currentText() == "General"
+    tab.before_zone.set_path(str(pair[0]))
+    tab.after_zone.set_path(str(pair[1]))
+    with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+        tab.compare()
+    assert tab.current.model.endswith("+ shipped-general") and "Note:" not in tab.info.text()

@@ -21,6 +21,13 @@ from dedup_app.core.change.detect import (
     ChangeHeadCheckpoint,
     load_change_head,
 )
+from dedup_app.core.change.heads import (
+    SHIPPED_HEADS,
+    ChangeModelError,
+    ChangeModelNotInstalled,
+    default_change_model,
+    resolve_change_model,
+)
 from dedup_app.core.change.normalize import match_histograms
 from dedup_app.core.change.pipeline import (
     ChangeInputError,
@@ -32,6 +39,7 @@ from dedup_app.core.change.pipeline import (
 )
 from dedup_app.core.change.raster import Raster, read_raster
 from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
+from tests.conftest import write_change_head
 
 BOX = (slice(300, 400), slice(100, 200))  # where the object is pasted
 
@@ -507,3 +515,107 @@ def test_tiles_sharing_a_name_do_not_overwrite_each_other(
     assert (out / "x" / "y_mask.png").is_file() and (out / "x__y_mask.png").is_file()
     assert len({f for p in summary["pairs"] for f in p["files"].values()}) == 4 * 4
     assert "t.jpg: 0.0% changed" in capsys.readouterr().out
+
+
+def test_change_models_are_resolved_by_name(resources_copy: Path, tmp_path: Path) -> None:
+    """Names, files and what is wrong with them, each in one line; the default falls back until it is installed."""
+    models = resources_copy / "models"
+    assert resolve_change_model("features") == ("features", None)
+    with pytest.raises(ChangeModelNotInstalled, match=r"the 'buildings' change head is not installed \(.*"
+                       r"change-buildings\.pt is missing\)"):  # fmt: skip
+        resolve_change_model("buildings")
+    with pytest.raises(ChangeModelError, match="unknown change model 'buidlings': the known ones are general, "
+                       "buildings, features"):  # fmt: skip
+        resolve_change_model("buidlings")
+    with pytest.raises(ChangeModelError, match="nope.pt: change head file not found"):
+        resolve_change_model(str(tmp_path / "nope.pt"))
+    with pytest.raises(ChangeModelError, match="is a folder"):
+        resolve_change_model(str(tmp_path))
+    mine = write_change_head(tmp_path / "mine.pt", "mine")
+    assert resolve_change_model(str(mine)) == (str(mine), mine)
+    assert default_change_model() == (
+        "features", None,
+        "the default 'general' change head is not installed; using 'features' (the encoder's feature difference, "
+        "without change training)",
+    )  # fmt: skip
+    for name in SHIPPED_HEADS:
+        write_change_head(models / SHIPPED_HEADS[name], f"shipped-{name}")
+        assert resolve_change_model(name.upper()) == (name, models / SHIPPED_HEADS[name])
+    assert default_change_model() == ("general", models / "change-general.pt", "")
+    assert load_change_head(resolve_change_model("general")[1]).name == "shipped-general"  # type: ignore[arg-type]
+
+
+def test_a_file_that_is_not_a_change_head_is_one_clear_error(tmp_path: Path) -> None:
+    """A change-head file with fields missing, of the wrong type, or weights that do not fit the head raised
+    KeyError or TypeError (or loaded, and failed on the first tile): one ValueError naming the file now."""
+    good = write_change_head(tmp_path / "good.pt", "good")
+    data = torch.load(good, weights_only=True)
+    broken = {
+        "no_state": ({k: v for k, v in data.items() if k != "state"}, "no 'state'"),
+        "no_config": ({k: v for k, v in data.items() if k != "config"}, "no 'config'"),
+        "bad_channels": ({**data, "channels": None}, "damaged change model file"),
+        "bad_config": ({**data, "config": [1, 2]}, "'config' is a list"),
+        "bad_version": ({**data, "format_version": "one"}, "format_version 'one'"),
+        "wrong_weights": ({**data, "width": 16}, "damaged change model file .*size mismatch"),
+    }
+    for name, (content, reason) in broken.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(content, path)
+        with pytest.raises(ValueError, match=reason) as exc:
+            load_change_head(path)
+        assert str(exc.value).startswith(f"{path}: ") and "\n" not in str(exc.value), name
+
+
+def test_change_command_model_names_and_errors(
+    aerial: dict[str, Path], resources_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--model: unknown names list the known ones, a shipped head that is missing says so and suggests features, a
+    file that is not a change head names it; the default falls back to features with a note until the general head
+    is installed, then uses it. Each error is one line on stderr, exit 2, no traceback."""
+    argv = ["change", str(aerial["before"]), str(aerial["pasted"]), "--no-progress", "--device", "cpu", "--out"]
+
+    def error(*extra: str) -> str:
+        assert main([*argv, str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        return err
+
+    err = error("--model", "everything")
+    assert "unknown change model 'everything': the known ones are general, buildings, features" in err
+    err = error("--model", "buildings")
+    assert "the 'buildings' change head is not installed" in err and "use --model features" in err
+    bad = tmp_path / "bad.pt"
+    torch.save({"kind": "change-head", "format_version": 1, "config": {}}, bad)
+    assert f"dedup-app: error: {bad}: damaged change model file (no 'state')" in error("--model", str(bad))
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, str(tmp_path / "x"), "--method", "pixels", "--model", "buildings"])
+    assert stop.value.code == 2 and "--method pixels compares colours" in capsys.readouterr().err
+
+    out = tmp_path / "default"
+    assert main([*argv, str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err == ("dedup-app: note: the default 'general' change head is not installed; using 'features' (the "
+                   "encoder's feature difference, without change training)\n")  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "features" and "not installed" in summary["change_model_note"]
+    assert "feature difference" in summary["model"] and summary["pairs"][0]["model"] == summary["model"]
+
+    write_change_head(resources_copy / "models" / "change-general.pt", "shipped-general")
+    out = tmp_path / "general"
+    assert main([*argv, str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "general" and "change_model_note" not in summary
+    assert summary["model"].endswith("+ shipped-general") and summary["pairs"][0]["changed_fraction"] > 0.9
+    out = tmp_path / "features"
+    assert main([*argv, str(out), "--model", "features"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "features" and summary["pairs"][0]["changed_fraction"] < 0.1
+
+
+def test_change_help_names_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["change", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--model NAME|FILE" in text
+    assert "general (default" in text and "buildings" in text and "features (the encoder's feature difference" in text
