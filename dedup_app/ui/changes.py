@@ -375,7 +375,11 @@ class ChangesTab(QWidget):
             return
         self.pairs, self.results = pairs, OrderedDict()
         self.choice = self.model.currentData()  # a tile compared later (selected) uses the same model
+        # quietly: emptying the list moves its current row to the next tile on the way, which would compare that
+        # one alone (the full comparison then refused as the worker is busy) and show it instead of the first
+        self.pair_list.blockSignals(True)
         self.pair_list.clear()
+        self.pair_list.blockSignals(False)
         for pair in pairs:
             self.pair_list.addItem(QListWidgetItem(pair.name))
         self._compute(pairs[: min(len(pairs), MAX_RESULTS)], select=0)

@@ -264,3 +264,22 @@ def test_the_default_change_model_is_used_once_installed(qtbot, make_window, pai
     with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
         tab.compare()
     assert tab.current.model.endswith("+ shipped-general") and "Note:" not in tab.info.text()
+
+
+def test_comparing_again_shows_the_first_pair(qtbot, make_window, pair, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With the first of two tiles shown, comparing again (new inputs dropped) emptied the list and so selected
+    the second tile on the way: that one alone was compared and shown, the comparison of both refused as busy."""
+    left, right = tmp_path / "L", tmp_path / "R"
+    left.mkdir()
+    right.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.open(pair[0]).save(left / name)
+        Image.open(pair[1]).save(right / name)
+    window = make_window()
+    window.tabs.setCurrentWidget(window.changes)
+    tab = window.changes
+    for _ in range(2):
+        with qtbot.waitSignal(tab.compared, timeout=TIMEOUT):
+            tab.handle_drop([str(left), str(right)])
+        assert tab.pair_list.currentRow() == 0 and tab.current is tab.results[tab.pairs[0].key]
+        assert len(tab.results) == 2 and tab.info.text().startswith("a: ")
