@@ -39,8 +39,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dedup_app.core.labels import LabelStore
 from dedup_app.core.progress import CancelToken
 from dedup_app.ui.background import BackgroundCalls
+from dedup_app.ui.painting import LabelPainter
 
 MAX_RESULTS = 16  # change results computed up front and kept in memory (each holds both images at full size)
 MAX_RESULT_BYTES = 1_500_000_000  # ... unless they hold more than this: the oldest go first, the newest always stays
@@ -181,14 +183,15 @@ class SwipeView(QGraphicsView):
 
 
 class ChangesTab(QWidget):
-    """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
+    """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner, ``labels`` keeps
+    the change labels the user paints (none: painting is not offered)."""
 
     compared = Signal()  # results shown (tests wait on it)
     refused = Signal()  # nothing compared: the inputs are missing or do not pair, or the model is unusable (says why)
     redrawn = Signal()  # the mask and regions at the current settings are on screen
 
     def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str, Path | None], Any],
-                 parent: QWidget | None = None) -> None:  # fmt: skip
+                 parent: QWidget | None = None, labels: LabelStore | None = None) -> None:  # fmt: skip
         super().__init__(parent)
         self.run_job = run_job
         self.get_detector = get_detector
@@ -224,6 +227,9 @@ class ChangesTab(QWidget):
         self.pair_list.setToolTip("Tile pairs; each row shows the changed fraction")
         self.pair_list.currentRowChanged.connect(self._pair_selected)
         self.view = SwipeView()
+        self.painter = LabelPainter(self.view, labels, self._proposed_mask)
+        self.painter.install_shortcuts(self)
+        self.painter.setVisible(labels is not None)
         self.swipe = self._slider(50, "Swipe: After on the left, Before on the right")
         self.opacity = self._slider(60, "Opacity of the change overlay")
         self.threshold = self._slider(50, "Change probability above which a pixel counts as changed")
@@ -251,6 +257,7 @@ class ChangesTab(QWidget):
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
         center_layout.addWidget(self.alignment_note)
+        center_layout.addWidget(self.painter)
         center_layout.addWidget(self.view, 1)
         center_layout.addLayout(controls)
         center_layout.addWidget(self.info)
@@ -260,8 +267,10 @@ class ChangesTab(QWidget):
         self.regions.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.regions.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.regions.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.regions.setToolTip("Changed regions, largest first; click one to zoom to it")
+        self.regions.setToolTip("Changed regions, largest first; click one to zoom to it, double-click it to add "
+                                "it to your label")  # fmt: skip
         self.regions.currentCellChanged.connect(lambda row, *_: self.zoom_to_region(row))
+        self.regions.cellDoubleClicked.connect(lambda row, _col: self.take_region(row))
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.pair_list)
@@ -373,6 +382,7 @@ class ChangesTab(QWidget):
             self.info.setText(f"Cannot compare: {exc}")
             self.refused.emit()
             return
+        self.painter.leave()  # the label painted on the pair shown is saved before the pairs go
         self.pairs, self.results = pairs, OrderedDict()
         self.choice = self.model.currentData()  # a tile compared later (selected) uses the same model
         # quietly: emptying the list moves its current row to the next tile on the way, which would compare that
@@ -464,6 +474,7 @@ class ChangesTab(QWidget):
             self.alignment_note.hide()
             self.info.setText(f"{pair.name}: could not compare: {result}")
             self.regions.setRowCount(0)
+            self.painter.leave()
             self.view.set_images(QPixmap(), QPixmap())
             return
         if self.current is not result:
@@ -474,6 +485,7 @@ class ChangesTab(QWidget):
                 self.threshold.setValue(round(result.default_threshold * 100))
                 self.threshold.blockSignals(False)
             self.view.set_images(rgb_pixmap(result.before.pixels), rgb_pixmap(result.after))
+            self.painter.show_pair(pair.before, pair.after, result.before.shape)  # saves the label of the last one
             al = result.alignment
             self.alignment_note.setText(
                 f"Alignment not verified: {al.note}. The map compares the images as shown; check that they line up "
@@ -541,8 +553,9 @@ class ChangesTab(QWidget):
         self.redrawn.emit()
 
     def shutdown(self) -> None:
-        """Wait for a mask being worked out (at exit)."""
+        """Wait for a mask being worked out, and save a label being painted (at exit)."""
         self._calls.shutdown()
+        self.painter.shutdown()
 
     def zoom_to_region(self, row: int) -> None:
         if self.current is None or row < 0:
@@ -551,6 +564,23 @@ class ChangesTab(QWidget):
         if row < len(regions):
             x, y, w, h = regions[row].bbox
             self.view.zoom_to(QRectF(x, y, w, h))
+
+    # -- painted labels -----------------------------------------------------------------------------------------
+
+    def _proposed_mask(self) -> np.ndarray | None:
+        """The map's changed pixels at the current threshold and minimum area (what Fill region takes from)."""
+        if self.current is None:
+            return None
+        mask, _regions = self.current.regions_at(self.threshold.value() / 100, self.min_area.value())
+        return mask  # type: ignore[no-any-return]
+
+    def take_region(self, row: int) -> None:
+        """Add the region of the regions list's ``row`` to the painted label."""
+        if self.current is None or row < 0:
+            return
+        _, regions = self.current.regions_at(self.threshold.value() / 100, self.min_area.value())
+        if row < len(regions):
+            self.painter.fill_region(regions[row].bbox)
 
     # -- export -------------------------------------------------------------------------------------------------
 

@@ -305,7 +305,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(2, 4)
         self.splitter.setSizes([220, 620, 760])
 
-        self.changes = ChangesTab(self.run_job, self._change_detector)
+        self.changes = ChangesTab(self.run_job, self._change_detector, labels=self.ctx.labels)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.splitter, "Duplicates")
@@ -630,7 +630,8 @@ class MainWindow(QMainWindow):
         self.act_trash.setText(
             f"Trash {len(marked)} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
-        self.act_undo.setEnabled(not busy and self.actions.can_undo)
+        # on the Changes tab Ctrl+Z undoes painting (both enabled, Qt would run neither); trash/move undo waits
+        self.act_undo.setEnabled(reviewing and not busy and self.actions.can_undo)
         self.act_export.setEnabled(bool(self.model.groups))
 
     def current_member(self) -> tuple[int, GroupMember | None]:
