@@ -106,7 +106,7 @@ class MainWindow(QMainWindow):
         self.models = ModelService(ctx.registry, self.thresholds, ctx.model_path, ctx.device, ctx.cache_path,
                                    ctx.load_embedder)  # fmt: skip
         self.jobs = JobRunner(self.models, self)
-        self.actions = ActionsController(ctx.trash)
+        self.file_actions = ActionsController(ctx.trash)
         self.labels = LabelsController(ctx.labels)
         self.review = Review((SLIDER_MIN, SLIDER_MAX))
         self._regroup_request = 0
@@ -137,7 +137,7 @@ class MainWindow(QMainWindow):
 
     @property
     def undo_stack(self) -> list[ActionRecord]:
-        return self.actions.undo_stack
+        return self.file_actions.undo_stack
 
     # -- construction -------------------------------------------------------------------------------------------
 
@@ -479,7 +479,7 @@ class MainWindow(QMainWindow):
 
     def _scan_done(self, outcome: ScanOutcome) -> None:
         self.review.scan_done(outcome)
-        self.actions.scan_finished()
+        self.file_actions.scan_finished()
         self.loader.clear()
         self.models.results_shown(outcome.model_id)
         self.thresholds.remember_model(outcome.model_id, outcome.calibrated)
@@ -544,7 +544,7 @@ class MainWindow(QMainWindow):
         self._regroup_request += 1
         request = self._regroup_request
         args = (finder, self.threshold, self.rule_box.currentData(), self.reference_folders(),
-                frozenset(self.actions.removed), self.labels.not_duplicates())  # fmt: skip
+                frozenset(self.file_actions.removed), self.labels.not_duplicates())  # fmt: skip
         if background:  # the finder's search results are immutable: grouping may run on a pool thread
             self._regroup_calls.submit(lambda: grouping(*args), lambda out, err: self._regrouped(request, out, err))
         else:
@@ -575,7 +575,7 @@ class MainWindow(QMainWindow):
         if self.model.groups:
             self.center.setCurrentWidget(self.tree)
         elif self.review.finder is not None:
-            images = self.review.images_left(self.actions.removed)
+            images = self.review.images_left(self.file_actions.removed)
             errors = len(self.review.errors())
             unread = f"<p>{count_of(errors, 'file')} could not be read: see <b>Errors</b>.</p>" if errors else ""
             if images <= 0:
@@ -608,7 +608,7 @@ class MainWindow(QMainWindow):
 
     def _update_summary(self) -> None:
         groups = self.model.groups
-        images = self.review.images_left(self.actions.removed)
+        images = self.review.images_left(self.file_actions.removed)
         reclaim = sum(g.reclaimable_bytes for g in groups)
         crowded = self.review.crowded_note(self.threshold)
         self.summary.setText(
@@ -631,7 +631,7 @@ class MainWindow(QMainWindow):
             f"Trash {len(marked)} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
         # on the Changes tab Ctrl+Z undoes painting (both enabled, Qt would run neither); trash/move undo waits
-        self.act_undo.setEnabled(reviewing and not busy and self.actions.can_undo)
+        self.act_undo.setEnabled(reviewing and not busy and self.file_actions.can_undo)
         self.act_export.setEnabled(bool(self.model.groups))
 
     def current_member(self) -> tuple[int, GroupMember | None]:
@@ -758,7 +758,7 @@ class MainWindow(QMainWindow):
             "(Ctrl+Z) or restore the files from the system trash.",
         ):
             return
-        self.run_job("trash", self.actions.trash_job(paths), self._action_done, "Moving to trash")
+        self.run_job("trash", self.file_actions.trash_job(paths), self._action_done, "Moving to trash")
 
     def move_marked(self) -> None:
         paths = self.model.marked_in_view()
@@ -772,17 +772,17 @@ class MainWindow(QMainWindow):
         if not self.ask("Move files", f"Move {len(paths):,} marked files ({size}) to {dest}?\n\nYou can undo this."):
             return
         self.ctx.prefs.set(S.MOVE_DESTINATION, dest)
-        self.run_job("move", self.actions.move_job(paths, dest), self._action_done, "Moving files")
+        self.run_job("move", self.file_actions.move_job(paths, dest), self._action_done, "Moving files")
 
     def _action_done(self, record: ActionRecord) -> None:
-        self._show_outcome(self.actions.done(record))
+        self._show_outcome(self.file_actions.done(record))
 
     def undo_last(self) -> None:
-        job = self.actions.undo_job()
+        job = self.file_actions.undo_job()
         if job is None:
             self.statusBar().showMessage("Nothing to undo", 5000)
             return
-        self.run_job("undo", job, lambda out: self._show_outcome(self.actions.undo_done(out)), "Restoring files")
+        self.run_job("undo", job, lambda out: self._show_outcome(self.file_actions.undo_done(out)), "Restoring files")
 
     def _show_outcome(self, outcome: Outcome) -> None:
         """After an action or an undo: regroup without what is gone, say what happened, list what failed."""

@@ -133,7 +133,7 @@ def test_brush_eraser_undo_with_the_mouse_on_zoomed_views(qtbot, make_window, ti
     # Ctrl+Z, within the tab, undoes the eraser, then the stroke; Ctrl+Shift+Z redoes the stroke. The window's
     # Undo (of a trash, on the Duplicates tab) has Ctrl+Z too: it waits there, or Qt would run neither
     trashed = object()
-    window.actions.undo_stack.append(trashed)
+    window.file_actions.undo_stack.append(trashed)
     window.tabs.setCurrentWidget(window.splitter)
     assert window.act_undo.isEnabled()
     window.tabs.setCurrentWidget(window.changes)
@@ -144,8 +144,8 @@ def test_brush_eraser_undo_with_the_mouse_on_zoomed_views(qtbot, make_window, ti
     assert int((painter.label > 0).sum()) == 2
     key(tab, Qt.Key.Key_Z, Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier)
     assert np.array_equal(painter.label > 0, painted)
-    assert window.actions.undo_stack == [trashed]  # the trash was not undone
-    window.actions.undo_stack.clear()
+    assert window.file_actions.undo_stack == [trashed]  # the trash was not undone
+    window.file_actions.undo_stack.clear()
 
     # panning while the brush is active: Space + drag, and the middle button; neither paints
     key(tab, Qt.Key.Key_B)
