@@ -7,7 +7,7 @@ Usage::
     dedup-app gui [PATH ...] [--screenshot FILE.png]
     dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
                    [--json FILE] [--csv FILE]
-    dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model FILE] [--device D]
+    dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model NAME|FILE] [--device D]
     dedup-app train (--labels FILE | --from-app | --images DIR ...) [--epochs N] [--out FILE] [--activate]
     dedup-app train-change DIR [DIR ...] [--epochs N] [--out FILE] [--init FILE] [--synthetic N] [--unfreeze N]
     dedup-app models [list | activate ID | rollback]
@@ -162,13 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-area", type=_positive_int, default=64, metavar="PX",
         help="smallest changed region kept, in pixels (default 64)",
     )  # fmt: skip
-    change.add_argument("--model", metavar="FILE", help="a trained change-head file (default: training-free)")
+    change.add_argument(
+        "--model", metavar="NAME|FILE",
+        help="the change model: general (default: the shipped head for any kind of change), buildings (the shipped "
+        "head for new and demolished buildings), features (the encoder's feature difference, training-free), or a "
+        "change-head FILE. While the general head is not installed, the default uses features and says so",
+    )  # fmt: skip
     change.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
     change.add_argument("--bands", metavar="R,G,B", help="bands of multiband rasters to show as RGB, 1-based")
     change.add_argument(
         "--method", choices=("features", "pixels"), default="features",
-        help="features: the encoder's feature differences (default); pixels: change-vector analysis, for coarse "
-        "land-cover imagery",
+        help="features: the encoder's features, through the --model (default); pixels: change-vector analysis, "
+        "for coarse land-cover imagery (no model)",
     )  # fmt: skip
     change.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
@@ -262,6 +267,13 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
     """The ``change`` command."""
     bands = _bands(args.bands, parser)
     from dedup_app.core.change.detect import ChangeDetector, load_change_head
+    from dedup_app.core.change.heads import (
+        FEATURES,
+        ChangeModelError,
+        ChangeModelNotInstalled,
+        default_change_model,
+        resolve_change_model,
+    )
     from dedup_app.core.change.pipeline import ChangeInputError, ChangeOptions, pair_inputs, run_change
     from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.progress import drive
@@ -270,15 +282,35 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         pairs = pair_inputs(args.before, args.after)
     except ChangeInputError as exc:
         parser.error(str(exc))
+    if args.method == "pixels" and args.model is not None:
+        parser.error("--model is for --method features; --method pixels compares colours and uses no model")
+    header: dict[str, str] = {}
     try:
-        head = load_change_head(args.model) if args.model else None
+        if args.method == "pixels":
+            head_path = None
+        elif args.model is None:
+            label, head_path, note = default_change_model()
+            header["change_model"] = label
+            if note:
+                print(f"dedup-app: note: {note}", file=sys.stderr)
+                header["change_model_note"] = note
+        else:
+            header["change_model"], head_path = resolve_change_model(args.model)
+    except ChangeModelNotInstalled as exc:
+        print(f"dedup-app: error: {exc}; use --model {FEATURES} (training-free) instead", file=sys.stderr)
+        return EXIT_USAGE
+    except ChangeModelError as exc:
+        print(f"dedup-app: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        head = load_change_head(head_path) if head_path is not None else None
         detector = ChangeDetector(Embedder(load_checkpoint(), args.device), head, args.method)
     except (ValueError, FileNotFoundError) as exc:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     options = ChangeOptions(args.threshold, args.min_area, bands)
     progress = _ProgressBar(enabled=not args.no_progress)
-    run = run_change(args.before, args.after, args.out, detector, options)
+    run = run_change(args.before, args.after, args.out, detector, options, header=header)
     try:
         summaries = drive(run, progress)
     except KeyboardInterrupt:
@@ -297,8 +329,9 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
             print(f"  {s['name']}: could not compare: {s['error']}")
         else:
             area = f", {s['changed_m2']:,.0f} m2" if s.get("changed_m2") is not None else ""
-            print(f"  {s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions{area}, "
-                  f"shift {s['shift_x_px']:+.1f}, {s['shift_y_px']:+.1f} px")  # fmt: skip
+            placed = (f"shift {s['shift_x_px']:+.1f}, {s['shift_y_px']:+.1f} px" if s["alignment_verified"]
+                      else f"alignment not verified: {s['alignment_note']}")  # fmt: skip
+            print(f"  {s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions{area}, {placed}")
     return EXIT_FAILURE if failed and len(failed) == len(summaries) else EXIT_OK
 
 

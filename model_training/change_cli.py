@@ -51,23 +51,28 @@ def add_train_change_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
 
 
-def _synthetic_pairs(args: argparse.Namespace) -> list[Any]:
-    """N pairs from the synthetic generator; ``RuntimeError`` saying why when it cannot be used."""
+def _synthetic_pairs(args: argparse.Namespace, progress: Callable[[Any], None] | None) -> list[Any]:
+    """``--synthetic`` pairs from the synthetic generator (its training sources only); ``RuntimeError`` saying why
+    when it cannot be used."""
     try:
         from model_training.change_synth import ChangeSynth, SynthConfig
     except ImportError as exc:
         raise RuntimeError(f"--synthetic: the synthetic pair generator (model_training.change_synth) cannot be "
                            f"imported here ({exc}); train without --synthetic") from None  # fmt: skip
+    from dedup_app.core.progress import Progress
     from model_training.change_data import pairs_from_triples
 
-    gen = ChangeSynth(args.shared_data, SynthConfig(tile=256, mode=args.synthetic_mode), seed=args.seed)
-
-    def triples() -> Any:
-        for i in range(args.synthetic):
-            item = gen[i]
-            yield item.as_tuple() if hasattr(item, "as_tuple") else item
-
-    return list(pairs_from_triples(triples(), f"synthetic-{args.synthetic_mode}"))
+    try:
+        gen = ChangeSynth(args.shared_data, SynthConfig(tile=256, mode=args.synthetic_mode), seed=args.seed,
+                          length=args.synthetic)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"--synthetic: the generator cannot start ({exc}); see --shared-data") from None
+    pairs = []
+    for k, pair in enumerate(pairs_from_triples(iter(gen), f"synthetic-{args.synthetic_mode}"), 1):
+        pairs.append(pair)
+        if progress is not None:
+            progress(Progress("Making synthetic pairs", k, args.synthetic))
+    return pairs
 
 
 def train_change_main(
@@ -97,7 +102,7 @@ def train_change_main(
                                    copies=args.copies, unfreeze_blocks=args.unfreeze, seed=args.seed, name=args.name,
                                    synthetic_epochs=args.synthetic_epochs if args.synthetic else 0,
                                    head=init.head_config if init else HeadConfig())  # fmt: skip
-        synthetic = _synthetic_pairs(args) if args.synthetic else []
+        synthetic = _synthetic_pairs(args, progress) if args.synthetic else []
     except (ChangeDataError, ValueError, RuntimeError) as exc:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return 2
@@ -105,7 +110,7 @@ def train_change_main(
     val = [p for p in pairs if p.split == "val"]
     counts = split_counts(pairs)
     for source, c in counts.items():
-        print(f"{source}: {c['train']} train, {c['val']} validation, {c['test']} held-out (not read) tiles")
+        print(f"{source}: {c['train']} train, {c['val']} validation, {c['test']} held-out tiles (not used)")
     if synthetic:
         print(f"{len(synthetic):,} synthetic pairs ({args.synthetic_mode}) first, {config.synthetic_epochs} epochs")
     started = time.monotonic()

@@ -231,15 +231,41 @@ def merge(a: ItemSet, b: ItemSet) -> ItemSet:
 
 
 def split_by_class(items: ItemSet, val_fraction: float = 0.2, seed: int = 0) -> tuple[ItemSet, ItemSet]:
-    """Training and validation sets with whole classes on one side (stable for a given seed)."""
-    classes = sorted(set(items.labels))
+    """Training and validation sets with whole classes on one side (stable for a given seed).
 
-    def rank(cls: int) -> float:
-        key = "|".join(sorted(Path(items.keys[i]).name for i, lab in enumerate(items.labels) if lab == cls))
+    Classes joined by a labelled "not duplicate" pair go to the same side, so the pair stays usable (split apart,
+    neither side would hold it): a user's negatives are the scarcest labels there are. A cluster of such classes
+    larger than a quarter of all classes is split class by class, so one busy labelling session cannot empty a side.
+    """
+    classes = sorted(set(items.labels))
+    names: dict[int, list[str]] = {c: [] for c in classes}
+    for key, lab in zip(items.keys, items.labels, strict=True):
+        names[lab].append(Path(key).name)
+    parent = {c: c for c in classes}
+
+    def find(c: int) -> int:
+        while parent[c] != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for i, j in items.negatives:
+        a, b = find(items.labels[i]), find(items.labels[j])
+        parent[max(a, b)] = min(a, b)
+    clusters: dict[int, list[int]] = {}
+    for c in classes:
+        clusters.setdefault(find(c), []).append(c)
+    limit = max(2, len(classes) // 4)
+    blocks = [block for members in clusters.values()
+              for block in ([members] if len(members) <= limit else [[c] for c in members])]  # fmt: skip
+
+    def rank(block: list[int]) -> float:
+        key = "||".join(sorted("|".join(sorted(names[c])) for c in block))  # one class: the key it always had
         return (int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") % 10_000) / 10_000
 
-    ranked = sorted(classes, key=rank)
-    val_classes = {c for c in ranked if rank(c) < val_fraction}
+    ranked_blocks = sorted(blocks, key=rank)
+    ranked = [c for block in ranked_blocks for c in block]
+    val_classes = {c for block in ranked_blocks if rank(block) < val_fraction for c in block}
     if len(val_classes) < 2 and len(classes) >= 4:  # validation needs duplicates and non-duplicates
         val_classes = set(ranked[:2])
     train_idx = [i for i, lab in enumerate(items.labels) if lab not in val_classes]

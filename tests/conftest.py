@@ -55,3 +55,36 @@ def noise_image(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
     rng = np.random.default_rng(seed)
     small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
     return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+@pytest.fixture()
+def resources_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``resources`` folder of the test's own, used by the code under test: the shipped files are linked in, except
+    change heads, so a test puts in (or leaves out) ``models/change-*.pt`` whatever the real folder holds."""
+    from dedup_app.core import resources
+
+    real = resources.resources_dir()
+    root = tmp_path / "resources"
+    (root / "models").mkdir(parents=True)
+    for f in (real / "models").iterdir():
+        if not f.name.startswith("change-"):
+            (root / "models" / f.name).symlink_to(f)
+    (root / "icons").symlink_to(real / "icons")
+    monkeypatch.setattr(resources, "resources_dir", lambda: root)
+    return root
+
+
+def write_change_head(path: Path, name: str) -> Path:
+    """A real change-head file (today's format) whose head calls everything changed, so its use is visible."""
+    import torch
+
+    from dedup_app.core.change.detect import ChangeConfig, ChangeHead, ChangeHeadCheckpoint
+
+    torch.manual_seed(0)
+    head = ChangeHead()
+    with torch.no_grad():
+        head.fuse[-1].weight.zero_()
+        head.fuse[-1].bias.fill_(5.0)
+    state = {k: v.clone() for k, v in head.state_dict().items()}
+    ChangeHeadCheckpoint(ChangeConfig(), state, head.channels, head.width, {}, name).save(path)
+    return path

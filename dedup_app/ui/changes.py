@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,23 @@ from dedup_app.ui.background import BackgroundCalls
 
 MAX_RESULTS = 16  # change results computed up front and kept in memory (each holds both images at full size)
 MAX_RESULT_BYTES = 1_500_000_000  # ... unless they hold more than this: the oldest go first, the newest always stays
+OTHER_FILE = "<other file>"  # the Model box's "Other file…" entry
+PIXELS = "pixels"  # the Model box's change-vector analysis entry (no model)
+
+
+def resolve_choice(choice: str) -> tuple[str, str, Path | None, str]:
+    """What a Model box entry asks for: ``(method, label, head file or None, note)``. The default (``general``)
+    falls back to ``features`` while it is not installed, with the note saying so; another missing head, an
+    unknown name or a missing file raises ``ChangeModelError`` (a ``ValueError``) with a one-line message."""
+    from dedup_app.core.change.heads import DEFAULT_CHANGE_MODEL, default_change_model, resolve_change_model
+
+    if choice == PIXELS:
+        return PIXELS, PIXELS, None, ""
+    if choice == DEFAULT_CHANGE_MODEL:
+        label, path, note = default_change_model()
+        return "features", label, path, note
+    label, path = resolve_change_model(choice)
+    return "features", label, path, ""
 
 
 def _held_bytes(results: Iterable[Any]) -> int:
@@ -166,10 +184,10 @@ class ChangesTab(QWidget):
     """Compare before/after images or folders of tiles; ``run_job`` is the window's job runner."""
 
     compared = Signal()  # results shown (tests wait on it)
-    refused = Signal()  # compare() did not start: the inputs are missing or do not pair (the tab says why)
+    refused = Signal()  # nothing compared: the inputs are missing or do not pair, or the model is unusable (says why)
     redrawn = Signal()  # the mask and regions at the current settings are on screen
 
-    def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str], Any],
+    def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str, Path | None], Any],
                  parent: QWidget | None = None) -> None:  # fmt: skip
         super().__init__(parent)
         self.run_job = run_job
@@ -177,14 +195,18 @@ class ChangesTab(QWidget):
         self.results: OrderedDict[tuple[str, str], Any] = OrderedDict()  # by Pair.key: names are for display
         self.pairs: list[Any] = []
         self.current: Any = None
+        self.choice = ""  # the Model box entry the shown results were compared with
+        self.model_note = ""  # what the model resolution said for them (the default fell back), or ""
         self._calls = BackgroundCalls(1, self)
         self._redraw_request = 0
 
         self.before_zone, self.after_zone = DropZone("Before"), DropZone("After")
-        self.method = QComboBox()
-        self.method.addItem("Features (buildings, objects)", "features")
-        self.method.addItem("Pixels (land cover, coarse imagery)", "pixels")
-        self.method.setToolTip("How change is measured: the network's features, or colour differences per pixel")
+        self.model = QComboBox()
+        self.model.setToolTip("How change is measured: a change head on the network's features, the features' "
+                              "difference without training, or colour differences per pixel")  # fmt: skip
+        self._fill_models()
+        self._model_index = self.model.currentIndex()
+        self.model.activated.connect(self._model_activated)
         self.compare_button = QPushButton("Compare")
         self.compare_button.setToolTip("Align, normalise and map the changes (runs in the background)")
         self.compare_button.clicked.connect(self.compare)
@@ -194,7 +216,7 @@ class ChangesTab(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.before_zone, 2)
         top.addWidget(self.after_zone, 2)
-        top.addWidget(self.method)
+        top.addWidget(self.model)
         top.addWidget(self.compare_button)
         top.addWidget(self.export_button)
 
@@ -221,9 +243,14 @@ class ChangesTab(QWidget):
         controls.addWidget(self.min_area)
         self.info = QLabel("Drop a before and an after image (or two folders of tiles), then Compare.")
         self.info.setWordWrap(True)
+        self.alignment_note = QLabel()  # shown over the pair when its registration could not be verified
+        self.alignment_note.setWordWrap(True)
+        self.alignment_note.setStyleSheet("QLabel { background: #fff3cd; color: #664d03; padding: 4px; }")
+        self.alignment_note.hide()
         center = QWidget()
         center_layout = QVBoxLayout(center)
         center_layout.setContentsMargins(0, 0, 0, 0)
+        center_layout.addWidget(self.alignment_note)
         center_layout.addWidget(self.view, 1)
         center_layout.addLayout(controls)
         center_layout.addWidget(self.info)
@@ -260,6 +287,65 @@ class ChangesTab(QWidget):
         slider.setToolTip(tip)
         return slider
 
+    def _fill_models(self) -> None:
+        """The change models by name (a shipped head that is not installed is shown, greyed), Pixels, Other file…;
+        the default selected."""
+        from dedup_app.core.change.heads import (
+            DEFAULT_CHANGE_MODEL,
+            DESCRIPTIONS,
+            FEATURES,
+            SHIPPED_HEADS,
+            is_installed,
+            shipped_head_path,
+        )
+
+        for name in SHIPPED_HEADS:
+            installed = is_installed(name)
+            text = name.capitalize()
+            tip = DESCRIPTIONS[name]
+            if not installed and name == DEFAULT_CHANGE_MODEL:
+                text += " (not installed: Features for now)"
+                tip += f"; not installed ({shipped_head_path(name)} is missing), so Features is used"
+            elif not installed:
+                text += " (not installed)"
+                tip += f"; not installed ({shipped_head_path(name)} is missing)"
+            self.model.addItem(text, name)
+            self.model.setItemData(self.model.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+            if not installed and name != DEFAULT_CHANGE_MODEL:
+                self._enable_item(self.model.count() - 1, False)
+        self.model.addItem("Features (training-free)", FEATURES)
+        self.model.setItemData(self.model.count() - 1, DESCRIPTIONS[FEATURES], Qt.ItemDataRole.ToolTipRole)
+        self.model.addItem("Pixels (land cover, coarse imagery)", PIXELS)
+        self.model.setItemData(self.model.count() - 1, "Colour differences per pixel (change-vector analysis), "
+                               "for coarse imagery; no model", Qt.ItemDataRole.ToolTipRole)  # fmt: skip
+        self.model.addItem("Other file…", OTHER_FILE)
+        self.model.setItemData(self.model.count() - 1, "A change-head file", Qt.ItemDataRole.ToolTipRole)
+        self.model.setCurrentIndex(self.model.findData(DEFAULT_CHANGE_MODEL))
+
+    def _enable_item(self, index: int, enabled: bool) -> None:
+        item = self.model.model().item(index)  # type: ignore[attr-defined]  # a combo box's QStandardItemModel
+        item.setEnabled(enabled)
+
+    def _model_activated(self, index: int) -> None:
+        if self.model.itemData(index) != OTHER_FILE:
+            self._model_index = index
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Change head file", "", "Change heads (*.pt);;All files (*)")
+        if path:
+            self.add_model_file(path)
+        else:
+            self.model.setCurrentIndex(self._model_index)
+
+    def add_model_file(self, path: str) -> None:
+        """Offer a change-head file in the Model box (just above Other file…) and select it."""
+        index = self.model.findData(path)
+        if index < 0:
+            index = self.model.findData(OTHER_FILE)
+            self.model.insertItem(index, os.path.basename(path) or path, path)
+            self.model.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+        self.model.setCurrentIndex(index)
+        self._model_index = index
+
     # -- inputs and jobs ----------------------------------------------------------------------------------------
 
     def handle_drop(self, paths: list[str]) -> None:
@@ -288,13 +374,14 @@ class ChangesTab(QWidget):
             self.refused.emit()
             return
         self.pairs, self.results = pairs, OrderedDict()
+        self.choice = self.model.currentData()  # a tile compared later (selected) uses the same model
         self.pair_list.clear()
         for pair in pairs:
             self.pair_list.addItem(QListWidgetItem(pair.name))
         self._compute(pairs[: min(len(pairs), MAX_RESULTS)], select=0)
 
     def _compute(self, pairs: list[Any], select: int | None = None) -> None:
-        method = self.method.currentData()
+        choice = self.choice
         get_detector = self.get_detector
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
@@ -303,7 +390,11 @@ class ChangesTab(QWidget):
             from dedup_app.core.change.pipeline import compare_pair
             from dedup_app.core.change.raster import RasterError
 
-            detector = get_detector(cancel, method)
+            try:
+                method, _label, head_path, note = resolve_choice(choice)
+                detector = get_detector(cancel, method, head_path)
+            except ValueError as exc:  # the model: not installed, not found, not a change head (one line each)
+                return str(exc)
             out: dict[tuple[str, str], Any] = {}
             for pair in pairs:
                 cancel.raise_if_cancelled()
@@ -313,9 +404,14 @@ class ChangesTab(QWidget):
                     out[pair.key] = yield from compare_pair(pair, detector, None, cancel)
                 except (RasterError, AlignmentError) as exc:
                     out[pair.key] = str(exc)
-            return out
+            return out, note
 
-        def done(out: dict[tuple[str, str], Any]) -> None:
+        def done(outcome: tuple[dict[tuple[str, str], Any], str] | str) -> None:
+            if isinstance(outcome, str):
+                self.info.setText(f"Cannot compare: {outcome}")
+                self.refused.emit()
+                return
+            out, self.model_note = outcome
             for key, result in out.items():
                 self.results[key] = result
                 self.results.move_to_end(key)
@@ -344,7 +440,12 @@ class ChangesTab(QWidget):
                 item.setToolTip(result)
             elif result is not None:
                 fraction = result.summary(t, area)["changed_fraction"]
-                item.setText(f"{pair.name}: {fraction:.1%} changed")
+                unverified = not result.alignment.verified
+                item.setText(
+                    f"{pair.name}: {fraction:.1%} changed" + (", alignment not verified" if unverified else "")
+                )
+                item.setToolTip(f"Alignment not verified: {result.alignment.note}" if unverified else "")
+                item.setData(Qt.ItemDataRole.ForegroundRole, QColor(150, 100, 0) if unverified else None)
 
     def _pair_selected(self, row: int) -> None:
         if not 0 <= row < len(self.pairs):
@@ -356,6 +457,7 @@ class ChangesTab(QWidget):
             return
         if isinstance(result, str):
             self.current = None
+            self.alignment_note.hide()
             self.info.setText(f"{pair.name}: could not compare: {result}")
             self.regions.setRowCount(0)
             self.view.set_images(QPixmap(), QPixmap())
@@ -368,6 +470,12 @@ class ChangesTab(QWidget):
                 self.threshold.setValue(round(result.default_threshold * 100))
                 self.threshold.blockSignals(False)
             self.view.set_images(rgb_pixmap(result.before.pixels), rgb_pixmap(result.after))
+            al = result.alignment
+            self.alignment_note.setText(
+                f"Alignment not verified: {al.note}. The map compares the images as shown; check that they line up "
+                "(swipe)."
+            )
+            self.alignment_note.setVisible(not al.verified)
         self._redraw(now=True)
 
     def _redraw(self, now: bool = False) -> None:
@@ -416,7 +524,13 @@ class ChangesTab(QWidget):
         self.info.setText(
             f"{s['name']}: {s['changed_fraction']:.1%} changed, {s['regions']} regions"
             + (f", {s['changed_m2']:,.0f} m²" if s["changed_m2"] is not None else "")
-            + f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px. Model: {result.model}."
+            + (
+                f". Alignment: {al.method}, shift {al.dx:+.1f}, {al.dy:+.1f} px"
+                if al.verified
+                else f". Alignment not verified (correlation {al.correlation:.2f})"
+            )
+            + f". Model: {result.model}."
+            + (f" Note: {self.model_note}." if self.model_note else "")
         )
         # only the pair shown while the slider moves: every other pair would mean a mask and regions per tile
         self._update_pair_rows([self.pair_list.currentRow()] if self.pair_list.currentRow() >= 0 else [])
@@ -449,14 +563,23 @@ class ChangesTab(QWidget):
         before, after = self.before_zone.path, self.after_zone.path
         options = ChangeOptions(self.threshold.value() / 100, self.min_area.value())
         known = {k: v for k, v in self.results.items() if not isinstance(v, str)}
-        method = self.method.currentData()
+        choice = self.choice
         get_detector = self.get_detector
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
-            detector = get_detector(cancel, method)
-            return (yield from run_change(before, after, folder, detector, options, cancel, known))
+            try:
+                method, label, head_path, note = resolve_choice(choice)
+                detector = get_detector(cancel, method, head_path)
+            except ValueError as exc:
+                return str(exc)
+            header = {"change_model": label, **({"change_model_note": note} if note else {})}
+            return (yield from run_change(before, after, folder, detector, options, cancel, known, header))
 
-        def done(summaries: list[dict[str, Any]]) -> None:
+        def done(summaries: list[dict[str, Any]] | str) -> None:
+            if isinstance(summaries, str):
+                self.info.setText(f"Cannot export: {summaries}")
+                self.refused.emit()
+                return
             failed = sum(1 for s in summaries if s.get("error"))
             self.info.setText(f"Exported {len(summaries) - failed} pairs to {folder}"
                               + (f" ({failed} could not be compared)" if failed else ""))  # fmt: skip

@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, QTimer, Signal
@@ -450,11 +451,12 @@ class MainWindow(QMainWindow):
 
         self.run_job(PRELOAD, job, self._model_loaded, "Loading the model")
 
-    def _change_detector(self, cancel: CancelToken, method: str) -> Any:
-        """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed)."""
-        from dedup_app.core.change.detect import ChangeDetector, default_head_path, load_change_head
+    def _change_detector(self, cancel: CancelToken, method: str, head_path: Path | None) -> Any:
+        """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed), with
+        the change head in ``head_path`` (None: the training-free feature difference). ``ValueError`` naming the
+        file when it is not a change head."""
+        from dedup_app.core.change.detect import ChangeDetector, load_change_head
 
-        head_path = default_head_path()
         head = load_change_head(head_path) if head_path is not None and method == "features" else None
         return ChangeDetector(self.models.load(), head, method)
 

@@ -37,8 +37,8 @@ def bad_inputs(tmp_path: Path, shared_data: Path) -> dict[str, Path]:
 
 
 CASES = {
-    # the pair is compared, and cannot be lined up: the Changes tab says why
-    "compare-shapes": (["--compare", "{square}", "{wide}"], "different shapes"),
+    # the pair is compared, and cannot be paired (no georeferencing): the Changes tab says why
+    "compare-shapes": (["--compare", "{square}", "{wide}"], "cannot be paired: their shapes differ"),
     # the inputs do not pair at all: no comparison starts (it used to wait forever)
     "compare-file-and-folder": (["--compare", "{square}", "{photos}"], "give two files or two folders"),
     # the scan fails: its error dialog is in the picture

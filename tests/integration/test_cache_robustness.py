@@ -443,9 +443,28 @@ def test_two_processes_scan_one_cache_at_once(tmp_path: Path, shared_data: Path)
     cache = tmp_path / "shared.sqlite3"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "dedup_app", "scan", str(f), str(folders[0]), "--cache", str(cache),
-                          "--device", "cpu", "--no-progress", "--batch-size", "4", "--no-labels"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dedup_app",
+                "scan",
+                str(f),
+                str(folders[0]),
+                "--cache",
+                str(cache),
+                "--device",
+                "cpu",
+                "--no-progress",
+                "--batch-size",
+                "4",
+                "--no-labels",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )  # fmt: skip
         for f in folders
     ]
     outputs = [p.communicate(timeout=600) for p in procs]

@@ -21,6 +21,13 @@ from dedup_app.core.change.detect import (
     ChangeHeadCheckpoint,
     load_change_head,
 )
+from dedup_app.core.change.heads import (
+    SHIPPED_HEADS,
+    ChangeModelError,
+    ChangeModelNotInstalled,
+    default_change_model,
+    resolve_change_model,
+)
 from dedup_app.core.change.normalize import match_histograms
 from dedup_app.core.change.pipeline import (
     ChangeInputError,
@@ -32,6 +39,7 @@ from dedup_app.core.change.pipeline import (
 )
 from dedup_app.core.change.raster import Raster, read_raster
 from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
+from tests.conftest import write_change_head
 
 BOX = (slice(300, 400), slice(100, 200))  # where the object is pasted
 
@@ -204,12 +212,129 @@ def test_bad_inputs(detector: ChangeDetector, aerial: dict[str, Path], shared_da
     out = tmp_path / "out"
     [bad] = drive(run_change(junk, aerial["before"], out, detector))
     assert "not a recognised image" in bad["error"]
-    [unrelated] = drive(run_change(aerial["before"], photo, out, detector))
-    assert "do not line up" in unrelated["error"]
+    [unrelated] = drive(run_change(aerial["before"], photo, out, detector))  # same size: mapped, and flagged
+    assert not unrelated["error"] and unrelated["alignment_verified"] is False
+    assert unrelated["alignment"] == "not verified"
+
+
+def test_only_pairs_that_cannot_be_paired_are_refused(
+    detector: ChangeDetector, aerial: dict[str, Path], tmp_path: Path
+) -> None:
+    """Different shapes without georeferencing: refused, naming both files and the reason, in the summary too."""
     wide = tmp_path / "wide.png"
     Image.new("RGB", (900, 300)).save(wide)
-    with pytest.raises(AlignmentError, match="different shapes"):
+    with pytest.raises(AlignmentError) as exc:
         align(read_raster(aerial["before"]), read_raster(wide))
+    message = str(exc.value)
+    assert str(aerial["before"]) in message and str(wide) in message
+    assert "cannot be paired" in message and "512 x 512" in message and "900 x 300" in message
+    assert "not both georeferenced" in message
+    [refused] = drive(run_change(aerial["before"], wide, tmp_path / "out", detector))
+    assert refused["error"] == message and "alignment_verified" not in refused
+    # the same aspect ratio at another size is still paired (resized)
+    half = tmp_path / "half.png"
+    Image.open(aerial["pasted"]).resize((256, 256)).save(half)
+    _, _, alignment = align(read_raster(aerial["before"]), read_raster(half))
+    assert alignment.resized and alignment.verified
+
+
+EGY = ("val_2", "val_3", "train_2")  # bare land in A, a neighbourhood in B: A and B hardly correlate
+
+
+def test_land_that_became_a_neighbourhood_is_mapped_not_refused(
+    detector: ChangeDetector, shared_data: Path, tmp_path: Path
+) -> None:
+    """Same-size tiles of one place where nearly everything changed were refused ("the images do not line up");
+    they are mapped now, unmoved, with the alignment marked not verified. train_2 was worse: its best match, a
+    118 px shift, was applied, so the map compared the wrong ground."""
+    egy = shared_data / "change" / "egy_bcd"
+    left, right = tmp_path / "A", tmp_path / "B"
+    left.mkdir()
+    right.mkdir()
+    for name in EGY:
+        Image.open(egy / "A" / f"{name}.png").save(left / f"{name}.png")
+        Image.open(egy / "B" / f"{name}.png").save(right / f"{name}.png")
+    out = tmp_path / "out"
+    summaries = drive(run_change(left, right, out, detector))
+    by_name = {s["name"]: s for s in summaries}
+    assert sorted(by_name) == sorted(EGY)
+    for name, s in by_name.items():
+        assert not s["error"], (name, s["error"])
+        assert s["alignment_verified"] is False and s["alignment"] == "not verified", name
+        assert (s["shift_x_px"], s["shift_y_px"], s["rotation_deg"]) == (0.0, 0.0, 0.0), name
+        assert s["alignment_correlation"] < 0.15 and s["alignment_note"], name
+        assert (out / f"{name}_mask.png").is_file()
+    assert "no shift improves it" in by_name["val_2"]["alignment_note"]
+    assert "too far to be a misregistration" in by_name["train_2"]["alignment_note"]
+    # the map is of the real change: new buildings over most of the tile
+    for name in ("val_2", "train_2"):
+        mask = np.asarray(Image.open(out / f"{name}_mask.png"))
+        label = np.asarray(Image.open(egy / "label" / f"{name}.png").convert("L"))
+        assert pixel_scores(mask, label)["f1"] > 0.6, name
+    summary, rows = read_summary(out)
+    assert [p["alignment_verified"] for p in summary["pairs"]] == [False] * 3
+    assert [r["alignment_verified"] for r in rows] == ["False"] * 3
+
+
+def test_change_command_maps_an_unverified_pair_and_says_so(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dedup-app change`` on a pair it used to refuse: exit 0, the maps, and the doubt on stdout and in the
+    summary."""
+    egy = shared_data / "change" / "egy_bcd"
+    out = tmp_path / "maps"
+    code = main(["change", str(egy / "A" / "val_2.png"), str(egy / "B" / "val_2.png"), "--out", str(out),
+                 "--no-progress", "--device", "cpu"])  # fmt: skip
+    assert code == 0
+    assert (out / "val_2_mask.png").is_file()
+    [pair] = json.loads((out / "summary.json").read_text())["pairs"]
+    assert not pair["error"] and pair["alignment_verified"] is False and pair["alignment"] == "not verified"
+    printed = capsys.readouterr().out
+    assert "Compared 1 of 1 pairs" in printed and "val_2: " in printed
+    assert "alignment not verified: weak correlation" in printed
+
+
+def test_small_shifts_are_still_found_and_verified(shared_data: Path, aerial: dict[str, Path], tmp_path: Path) -> None:
+    """A copy moved by 3 px is put back and its alignment verified, on a 512 px tile (phase correlation and ECC)
+    and on a 256 px tile (phase correlation alone)."""
+    levir = np.asarray(Image.open(shared_data / "change" / "levir_samples" / "A" / "train_36_0512_0512.png")
+                       .convert("RGB"))  # fmt: skip
+    for name, arr in (("aerial", np.asarray(Image.open(aerial["before"]))), ("levir", levir)):
+        before, after = tmp_path / f"{name}_a.png", tmp_path / f"{name}_b.png"
+        Image.fromarray(arr).save(before)
+        Image.fromarray(np.roll(arr, 3, axis=1)).save(after)
+        a, b = read_raster(before), read_raster(after)
+        b_on_a, _, alignment = align(a, b)
+        assert alignment.verified and not alignment.note, name
+        assert alignment.method != "not verified" and alignment.correlation > 0.5, name
+        assert abs(alignment.dx - 3) < 0.5 and abs(alignment.dy) < 0.5, name
+        inner = (slice(8, -8), slice(8, -8))
+        assert np.abs(b_on_a[inner].astype(int) - a.pixels[inner].astype(int)).mean() < 6, name
+
+
+def test_georeferenced_footprints(shared_data: Path) -> None:
+    """Footprints that share a sliver are mapped on the sliver (under 5 % was refused); footprints that do not
+    overlap are refused, naming both files."""
+    pytest.importorskip("rasterio")
+    a = read_raster(shared_data / "change" / "landsat_taizhou" / "A" / "2000TM", bands=(3, 2, 1))
+    assert a.geo is not None
+    t = a.geo.transform
+    h, w = a.shape
+
+    def moved(columns: int) -> Raster:
+        """The part of A from ``columns`` east on, georeferenced where it lies."""
+        pixels = np.ascontiguousarray(a.pixels[:, min(columns, w - 8) :])
+        return Raster("moved.tif", pixels, type(a.geo)(a.geo.crs, (t[0], 0.0, t[2] + columns * t[0], 0.0, t[4],
+                                                                   t[5])))  # fmt: skip
+
+    sliver = int(w * 0.97)  # B starts 97 % of the width east: 3 % of A is covered
+    b_on_a, valid, alignment = align(a, moved(sliver))
+    assert alignment.method.startswith("georeference") and alignment.shift_px < 0.5
+    assert 0.02 < valid.mean() < 0.04 and valid[:, sliver + 1 :].all() and not valid[:, : sliver - 1].any()
+    assert np.abs(b_on_a[:, sliver + 1 :].astype(int) - a.pixels[:, sliver + 1 :].astype(int)).mean() < 2.0
+    with pytest.raises(AlignmentError, match="footprints do not overlap") as exc:
+        align(a, moved(w + 10))
+    assert a.path in str(exc.value) and "moved.tif" in str(exc.value)
 
 
 def test_histogram_matching_removes_a_global_shift() -> None:
@@ -390,3 +515,107 @@ def test_tiles_sharing_a_name_do_not_overwrite_each_other(
     assert (out / "x" / "y_mask.png").is_file() and (out / "x__y_mask.png").is_file()
     assert len({f for p in summary["pairs"] for f in p["files"].values()}) == 4 * 4
     assert "t.jpg: 0.0% changed" in capsys.readouterr().out
+
+
+def test_change_models_are_resolved_by_name(resources_copy: Path, tmp_path: Path) -> None:
+    """Names, files and what is wrong with them, each in one line; the default falls back until it is installed."""
+    models = resources_copy / "models"
+    assert resolve_change_model("features") == ("features", None)
+    with pytest.raises(ChangeModelNotInstalled, match=r"the 'buildings' change head is not installed \(.*"
+                       r"change-buildings\.pt is missing\)"):  # fmt: skip
+        resolve_change_model("buildings")
+    with pytest.raises(ChangeModelError, match="unknown change model 'buidlings': the known ones are general, "
+                       "buildings, features"):  # fmt: skip
+        resolve_change_model("buidlings")
+    with pytest.raises(ChangeModelError, match="nope.pt: change head file not found"):
+        resolve_change_model(str(tmp_path / "nope.pt"))
+    with pytest.raises(ChangeModelError, match="is a folder"):
+        resolve_change_model(str(tmp_path))
+    mine = write_change_head(tmp_path / "mine.pt", "mine")
+    assert resolve_change_model(str(mine)) == (str(mine), mine)
+    assert default_change_model() == (
+        "features", None,
+        "the default 'general' change head is not installed; using 'features' (the encoder's feature difference, "
+        "without change training)",
+    )  # fmt: skip
+    for name in SHIPPED_HEADS:
+        write_change_head(models / SHIPPED_HEADS[name], f"shipped-{name}")
+        assert resolve_change_model(name.upper()) == (name, models / SHIPPED_HEADS[name])
+    assert default_change_model() == ("general", models / "change-general.pt", "")
+    assert load_change_head(resolve_change_model("general")[1]).name == "shipped-general"  # type: ignore[arg-type]
+
+
+def test_a_file_that_is_not_a_change_head_is_one_clear_error(tmp_path: Path) -> None:
+    """A change-head file with fields missing, of the wrong type, or weights that do not fit the head raised
+    KeyError or TypeError (or loaded, and failed on the first tile): one ValueError naming the file now."""
+    good = write_change_head(tmp_path / "good.pt", "good")
+    data = torch.load(good, weights_only=True)
+    broken = {
+        "no_state": ({k: v for k, v in data.items() if k != "state"}, "no 'state'"),
+        "no_config": ({k: v for k, v in data.items() if k != "config"}, "no 'config'"),
+        "bad_channels": ({**data, "channels": None}, "damaged change model file"),
+        "bad_config": ({**data, "config": [1, 2]}, "'config' is a list"),
+        "bad_version": ({**data, "format_version": "one"}, "format_version 'one'"),
+        "wrong_weights": ({**data, "width": 16}, "damaged change model file .*size mismatch"),
+    }
+    for name, (content, reason) in broken.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(content, path)
+        with pytest.raises(ValueError, match=reason) as exc:
+            load_change_head(path)
+        assert str(exc.value).startswith(f"{path}: ") and "\n" not in str(exc.value), name
+
+
+def test_change_command_model_names_and_errors(
+    aerial: dict[str, Path], resources_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--model: unknown names list the known ones, a shipped head that is missing says so and suggests features, a
+    file that is not a change head names it; the default falls back to features with a note until the general head
+    is installed, then uses it. Each error is one line on stderr, exit 2, no traceback."""
+    argv = ["change", str(aerial["before"]), str(aerial["pasted"]), "--no-progress", "--device", "cpu", "--out"]
+
+    def error(*extra: str) -> str:
+        assert main([*argv, str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        return err
+
+    err = error("--model", "everything")
+    assert "unknown change model 'everything': the known ones are general, buildings, features" in err
+    err = error("--model", "buildings")
+    assert "the 'buildings' change head is not installed" in err and "use --model features" in err
+    bad = tmp_path / "bad.pt"
+    torch.save({"kind": "change-head", "format_version": 1, "config": {}}, bad)
+    assert f"dedup-app: error: {bad}: damaged change model file (no 'state')" in error("--model", str(bad))
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, str(tmp_path / "x"), "--method", "pixels", "--model", "buildings"])
+    assert stop.value.code == 2 and "--method pixels compares colours" in capsys.readouterr().err
+
+    out = tmp_path / "default"
+    assert main([*argv, str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err == ("dedup-app: note: the default 'general' change head is not installed; using 'features' (the "
+                   "encoder's feature difference, without change training)\n")  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "features" and "not installed" in summary["change_model_note"]
+    assert "feature difference" in summary["model"] and summary["pairs"][0]["model"] == summary["model"]
+
+    write_change_head(resources_copy / "models" / "change-general.pt", "shipped-general")
+    out = tmp_path / "general"
+    assert main([*argv, str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "general" and "change_model_note" not in summary
+    assert summary["model"].endswith("+ shipped-general") and summary["pairs"][0]["changed_fraction"] > 0.9
+    out = tmp_path / "features"
+    assert main([*argv, str(out), "--model", "features"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["change_model"] == "features" and summary["pairs"][0]["changed_fraction"] < 0.1
+
+
+def test_change_help_names_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["change", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--model NAME|FILE" in text
+    assert "general (default" in text and "buildings" in text and "features (the encoder's feature difference" in text

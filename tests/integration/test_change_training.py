@@ -99,7 +99,7 @@ def test_train_change_command_writes_a_head(shared_data: Path, tmp_path: Path, c
             "--out", str(out), "--device", "cpu", "--no-progress", "--name", "egy-test"]  # fmt: skip
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "tiles: 2 train, 1 validation, 1 held-out" in text and "Change head written to" in text
+    assert "tiles: 2 train, 1 validation, 1 held-out tiles (not used)" in text and "Change head written to" in text
     head = load_change_head(out)
     assert isinstance(head, UNetHeadCheckpoint) and head.name == "egy-test"
     assert head.metrics["data"]["train"] == {"tiles": {"train": 2, "val": 0, "test": 0}}

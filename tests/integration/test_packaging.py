@@ -29,8 +29,16 @@ def test_resources_are_found_from_source_and_from_a_bundle(tmp_path: Path, monke
 
 
 def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
+    # built from the tracked files alone, as from a fresh clone: the checkout's egg-info (left by `pip install -e`)
+    # lists every file and would hide a package missing from pyproject's list
+    source = tmp_path / "src"
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
@@ -40,6 +48,11 @@ def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
     assert "dedup_app/_resources/models/dedup-default-v1.md" in names
     assert "dedup_app/_resources/icons/hicolor/256x256/apps/dedup-app.png" in names
     assert "dedup_app/ui/main_window.py" in names and "dedup_app/cli.py" in names
+    # every module of the source tree is in the wheel (a package missing from pyproject's list is silently left out
+    # of a non-editable install: dedup_app.core.change was, so `pip install .` had no change detection)
+    sources = {p.relative_to(REPO).as_posix() for top in ("dedup_app", "model_training")
+               for p in (REPO / top).rglob("*.py")}  # fmt: skip
+    assert sources <= set(names), sorted(sources - set(names))
     assert not any(n.startswith("tests/") for n in names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the licence travels with the wheel
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -118,7 +118,7 @@ def test_bad_and_newer_head_files_are_refused(tmp_path: Path) -> None:
     state = dict(data["state"])
     state.pop("classify.bias")
     atomic_torch_save({**data, "state": state}, tmp_path / "broken.pt")
-    with pytest.raises(ValueError, match="broken.pt: invalid change model file"):
+    with pytest.raises(ValueError, match="broken.pt: damaged change model file"):
         load_change_head(tmp_path / "broken.pt")
     atomic_torch_save({**data, "config": {**data["config"], "threshold": 1.5}}, tmp_path / "thr.pt")
     with pytest.raises(ValueError, match="threshold"):
@@ -180,3 +180,22 @@ def test_tiles_blend_to_the_value_every_tile_gives(embedder, monkeypatch: pytest
     assert len(seen) == 2 * 3 and set(seen) == {(512, 512)}  # overlapping tiles: rows at 0, 388; columns 0, 448, 788
     assert prob.shape == (-(-900 // stride), -(-1300 // stride))
     assert np.allclose(prob, 0.3, atol=1e-6)
+
+
+def test_damaged_format_2_files_are_one_clear_error(tmp_path: Path) -> None:
+    data = load_change_head(_v2(tmp_path, 0.0)).to_dict()
+    broken = {
+        "no_head_config": ({k: v for k, v in data.items() if k != "head_config"}, "no 'head_config'"),
+        "no_state": ({k: v for k, v in data.items() if k != "state"}, "no 'state'"),
+        "bad_config": ({**data, "config": [1]}, "'config' is a list"),
+        "bad_stages": ({**data, "head_config": {**data["head_config"], "stages": [3]}}, "stages"),
+        "wrong_weights": ({**data, "head_config": {**data["head_config"], "pixel_width": 4}}, "size mismatch"),
+        "foreign_encoder": ({**data, "encoder_state": {"conv_head.weight": torch.zeros(1)}}, "outside the blocks"),
+    }
+    for name, (content, reason) in broken.items():
+        path = tmp_path / f"{name}.pt"
+        atomic_torch_save(content, path)
+        with pytest.raises(ValueError, match=reason) as exc:
+            load_change_head(path)
+        message = str(exc.value)
+        assert message.startswith(f"{path}: damaged change model file (") and "\n" not in message, name

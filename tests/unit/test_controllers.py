@@ -345,7 +345,6 @@ def test_user_choices_survive_a_regroup_and_go_with_a_new_rule() -> None:
     assert not marks.manual_keep
 
 
-
 def test_the_window_is_told_when_the_neighbour_bound_bites(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A burst of near-identical frames: each keeps at most K neighbours; the status says groups may be split."""
     import dedup_app.core.index as index_module

@@ -205,6 +205,19 @@ def test_split_keeps_every_class_on_one_side(shared_data: Path) -> None:
     assert copy.mode == "RGB" and copy.size != (0, 0)
 
 
+def test_split_keeps_both_sides_of_a_not_duplicate_pair_together() -> None:
+    """A labelled negative between two images split apart would leave training and validation alike: the two
+    classes go to the same side (found missing in the hardening review: about a third of such pairs were lost)."""
+    pairs = [LabelledPair(f"/p/dup{k}_a.jpg", f"/p/dup{k}_b.jpg", 1) for k in range(12)]
+    pairs += [LabelledPair(f"/p/single{k}_x.jpg", f"/p/single{k}_y.jpg", 0) for k in range(12)]
+    items = items_from_pairs(pairs)
+    assert len(items.negatives) == 12
+    train, val = split_by_class(items, 0.3, seed=0)
+    assert len(train.negatives) + len(val.negatives) == 12  # none lost to the split
+    assert val.negatives and train.negatives
+    assert len(train) + len(val) == len(items) and not set(train.keys) & set(val.keys)
+
+
 def test_copies_and_split_do_not_depend_on_where_the_data_lives(shared_data: Path, tmp_path: Path) -> None:
     """CI mounts the data under another root: the same files must give the same edited copies and split there."""
     other = tmp_path / "elsewhere"

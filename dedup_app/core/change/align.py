@@ -3,8 +3,14 @@
 Georeferenced pairs are first placed by their transforms (reprojected when the CRS differ); other pairs of
 different sizes are resized when their aspect ratios agree. A residual shift is then found on downscaled grey
 images by phase correlation and refined with OpenCV's ECC (rigid: shift + rotation), which MODELS.md found
-reliable on large tiles where feature matching with RANSAC was not. A pair whose aligned images still do not
-correlate is refused with the reason instead of producing a map of noise.
+reliable on large tiles where feature matching with RANSAC was not.
+
+A pair that can be paired (same size, same aspect ratio, or overlapping georeferencing) is always put on one grid.
+When the registration is doubtful (the images hardly correlate even after the best shift, or the shift found is too
+large to be a registration error), the images are kept as they are (or as their georeferencing places them) and the
+alignment says it is not verified, with why: a place that changed almost entirely (bare land that became a
+neighbourhood) correlates as weakly as two different places, and it is the pair with the most change to map.
+Only pairs that cannot be paired at all raise :class:`AlignmentError`.
 """
 
 from __future__ import annotations
@@ -18,16 +24,23 @@ from dedup_app.core.change.raster import Raster
 from dedup_app.core.ecc import find_transform_ecc
 
 WORK_SIZE = 1024
-MIN_CORRELATION = 0.15
+MIN_CORRELATION = 0.15  # below this, the images' placement is not verified (they are still compared)
+MAX_SHIFT_FRACTION = 0.1  # a residual shift over this fraction of the shorter side is change, not misregistration
+MAX_ANGLE_DEG = 5.0  # likewise for a rotation
+NOT_VERIFIED = "not verified"
 
 
 class AlignmentError(Exception):
-    """The two images could not be put on one grid; the message says why."""
+    """The two images cannot be paired at all (different shapes without georeferencing, or georeferenced footprints
+    that do not overlap); the message names both files and says why."""
 
 
 @dataclass(frozen=True)
 class Alignment:
-    """How B was moved onto A: shift in A's pixels (B content moved by +dx, +dy), rotation, and the evidence."""
+    """How B was moved onto A: shift in A's pixels (B content moved by +dx, +dy), rotation, and the evidence.
+
+    ``verified`` False: the registration could not be confirmed (see ``note``); B was left as it is, or where its
+    georeferencing puts it, and ``correlation`` is that placement's."""
 
     dx: float
     dy: float
@@ -35,9 +48,12 @@ class Alignment:
     method: str
     correlation: float
     resized: bool = False
+    verified: bool = True
+    note: str = ""
 
     @property
     def shift_px(self) -> float:
+        """Length of the shift, in A's pixels."""
         return math.hypot(self.dx, self.dy)
 
 
@@ -96,8 +112,18 @@ def _place_by_georeference(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray
     return np.ascontiguousarray(out[..., :3]), out[..., 3] > 127
 
 
+def _overlaps(valid: np.ndarray) -> bool:
+    """Whether B's footprint covers more of A than an edge: at least two rows and two columns."""
+    return int(valid.any(axis=1).sum()) >= 2 and int(valid.any(axis=0).sum()) >= 2
+
+
 def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
-    """B's pixels on A's grid, the mask of A's pixels that B covers, and the alignment that was applied."""
+    """B's pixels on A's grid, the mask of A's pixels that B covers, and the alignment that was applied.
+
+    Never refuses a pair that can be paired: a doubtful registration keeps B unmoved (after the georeferenced
+    placement or the resize) and comes back with ``verified`` False and the reason. Raises :class:`AlignmentError`
+    naming both files when the shapes differ without georeferencing or the footprints do not overlap.
+    """
     import cv2
 
     h, w = a.shape
@@ -105,15 +131,17 @@ def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
     geo_placed = a.geo is not None and b.geo is not None
     if geo_placed:
         b_pix, valid = _place_by_georeference(a, b)
-        if valid.mean() < 0.05:
-            raise AlignmentError("the two rasters hardly overlap on the ground (under 5 % of the before image)")
+        if not _overlaps(valid):
+            raise AlignmentError(
+                f"{a.path} and {b.path} cannot be paired: their georeferenced footprints do not overlap"
+            )
     else:
         bh, bw = b.shape
         if (bh, bw) != (h, w):
             if abs(bw / bh - w / h) > 0.05 * (w / h):
                 raise AlignmentError(
-                    f"the images have different shapes ({w} x {h} and {bw} x {bh}) and cannot be paired "
-                    "without georeferencing"
+                    f"{a.path} ({w} x {h}) and {b.path} ({bw} x {bh}) cannot be paired: their shapes differ "
+                    "and they are not both georeferenced"
                 )
             b_pix = cv2.resize(b.pixels, (w, h), interpolation=cv2.INTER_AREA if bw > w else cv2.INTER_LINEAR)
             resized = True
@@ -134,8 +162,10 @@ def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
             _, refined = find_transform_ecc(ga, gb, warp.copy(), cv2.MOTION_EUCLIDEAN, criteria, None, 5)
             if abs(refined[0, 2] - px) < 0.1 * sw and abs(refined[1, 2] - py) < 0.1 * sh:
                 warp, method = refined, "phase correlation + ECC"
+            else:
+                method = "phase correlation (ECC disagreed)"
         except cv2.error:
-            pass  # ECC did not converge: the phase-correlation shift stands
+            method = "phase correlation (ECC did not converge)"  # the phase-correlation shift is checked below
     small_valid = cv2.resize(valid.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST).astype(bool)
     gb_aligned = cv2.warpAffine(gb, warp, (sw, sh), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
     overlap = cv2.warpAffine(
@@ -143,17 +173,39 @@ def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
     ).astype(bool)
     correlation = _correlation(ga, gb_aligned, overlap)
     unmoved = _correlation(ga, gb, small_valid)
-    if unmoved >= correlation - 0.02:
-        # Already registered (a shift that barely improves the match is change pulling the estimate): keep as is.
-        warp, correlation, method = np.array([[1, 0, 0], [0, 1, 0]], np.float32), unmoved, "none needed"
-    if correlation < MIN_CORRELATION:
-        raise AlignmentError(
-            f"the images do not line up (correlation {correlation:.2f} after the best shift): they may show "
-            "different places"
-        )
     full = warp.copy()
     full[:, 2] /= scale
     angle = math.degrees(math.atan2(float(full[1, 0]), float(full[0, 0])))
+    shift = math.hypot(float(full[0, 2]), float(full[1, 2]))
+    as_placed = "kept as georeferenced" if geo_placed else "kept unmoved"
+    note = ""
+    if unmoved >= correlation - 0.02:
+        # Already registered (a shift that barely improves the match is change pulling the estimate): keep as is.
+        keep, correlation, method = True, unmoved, "none needed"
+        if correlation < MIN_CORRELATION:
+            note = (f"weak correlation ({correlation:.2f}) and no shift improves it: much of the scene changed, or "
+                    f"these are different places; {as_placed}")  # fmt: skip
+    elif shift > MAX_SHIFT_FRACTION * min(h, w) or abs(angle) > MAX_ANGLE_DEG:
+        keep = True
+        note = (
+            f"the best match (shift {full[0, 2]:+.0f}, {full[1, 2]:+.0f} px"
+            + (f", rotation {angle:+.1f} degrees" if abs(angle) > MAX_ANGLE_DEG else "")
+            + f") is too far to be a misregistration; {as_placed} (correlation {unmoved:.2f})"
+        )
+        correlation = unmoved
+    elif correlation < MIN_CORRELATION:
+        keep = True
+        note = (f"weak correlation ({correlation:.2f} after the best shift, {unmoved:.2f} without): much of the "
+                f"scene changed, or these are different places; {as_placed}")  # fmt: skip
+        correlation = unmoved
+    else:
+        keep = False
+    verified = not note
+    if keep:
+        full = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+        angle = 0.0
+        if not verified:
+            method = NOT_VERIFIED
     if abs(full[0, 2]) > 0.25 or abs(full[1, 2]) > 0.25 or abs(angle) > 0.01:
         b_pix = cv2.warpAffine(
             b_pix, full, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
@@ -162,5 +214,6 @@ def align(a: Raster, b: Raster) -> tuple[np.ndarray, np.ndarray, Alignment]:
             valid.astype(np.uint8), full, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
         ).astype(bool)
     if geo_placed:
-        method = "georeference + " + method
-    return b_pix, valid, Alignment(float(full[0, 2]), float(full[1, 2]), angle, method, correlation, resized)
+        method = "georeference, " + method if not verified else "georeference + " + method
+    alignment = Alignment(float(full[0, 2]), float(full[1, 2]), angle, method, correlation, resized, verified, note)
+    return b_pix, valid, alignment

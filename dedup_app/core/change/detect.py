@@ -19,7 +19,6 @@ import dataclasses
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -133,26 +132,43 @@ class ChangeHeadCheckpoint:
 
 
 def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint | UNetHeadCheckpoint:
-    """Read a change-head file of format 1 or 2; ``ValueError`` naming the file when it is not one."""
+    """Read a change-head file of format 1 or 2; one ``ValueError`` naming the file and the reason when it is not a
+    usable one (not a torch file, no change-head marker, too new, fields missing or malformed, weights that do not
+    fit)."""
     from dedup_app.core.model_files import read_torch_file
 
     data = read_torch_file(path, "change model")
     if not isinstance(data, dict) or data.get("kind") != "change-head":
         raise ValueError(f"{path}: not a dedup-app change model file (no 'change-head' marker)")
-    if int(data.get("format_version", 0)) > NEWEST_CHANGE_FORMAT:
+    try:
+        version = int(data.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: damaged change model file (format_version {data.get('format_version')!r})") from None
+    if version > NEWEST_CHANGE_FORMAT:
         raise ValueError(f"{path}: change model format is newer than this dedup-app reads; update dedup-app")
-    if int(data.get("format_version", 0)) == 2:
+    if version == 2:
         from dedup_app.core.change.head import checkpoint_from_dict
 
         return checkpoint_from_dict(data, path)
-    return ChangeHeadCheckpoint(
-        ChangeConfig.from_dict(data["config"]),
-        dict(data["state"]),
-        tuple(data["channels"]),
-        int(data["width"]),
-        dict(data.get("metrics", {})),
-        str(data.get("name", "change-head")),
-    )
+    try:
+        config = data["config"]
+        if not isinstance(config, dict):
+            raise TypeError(f"'config' is a {type(config).__name__}, not a mapping")
+        checkpoint = ChangeHeadCheckpoint(
+            ChangeConfig.from_dict(config),
+            dict(data["state"]),
+            tuple(int(c) for c in data["channels"]),
+            int(data["width"]),
+            dict(data.get("metrics", {})),
+            str(data.get("name", "change-head")),
+        )
+        checkpoint.build()  # weights that do not fit the head fail here, not on the first tile
+    except KeyError as exc:
+        raise ValueError(f"{path}: damaged change model file (no {exc.args[0]!r})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:300] or type(exc).__name__
+        raise ValueError(f"{path}: damaged change model file ({reason})") from None
+    return checkpoint
 
 
 def _hann(n: int) -> np.ndarray:
@@ -318,11 +334,3 @@ def _crop(img: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
         mode: Literal["reflect", "edge"] = "reflect" if crop.shape[0] > ph and crop.shape[1] > pw else "edge"
         crop = np.pad(crop, ((0, ph), (0, pw), (0, 0)), mode=mode)
     return np.ascontiguousarray(crop)
-
-
-def default_head_path() -> Path | None:
-    """The shipped change head, when there is one (resources/models/change-head-v1.pt)."""
-    from dedup_app.core.resources import resources_dir
-
-    path = resources_dir() / "models" / "change-head-v1.pt"
-    return path if path.exists() else None

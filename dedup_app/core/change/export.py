@@ -115,7 +115,7 @@ def write_json(path: Path, data: Any) -> None:
 
 SUMMARY_COLUMNS = (
     "before", "after", "changed_fraction", "regions", "changed_px", "changed_m2", "largest_region_px",
-    "shift_x_px", "shift_y_px", "threshold", "error",
+    "shift_x_px", "shift_y_px", "alignment_verified", "threshold", "error",
 )  # fmt: skip
 
 

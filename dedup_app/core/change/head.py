@@ -257,17 +257,22 @@ def checkpoint_from_dict(data: dict[str, Any], source: str | os.PathLike[str]) -
     the parts are missing or do not fit (weights whose names or shapes the architecture does not build)."""
     try:
         head_config = HeadConfig.from_dict(data["head_config"])
+        if not isinstance(data["config"], dict):
+            raise TypeError(f"'config' is a {type(data['config']).__name__}, not a mapping")
         config = dataclasses.replace(ChangeConfig.from_dict(data["config"]), stages=head_config.stages)
         state, encoder_state = dict(data["state"]), dict(data.get("encoder_state") or {})
         ChangeUNetHead(head_config).load_state_dict(state)  # names and shapes, as using it would check
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise ValueError(f"{source}: invalid change model file ({type(exc).__name__}: {reason})") from None
-    if not 0.0 < config.threshold < 1.0:
-        raise ValueError(f"{source}: invalid change model file (threshold {config.threshold!r} not in (0, 1))")
+        threshold = float(config.threshold)
+    except KeyError as exc:
+        raise ValueError(f"{source}: damaged change model file (no {exc.args[0]!r})") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ValueError(f"{source}: damaged change model file ({reason})") from None
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"{source}: damaged change model file (threshold {threshold!r} not in (0, 1))")
     bad = [k for k in encoder_state if not k.startswith("blocks.")]
     if bad:
-        raise ValueError(f"{source}: invalid change model file (encoder weights outside the blocks: {bad[:3]})")
+        raise ValueError(f"{source}: damaged change model file (encoder weights outside the blocks: {bad[:3]})")
     metrics = data.get("metrics") or {}
     return UNetHeadCheckpoint(config, head_config, state, dict(metrics), str(data.get("name") or "change-head"),
                               encoder_state)  # fmt: skip

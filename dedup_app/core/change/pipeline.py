@@ -1,5 +1,6 @@
 """Change detection end to end, as a progress generator: pair the inputs, read, align, normalise, detect,
-threshold, export. A pair that fails (unreadable, unalignable) is reported in the summary and the rest go on."""
+threshold, export. A pair that fails (unreadable, or images that cannot be paired at all) is reported in the summary
+and the rest go on; a pair whose registration could not be verified is mapped and says so."""
 
 from __future__ import annotations
 
@@ -94,6 +95,10 @@ class ChangeResult:
         return self.cache[key]
 
     def summary(self, threshold: float, min_area_px: int) -> dict[str, Any]:
+        """The pair's figures at a threshold and minimum area (a row of summary.json).
+
+        ``alignment_verified`` False (``alignment`` "not verified"): the images were compared unmoved (or as
+        georeferenced) because no trustworthy registration was found; ``alignment_note`` says why."""
         mask, regions = self.regions_at(threshold, min_area_px)
         changed = int(mask.sum())
         valid = self.valid_px or 1
@@ -115,6 +120,8 @@ class ChangeResult:
             "rotation_deg": round(self.alignment.angle_deg, 3),
             "alignment": self.alignment.method,
             "alignment_correlation": round(self.alignment.correlation, 3),
+            "alignment_verified": self.alignment.verified,
+            "alignment_note": self.alignment.note,
             "georeferenced": geo is not None,
             "threshold": round(threshold, 4),
             "min_area_px": min_area_px,
@@ -241,13 +248,15 @@ def run_change(
     options: ChangeOptions | None = None,
     cancel: CancelToken | None = None,
     known: dict[tuple[str, str], ChangeResult] | None = None,
+    header: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, list[dict[str, Any]]]:
     """Compare every pair and write the maps and ``summary.json``/``summary.csv`` into ``out_dir``.
 
     The summary is rewritten (atomically) as pairs finish, and once more when the run stops early (Ctrl-C, the
     cancel token, an error, the generator closed): it lists exactly the pairs finished so far, and says with
     ``complete``, ``pairs_done`` and ``pairs_total`` whether that is all of them. ``known`` holds results already
-    computed (the window's) by :attr:`Pair.key`, reused instead of compared again.
+    computed (the window's) by :attr:`Pair.key`, reused instead of compared again. ``header`` adds fields to
+    ``summary.json`` (the CLI's ``change_model``: the name asked for and what ran).
     """
     options = options or ChangeOptions()
     pairs = pair_inputs(before, after)
@@ -255,7 +264,7 @@ def run_change(
     out.mkdir(parents=True, exist_ok=True)
     threshold = options.threshold if options.threshold is not None else detector.config.threshold
     summaries: list[dict[str, Any]] = []
-    writer = _SummaryWriter(out, {"model": detector.model_name, "threshold": threshold,
+    writer = _SummaryWriter(out, {"model": detector.model_name, **(header or {}), "threshold": threshold,
                                   "min_area_px": options.min_area_px}, len(pairs))  # fmt: skip
     writer.write(summaries)  # at once: a previous run's summary in this folder must not pass for this one's
     try:
