@@ -4,8 +4,9 @@ A :class:`ChangePair` is one before/after pair with its label map (1 changed, 0 
 the split it belongs to: ``train`` (the head learns from it), ``val`` (picks the best epoch and calibrates the
 threshold) or ``test`` (held out: only the benchmark reads it). A tile is on exactly one side.
 
-The shared labelled sets (``../shared/data/change``) have fixed splits, recorded here and nowhere else, so the
-training loop, the benchmark and the synthetic-pair generator agree on what is held out:
+The shared labelled sets (``../shared/data/change``) have fixed splits, so the training loop, the benchmark and the
+synthetic-pair generator agree on what is held out (the OSCD cities the generator must not use are
+:mod:`model_training.change_splits`'s; how they divide into validation and test, and the rest, is here):
 
 - ``levir_samples``: the three ``train_`` tiles train; its one ``val_`` tile is held out (test), since one tile
   is worth more as an honest measurement than as a validation set;
@@ -37,6 +38,7 @@ import numpy as np
 
 from dedup_app.core.change.raster import RasterError, read_raster
 from dedup_app.core.files import IMAGE_EXTENSIONS
+from model_training.change_splits import OSCD_HELD_OUT_CITIES
 
 SPLITS = ("train", "val", "test")
 CHANGED, UNCHANGED, IGNORE = 1, 0, 255
@@ -44,11 +46,10 @@ CHANGED, UNCHANGED, IGNORE = 1, 0, 255
 #: The shared labelled sets, by folder name under ``../shared/data/change``.
 SHARED_SOURCES = ("levir_samples", "houses_pk", "egy_bcd", "oscd_rgb", "landsat_taizhou")
 
-#: OSCD cities never trained on (nor used by the synthetic generator): the same four as the generator's
-#: ``change_splits.OSCD_HELD_OUT_CITIES`` (a test checks they agree). One validates, three are held out for measuring.
-OSCD_HELD_OUT_CITIES = frozenset({"beirut", "cupertino", "hongkong", "nantes"})
+#: OSCD cities never trained on (nor used by the synthetic generator) are ``change_splits.OSCD_HELD_OUT_CITIES``;
+#: of those, one validates (picks the epoch and the threshold), the others are held out for measuring.
 OSCD_VAL_CITIES = ("cupertino",)
-OSCD_TEST_CITIES = ("beirut", "hongkong", "nantes")
+OSCD_TEST_CITIES = tuple(sorted(OSCD_HELD_OUT_CITIES - set(OSCD_VAL_CITIES)))
 #: Taizhou (400 x 400): (row start, row end, column start, column end) of each split's region.
 TAIZHOU_REGIONS = {"train": (0, 200, 0, 400), "val": (200, 400, 0, 200), "test": (200, 400, 200, 400)}
 #: levir_samples: its one ``val_`` tile is held out for measuring (names without extension).
