@@ -32,7 +32,8 @@ def add_train_change_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (8)")
     parser.add_argument("--init", metavar="FILE", help="fine-tune this change head instead of starting afresh")
     parser.add_argument("--synthetic", type=int, default=0, metavar="N",
-                        help="first train on N synthetic pairs (model_training.change_synth)")  # fmt: skip
+                        help="first train on N synthetic 256 px pairs (model_training.change_synth; with the encoder "
+                        "frozen their features stay in memory, about 2.3 MB a pair)")  # fmt: skip
     parser.add_argument("--synthetic-epochs", type=int, default=10, metavar="N",
                         help="epochs on the synthetic pairs before the labelled ones (10)")  # fmt: skip
     parser.add_argument("--synthetic-mode", choices=("buildings", "general"), default="buildings",
@@ -112,7 +113,8 @@ def train_change_main(
     for source, c in counts.items():
         print(f"{source}: {c['train']} train, {c['val']} validation, {c['test']} held-out tiles (not used)")
     if synthetic:
-        print(f"{len(synthetic):,} synthetic pairs ({args.synthetic_mode}) first, {config.synthetic_epochs} epochs")
+        print(f"{len(synthetic):,} synthetic pairs ({args.synthetic_mode}) first, {config.synthetic_epochs} epochs; "
+              f"their encoder features are kept in memory (about {len(synthetic) * 2.3 / 1024:.1f} GB)")  # fmt: skip
     started = time.monotonic()
     run = fit_change(train, val, config, args.out, device=args.device, init=init, synthetic=synthetic)
     try:

@@ -8,8 +8,9 @@ inference needs (the features the head reads, one tile's probability). Why this 
 Both dates go through the same frozen EfficientNet-Lite0 (the near-duplicate model's backbone, shared weights). At
 each tapped stage (strides 2, 4, 8, 16 and 32) a :class:`TemporalFusion` turns the two dates' features into one map
 that is the same whichever date comes first; a UNet decoder climbs from stride 32 back to stride 2 through those
-maps, and a last block at full resolution adds the two images' own pixels, so edges are drawn at the pixel. The
-head holds a few hundred thousand weights; it is trained by ``model_training.change_train``.
+maps, where the two images' own pixels join in (folded to stride 2) and the last layer predicts the logits of each
+2 x 2 block's four pixels, so edges are drawn at the pixel. The head holds about 400,000 weights; it is trained by
+``model_training.change_train``.
 
 A head trained with the last encoder blocks unfrozen (on a GPU) carries those blocks' weights in
 ``encoder_state``; inference then reads its features from a copy of the packaged backbone with those blocks put in.
@@ -202,7 +203,7 @@ class UNetHeadCheckpoint:
                 "backbone": PACKAGED_BACKBONE[0],
                 "weights": PACKAGED_BACKBONE[1],
                 "unfrozen": sorted({k.split(".")[1] for k in self.encoder_state}),
-            },  # fmt: skip
+            },
             "state": self.state,
             "encoder_state": self.encoder_state,
             "metrics": plain(self.metrics),
@@ -294,7 +295,10 @@ def head_backbone(shared: nn.Module | None, checkpoint: UNetHeadCheckpoint) -> n
         missing = set(checkpoint.encoder_state) - set(backbone.state_dict())
         if missing:
             raise ValueError(f"change model: encoder weights the backbone does not have: {sorted(missing)[:3]}")
-        backbone.load_state_dict(checkpoint.encoder_state, strict=False)
+        try:
+            backbone.load_state_dict(checkpoint.encoder_state, strict=False)
+        except RuntimeError as exc:  # shapes that do not fit: one line, like every other bad model file
+            raise ValueError(f"change model: encoder weights do not fit the backbone ({str(exc)[:200]})") from None
     backbone.eval()
     fold_batchnorm(backbone)
     return backbone.to(memory_format=torch.channels_last)
