@@ -9,6 +9,7 @@ Usage::
                    [--json FILE] [--csv FILE]
     dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model NAME|FILE] [--device D]
     dedup-app train (--labels FILE | --from-app | --images DIR ...) [--epochs N] [--out FILE] [--activate]
+    dedup-app train-change DIR [DIR ...] [--epochs N] [--out FILE] [--init FILE] [--synthetic N] [--unfreeze N]
     dedup-app models [list | activate ID | rollback]
 """
 
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="fine-tune the model on labelled pairs (and/or edited copies of images)",
                            description=TRAIN_DESCRIPTION)  # fmt: skip
     add_train_arguments(train)
+    _add_train_change_parser(sub)
 
     models = sub.add_parser("models", help="list, activate or roll back trained models",
                             description="The model registry: trained models, the active one, roll back.")  # fmt: skip
@@ -195,6 +197,22 @@ def run_train_command(args: argparse.Namespace, parser: argparse.ArgumentParser)
     from model_training.cli import train_main
 
     return train_main(args, parser, progress=_ProgressBar(enabled=not args.no_progress))
+
+
+def _add_train_change_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The ``train-change`` command's parser (its options live with the training code)."""
+    from model_training.change_cli import TRAIN_CHANGE_DESCRIPTION, add_train_change_arguments
+
+    parser = sub.add_parser("train-change", help="train a change head on labelled before/after pairs",
+                            description=TRAIN_CHANGE_DESCRIPTION)  # fmt: skip
+    add_train_change_arguments(parser)
+
+
+def run_train_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``train-change`` command."""
+    from model_training.change_cli import train_change_main
+
+    return train_change_main(args, parser, progress=_ProgressBar(enabled=not args.no_progress))
 
 
 def run_models_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -649,6 +667,8 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return run_train_command(args, parser)
     if args.command == "models":
         return run_models_command(args, parser)
+    if args.command == "train-change":
+        return run_train_change_command(args, parser)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
 

@@ -4,11 +4,13 @@ disagree, something changed.
 Out of the box (no change-labelled training) the probability comes from multi-scale feature differences: the
 backbone's feature maps at strides 8, 16 and 32 are L2-normalised per position, their cosine distance between the
 two dates is averaged over scales and mapped to [0, 1] by a logistic curve calibrated on the LEVIR-CD dev tiles.
-A trained :class:`ChangeHead` (the training module writes one) replaces that mapping with a small learned network
-on the same features; :func:`load_change_head` loads it.
+A trained head replaces that mapping with a small learned network on the same features: the format-1
+:class:`ChangeHead` below, or the format-2 UNet of :mod:`dedup_app.core.change.head` (what
+``model_training.change_train`` writes, full resolution); :func:`load_change_head` loads either.
 
 Large rasters are processed in overlapping tiles; each tile's map is weighted by a 2-D Hann window so seams blend,
-and the maps are accumulated at 1/4 resolution, so memory stays bounded whatever the raster size.
+and the maps are accumulated at 1/4 resolution (a format-2 head's: at its ``output_stride``), so memory stays
+bounded whatever the raster size.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import dataclasses
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +28,11 @@ from torch import nn
 
 from dedup_app.core.progress import CancelToken, Progress
 
+if TYPE_CHECKING:  # the head module imports this one (ChangeConfig, stage_features)
+    from dedup_app.core.change.head import UNetHeadCheckpoint
+
 CHANGE_FORMAT_VERSION = 1
+NEWEST_CHANGE_FORMAT = 2  # format 2: dedup_app.core.change.head
 OUTPUT_STRIDE = 4
 
 
@@ -44,6 +50,7 @@ class ChangeConfig:
     center: float = 0.75
     scale: float = 0.06
     threshold: float = 0.5
+    output_stride: int = OUTPUT_STRIDE  # of the probability map: format-2 heads predict at full resolution
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChangeConfig:
@@ -124,9 +131,10 @@ class ChangeHeadCheckpoint:
         return head.eval()
 
 
-def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
-    """Read a change-head file; one ``ValueError`` naming the file and the reason when it is not a usable one
-    (not a torch file, no change-head marker, too new, fields missing or malformed, weights that do not fit)."""
+def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint | UNetHeadCheckpoint:
+    """Read a change-head file of format 1 or 2; one ``ValueError`` naming the file and the reason when it is not a
+    usable one (not a torch file, no change-head marker, too new, fields missing or malformed, weights that do not
+    fit)."""
     from dedup_app.core.model_files import read_torch_file
 
     data = read_torch_file(path, "change model")
@@ -136,8 +144,12 @@ def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
         version = int(data.get("format_version", 0))
     except (TypeError, ValueError):
         raise ValueError(f"{path}: damaged change model file (format_version {data.get('format_version')!r})") from None
-    if version > CHANGE_FORMAT_VERSION:
+    if version > NEWEST_CHANGE_FORMAT:
         raise ValueError(f"{path}: change model format is newer than this dedup-app reads; update dedup-app")
+    if version == 2:
+        from dedup_app.core.change.head import checkpoint_from_dict
+
+        return checkpoint_from_dict(data, path)
     try:
         config = data["config"]
         if not isinstance(config, dict):
@@ -160,8 +172,10 @@ def load_change_head(path: str | os.PathLike[str]) -> ChangeHeadCheckpoint:
 
 
 def _hann(n: int) -> np.ndarray:
-    w = np.hanning(n + 2)[1:-1].astype(np.float32)
-    return np.outer(w, w) + 1e-3  # never exactly zero: borders of the raster still count
+    """One side of the blending window: a Hann curve lifted so its products never reach zero (the raster's own
+    borders, covered by one tile, still count). The window is the outer product of two, so the blended weight of a
+    grid of tiles is the outer product of two sums, and no raster-sized weight array is needed."""
+    return np.hanning(n + 2)[1:-1].astype(np.float32) + 0.03
 
 
 METHODS = ("features", "pixels")
@@ -190,14 +204,18 @@ class ChangeDetector:
     "pixels" is change-vector analysis on the normalised colours, for coarse land-cover imagery.
     """
 
-    def __init__(self, embedder: Any, head: ChangeHeadCheckpoint | None = None, method: str = "features") -> None:
+    def __init__(
+        self, embedder: Any, head: ChangeHeadCheckpoint | UNetHeadCheckpoint | None = None, method: str = "features"
+    ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         self.embedder = embedder
         self.config = head.config if head is not None else ChangeConfig()
         self.head_checkpoint = head
         self.method = method
-        self._head: ChangeHead | None = None
+        self.output_stride = self.config.output_stride if method == "features" else OUTPUT_STRIDE
+        self._head: nn.Module | None = None
+        self._backbone: nn.Module | None = None
 
     @property
     def model_name(self) -> str:
@@ -211,19 +229,35 @@ class ChangeDetector:
     def device(self) -> torch.device:
         return self.embedder.device  # type: ignore[no-any-return]
 
-    def _head_module(self) -> ChangeHead | None:
+    def _head_module(self) -> nn.Module | None:
         if self.head_checkpoint is not None and self._head is None:
             self._head = self.head_checkpoint.build().to(self.device)
         return self._head
 
+    def _unet_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """A format-2 head's probability of one tile pair at the output stride."""
+        from dedup_app.core.change.head import head_backbone, tile_logits
+
+        assert self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
+        if self._backbone is None:  # the embedder's own backbone unless it was fine-tuned away from the packaged one
+            shared = None if self.embedder.checkpoint.backbone_state else self.embedder.encoder.backbone
+            self._backbone = head_backbone(shared, self.head_checkpoint).to(self.device)
+        head: Any = self._head_module()
+        prob = torch.sigmoid(tile_logits(self._backbone, head, x).float())
+        if self.output_stride > 1:
+            prob = F.avg_pool2d(prob, self.output_stride)
+        return prob[0, 0]
+
     def _tile_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Change probability of one tile pair (uint8 RGB, same size, multiple of 32) at stride 4."""
+        """Change probability of one tile pair (uint8 RGB, same size, multiple of 32) at the output stride."""
         cfg = self.config
         encoder = self.embedder.encoder
         x = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
         x = ((x - encoder.mean) / encoder.std).contiguous(memory_format=torch.channels_last)
         size = (a.shape[0] // OUTPUT_STRIDE, a.shape[1] // OUTPUT_STRIDE)
         with torch.inference_mode():
+            if self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint):
+                return self._unet_tile(x).cpu().numpy()
             feats = stage_features(encoder.backbone, x, cfg.stages)  # both dates in one batch: shared weights
             head = self._head_module()
             if head is not None:
@@ -242,7 +276,8 @@ class ChangeDetector:
     def probability(
         self, a: np.ndarray, b: np.ndarray, cancel: CancelToken | None = None
     ) -> Generator[Progress, None, np.ndarray]:
-        """Blend tile maps over the whole pair; returns float32 probabilities at 1/4 of A's size (ceil)."""
+        """Blend tile maps over the whole pair; returns float32 probabilities at 1/:attr:`output_stride` of A's size
+        (ceil): 1/4 for the training-free map and format-1 heads."""
         if self.method == "pixels":
             yield Progress("Comparing pixels", 0, 1)
             return pixel_change_probability(a, b)
@@ -252,10 +287,12 @@ class ChangeDetector:
         step = max(32, tile - cfg.overlap)
         ys = _starts(h, tile, step)
         xs = _starts(w, tile, step)
-        oh, ow = -(-h // OUTPUT_STRIDE), -(-w // OUTPUT_STRIDE)
+        stride = self.output_stride
+        oh, ow = -(-h // stride), -(-w // stride)
         acc = np.zeros((oh, ow), np.float32)
-        weight = np.zeros((oh, ow), np.float32)
-        window = _hann(tile // OUTPUT_STRIDE)
+        side = _hann(tile // stride)
+        window = np.outer(side, side)
+        weight_y, weight_x = np.zeros(oh, np.float32), np.zeros(ow, np.float32)
         total = len(ys) * len(xs)
         done = 0
         for y in ys:
@@ -264,13 +301,18 @@ class ChangeDetector:
                     cancel.raise_if_cancelled()
                 ta, tb = _crop(a, y, x, tile), _crop(b, y, x, tile)
                 m = self._tile_map(ta, tb)
-                oy, ox = y // OUTPUT_STRIDE, x // OUTPUT_STRIDE
+                oy, ox = y // stride, x // stride
                 hh, ww = min(m.shape[0], oh - oy), min(m.shape[1], ow - ox)
                 acc[oy : oy + hh, ox : ox + ww] += (m * window)[:hh, :ww]
-                weight[oy : oy + hh, ox : ox + ww] += window[:hh, :ww]
+                if x == xs[0]:
+                    weight_y[oy : oy + hh] += side[:hh]
+                if y == ys[0]:
+                    weight_x[ox : ox + ww] += side[:ww]
                 done += 1
                 yield Progress("Comparing tiles", done, total)
-        return acc / np.maximum(weight, 1e-6)
+        acc /= np.maximum(weight_y, 1e-6)[:, None]  # in place: a raster-sized temporary would double the map
+        acc /= np.maximum(weight_x, 1e-6)[None, :]
+        return acc
 
 
 def _round_up(n: int, k: int) -> int:
