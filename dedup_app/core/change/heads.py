@@ -1,10 +1,15 @@
-"""Which change model to use, by name: a shipped change head, the training-free feature difference, or a file.
+"""Which change model to use, by name: a shipped change head, the training-free feature difference, a head of the
+change-head registry, or a file.
 
-Names: ``general`` (the default; a head trained on many kinds of change), ``buildings`` (a head trained on new and
-demolished buildings), ``features`` (no head: the encoder's multi-scale feature difference, training-free). Anything
-else is taken for a change-head file. The shipped heads live in ``resources/models`` and may be missing (not
-installed, or not built yet): asking for one by name is then an error, while the default falls back to ``features``
-with a note.
+Names: ``general`` (the shipped default; a head trained on many kinds of change), ``buildings`` (a head trained on
+new and demolished buildings), ``features`` (no head: the encoder's multi-scale feature difference, training-free),
+or the id of a head in the change-head registry (:class:`dedup_app.core.registry.ChangeHeadRegistry`: the user's own
+trained heads). Anything else is taken for a change-head file. The shipped heads live in ``resources/models`` and
+may be missing (not installed, or not built yet): asking for one by name is then an error, while the shipped default
+falls back to ``features`` with a note.
+
+The default is what the registry has active (a registered head, or a shipped model chosen by name); with nothing
+active, the shipped default.
 
 This module only resolves a name to a file; reading the file is the head's module's job (``detect.load_change_head``),
 so the head's format can change without touching the names.
@@ -13,6 +18,10 @@ so the head's format can change without touching the names.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry module imports this one (the shipped names)
+    from dedup_app.core.registry import ChangeHeadRegistry
 
 SHIPPED_HEADS: dict[str, str] = {
     "general": "change-general.pt",
@@ -56,12 +65,20 @@ def _looks_like_a_path(text: str) -> bool:
     return "/" in text or "\\" in text or Path(text).suffix != "" or text.startswith(("~", "."))
 
 
-def resolve_change_model(name_or_path: str) -> tuple[str, Path | None]:
-    """The change model to run for a name or a file: ``(label, path)``, ``path`` None for ``features``.
+def _registry(registry: ChangeHeadRegistry | None) -> ChangeHeadRegistry:
+    from dedup_app.core.registry import ChangeHeadRegistry
 
-    The label is the name, or for a file the path as given. Raises :class:`ChangeModelNotInstalled` for a shipped
-    head whose file is missing, and :class:`ChangeModelError` for an unknown name, a missing file or a folder.
-    Whether a file really is a change head is for the loader to say.
+    return registry if registry is not None else ChangeHeadRegistry()
+
+
+def resolve_change_model(name_or_path: str, registry: ChangeHeadRegistry | None = None) -> tuple[str, Path | None]:
+    """The change model to run for a name, a registered head's id or a file: ``(label, path)``, ``path`` None for
+    ``features``.
+
+    The label is the name or the id, or for a file the path as given. ``registry`` is the change-head registry to
+    look ids up in (default: the user's). Raises :class:`ChangeModelNotInstalled` for a shipped head whose file is
+    missing, and :class:`ChangeModelError` for an unknown name, a registered head whose file is gone, a missing file
+    or a folder. Whether a file really is a change head is for the loader to say.
     """
     text = name_or_path.strip()
     if not text:
@@ -74,6 +91,18 @@ def resolve_change_model(name_or_path: str) -> tuple[str, Path | None]:
         if not path.is_file():
             raise ChangeModelNotInstalled(name, path)
         return name, path
+    registered: list[str] = []
+    if not _looks_like_a_path(text) or not Path(text).expanduser().exists():
+        try:
+            reg = _registry(registry)
+            entry = reg.entry(text)
+            registered = [e.model_id for e in reg.entries()]
+        except OSError:  # the data folder cannot be made or read: files still work
+            entry = None
+        if entry is not None:
+            if entry.problem:
+                raise ChangeModelError(f"the registered change head {text} cannot be used ({entry.problem})")
+            return text, entry.file
     path = Path(text).expanduser()
     if path.is_file():
         return text, path
@@ -82,13 +111,13 @@ def resolve_change_model(name_or_path: str) -> tuple[str, Path | None]:
     if _looks_like_a_path(text):
         raise ChangeModelError(f"{text}: change head file not found")
     raise ChangeModelError(
-        f"unknown change model '{text}': the known ones are {', '.join(CHANGE_MODEL_NAMES)} (or give a change "
-        "head file)"
+        f"unknown change model '{text}': the known ones are {', '.join([*CHANGE_MODEL_NAMES, *registered])} (or give "
+        "a change head file)"
     )
 
 
-def default_change_model() -> tuple[str, Path | None, str]:
-    """The default change model, ``(label, path, note)``: ``general`` when it is installed; until then
+def shipped_default_change_model() -> tuple[str, Path | None, str]:
+    """The shipped default change model, ``(label, path, note)``: ``general`` when it is installed; until then
     ``features``, with a one-line note saying so (``note`` is empty when nothing fell back)."""
     try:
         label, path = resolve_change_model(DEFAULT_CHANGE_MODEL)
@@ -102,3 +131,27 @@ def default_change_model() -> tuple[str, Path | None, str]:
             ),
         )
     return label, path, ""
+
+
+def default_change_model(registry: ChangeHeadRegistry | None = None) -> tuple[str, Path | None, str]:
+    """The default change model, ``(label, path, note)``: the change-head registry's active one (a registered head
+    by its id, or a shipped model chosen by name), else the shipped default (:func:`shipped_default_change_model`).
+    ``note`` says, in one line, what fell back and why (empty when nothing did)."""
+    try:
+        reg = _registry(registry)
+        active, selected = reg.active_id, reg.selected_id
+    except OSError as exc:  # the data folder cannot be made or read: the shipped default still works
+        active, selected, unusable = None, None, f"the change head registry cannot be read ({exc}); "
+    else:
+        unusable = ""
+    if active is not None:
+        if active in SHIPPED_HEADS or active == FEATURES:
+            label, path = resolve_change_model(active)
+            return label, path, ""
+        return active, reg.path_of(active), ""
+    if selected is not None:
+        unusable = f"the active change head {selected} cannot be used ({reg.problem(selected)}); "
+    label, path, note = shipped_default_change_model()
+    if unusable and not note:
+        note = f"using the shipped '{label}'"
+    return label, path, unusable + note
