@@ -9,8 +9,9 @@ Usage::
                    [--json FILE] [--csv FILE]
     dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model NAME|FILE] [--device D]
     dedup-app train (--labels FILE | --from-app | --images DIR ...) [--epochs N] [--out FILE] [--activate]
-    dedup-app train-change DIR [DIR ...] [--epochs N] [--out FILE] [--init FILE] [--synthetic N] [--unfreeze N]
-    dedup-app models [list | activate ID | rollback]
+    dedup-app train-change [DIR ...] [--from-app] [--activate] [--epochs N] [--out FILE] [--init FILE]
+                           [--synthetic N] [--unfreeze N]
+    dedup-app models [list | activate ID | rollback [--change]]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dedup_app import __version__
 from dedup_app.core.files import describe_os_error, display_path
@@ -165,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     change.add_argument(
         "--model", metavar="NAME|FILE",
         help="the change model: general (default: the shipped head for any kind of change), buildings (the shipped "
-        "head for new and demolished buildings), features (the encoder's feature difference, training-free), or a "
-        "change-head FILE. While the general head is not installed, the default uses features and says so",
+        "head for new and demolished buildings), features (the encoder's feature difference, training-free), the id "
+        "of a registered head (dedup-app models), or a change-head FILE. The default is the active registered head "
+        "when there is one; while the general head is not installed, the default uses features and says so",
     )  # fmt: skip
     change.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
     change.add_argument("--bands", metavar="R,G,B", help="bands of multiband rasters to show as RGB, 1-based")
@@ -184,10 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_arguments(train)
     _add_train_change_parser(sub)
 
-    models = sub.add_parser("models", help="list, activate or roll back trained models",
-                            description="The model registry: trained models, the active one, roll back.")  # fmt: skip
+    models = sub.add_parser("models", help="list, activate or roll back trained models and change heads",
+                            description="The model registries: trained duplicate models and change heads, the "
+                            "active one of each, roll back.")  # fmt: skip
     models.add_argument("action", nargs="?", default="list", choices=("list", "activate", "rollback"))
-    models.add_argument("model_id", nargs="?", metavar="ID", help="model id for activate ('default': shipped)")
+    models.add_argument("model_id", nargs="?", metavar="ID",
+                        help="model or change-head id for activate ('default': the shipped one)")  # fmt: skip
+    models.add_argument("--change", action="store_true",
+                        help="rollback (or activate default) of the change heads, not of the model")  # fmt: skip
     models.add_argument("--cache", metavar="FILE", help="embedding cache whose old-model entries are dropped")
     return parser
 
@@ -216,28 +222,35 @@ def run_train_change_command(args: argparse.Namespace, parser: argparse.Argument
 
 
 def run_models_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """The ``models`` command."""
-    from dedup_app.core.registry import ModelRegistry, drop_embeddings_of
+    """The ``models`` command: both registries listed; ``activate`` finds which one has the id."""
+    from dedup_app.core.registry import DEFAULT, ChangeHeadRegistry, ModelRegistry, drop_embeddings_of
 
     registry = ModelRegistry()
+    heads = ChangeHeadRegistry()
     try:
         if args.action == "activate":
             if not args.model_id:
                 parser.error("activate needs a model id (see 'dedup-app models')")
+            change = args.change or (not registry.knows(args.model_id) and heads.knows(args.model_id))
+            if change:
+                return _change_head_switched(*heads.activate(args.model_id))
             old, new = registry.activate(args.model_id)
         elif args.action == "rollback":
+            if args.change:
+                return _change_head_switched(*heads.rollback())
             old, new = registry.rollback()
         else:
-            active = registry.active_id
-            print(f"{'*' if active is None else ' '} default  (shipped)")
-            for e in registry.entries():
-                after = e.metrics.get("validation_after", {})
-                f1 = f"val F1 {after['f1']:.3f}" if "f1" in after else ""
-                note = f"  [unusable: {e.problem}]" if e.problem else ""
-                print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {e.name}  {f1}{note}")
+            if args.change:
+                parser.error("--change is for rollback and activate; 'dedup-app models' lists both kinds")
+            _list_models(registry, heads)
             return EXIT_OK
     except ValueError as exc:
-        print(f"dedup-app: error: {exc}", file=sys.stderr)
+        message = str(exc)
+        if args.action == "activate" and not args.change and message.startswith("no model"):
+            known = ", ".join([DEFAULT, *(e.model_id for e in registry.entries())])
+            head_ids = ", ".join([*heads.builtins, *(e.model_id for e in heads.entries())])
+            message = f"no model or change head {args.model_id!r} (models: {known}; change heads: {head_ids})"
+        print(f"dedup-app: error: {printable(message)}", file=sys.stderr)
         return EXIT_USAGE
     from dedup_app.core.cache import CacheError
 
@@ -249,6 +262,42 @@ def run_models_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         return EXIT_FAILURE
     print(f"active model: {new} (was {old}; {dropped:,} cached embeddings of the old model dropped)")
     return EXIT_OK
+
+
+def _change_head_switched(old: str, new: str) -> int:
+    print(f"active change head: {new} (was {old})")
+    return EXIT_OK
+
+
+def _list_models(registry: Any, heads: Any) -> None:
+    """``models list``: the duplicate models, then the change heads in their own section; ``*`` marks what is used
+    (a chosen entry that cannot be used is flagged, and the default it falls back to is marked)."""
+    from dedup_app.core.change.heads import DEFAULT_CHANGE_MODEL, DESCRIPTIONS, FEATURES, SHIPPED_HEADS, is_installed
+
+    active = registry.active_id
+    print(f"{'*' if active is None else ' '} default  (shipped)")
+    for e in registry.entries():
+        after = e.metrics.get("validation_after", {})
+        f1 = f"val F1 {after['f1']:.3f}" if "f1" in after else ""
+        note = f"  [unusable: {e.problem}]" if e.problem else ""
+        print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {e.name}  {f1}{note}")
+
+    active = heads.active_id
+    print("\nChange heads ('dedup-app change', the Changes tab):")
+    fallback = DEFAULT_CHANGE_MODEL if is_installed(DEFAULT_CHANGE_MODEL) else FEATURES
+    print(f"{'*' if active is None else ' '} default  (shipped: {DEFAULT_CHANGE_MODEL}; {FEATURES} while it is not "
+          f"installed: now {fallback})")  # fmt: skip
+    for name in (*SHIPPED_HEADS, FEATURES):
+        note = "" if is_installed(name) else "  [not installed]"
+        print(f"{'*' if name == active else ' '} {name}  ({DESCRIPTIONS[name]}){note}")
+    for e in heads.entries():
+        scores = []
+        for key, what in (("validation", "val F1"), ("held_out", "held-out F1")):
+            f1 = e.metrics.get(key, {}).get("f1") if isinstance(e.metrics.get(key), dict) else None
+            if isinstance(f1, (int, float)):
+                scores.append(f"{what} {f1:.3f}")
+        note = f"  [unusable: {e.problem}]" if e.problem else ""
+        print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {printable(e.name)}  {', '.join(scores)}{note}")
 
 
 def _bands(text: str | None, parser: argparse.ArgumentParser) -> tuple[int, ...] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -15,7 +16,9 @@ TRAIN_CHANGE_DESCRIPTION = (
     "or <place>/before.png, after.png, label.png. Tiles are split by tile, never by pixel: a split.csv "
     "(name,split), else train_/val_/test_ name prefixes, else a fixed hash of the name (--val-fraction); test tiles "
     "are left out. The head with the best validation F1 is written to --out with its threshold calibrated on "
-    "the validation tiles; use it with 'dedup-app change --model FILE'."
+    "the validation tiles; use it with 'dedup-app change --model FILE', or register and activate it with --activate "
+    "(then 'dedup-app change' and the window use it by default). --from-app also trains on the change labels painted "
+    "in the window's Changes tab, alone or with DIRs."
 )
 
 #: Where the shared data lies in a development checkout (the synthetic generator reads its images there).
@@ -24,7 +27,11 @@ DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def add_train_change_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train-change`` options."""
-    parser.add_argument("folders", nargs="+", metavar="DIR", help="folders of labelled pairs")
+    parser.add_argument("folders", nargs="*", metavar="DIR", help="folders of labelled pairs")
+    parser.add_argument("--from-app", action="store_true",
+                        help="also train on the change labels painted in the window's Changes tab")  # fmt: skip
+    parser.add_argument("--activate", action="store_true",
+                        help="register the trained head and make it the default change model")  # fmt: skip
     parser.add_argument("--out", default="change-head.pt", metavar="FILE",
                         help="the head file to write (default change-head.pt)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=30, metavar="N", help="epochs on the labelled pairs (30)")
@@ -87,8 +94,12 @@ def train_change_main(
 
     if not 0.0 < args.val_fraction < 1.0:
         parser.error(f"--val-fraction must be between 0 and 1, not {args.val_fraction}")
+    if not args.folders and not args.from_app:
+        parser.error("give folders of labelled pairs (DIR), --from-app for the labels painted in the window, or both")
     pairs: list[ChangePair] = []
     try:
+        if args.from_app:
+            pairs += _painted(args.val_fraction, bool(args.folders))
         for folder in args.folders:
             pairs += folder_pairs(folder, args.val_fraction)
         init = None
@@ -134,4 +145,54 @@ def train_change_main(
         print(f"  {source}: F1 {s['f1']:.3f}, IoU {s['iou']:.3f}, precision {s['precision']:.3f}, "
               f"recall {s['recall']:.3f}")  # fmt: skip
     print(f"Change head written to {args.out} ({result.checkpoint.metrics['parameters']:,} parameters)")
+    if args.activate:
+        return _register_and_activate(args.out)
+    return 0
+
+
+def _painted(val_fraction: float, with_folders: bool) -> list[Any]:
+    """``--from-app``: the painted labels of the default label store as pairs; says how many were used and which
+    were skipped and why. ``ValueError`` when there are none to train on and no folder either."""
+    from dedup_app.core.labels import LabelStore, default_labels_path
+    from model_training.painted import painted_pairs
+
+    path = default_labels_path()
+    if path.exists():
+        try:
+            store = LabelStore(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise ValueError(f"--from-app: the labels {path} cannot be read ({exc})") from None
+        try:
+            pairs, skipped = painted_pairs(store, val_fraction)
+        finally:
+            store.close()
+    else:
+        pairs, skipped = [], []
+    train = sum(1 for p in pairs if p.split == "train")
+    print(f"Painted change labels ({path}): {len(pairs)} pairs used ({train} train, {len(pairs) - train} "
+          f"validation), {len(skipped)} skipped")  # fmt: skip
+    for s in skipped:
+        print(f"  skipped {s.before} / {s.after}: {s.reason}")
+    if not pairs and not with_folders:
+        raise ValueError("--from-app: no painted change labels to train on (paint some on the window's Changes tab, "
+                         "or give folders of labelled pairs)")  # fmt: skip
+    if len(pairs) == 1 and not with_folders:
+        raise ValueError("--from-app: one painted pair is too few: one is needed to train on and another to check "
+                         "the training on (paint at least two, or give folders of labelled pairs)")  # fmt: skip
+    return pairs
+
+
+def _register_and_activate(path: str) -> int:
+    """``--activate``: copy the head into the change-head registry and make it the default."""
+    from dedup_app.core.registry import ChangeHeadRegistry
+
+    registry = ChangeHeadRegistry()
+    try:
+        entry = registry.add_file(path)
+        previous, _new = registry.activate(entry.model_id)
+    except (ValueError, OSError) as exc:
+        print(f"dedup-app: error: the head was written but not activated: {exc}", file=sys.stderr)
+        return 1
+    print(f"Registered as {entry.model_id} and activated (was {previous}): 'dedup-app change' and the window's "
+          "Changes tab use it by default; 'dedup-app models rollback --change' goes back")  # fmt: skip
     return 0

@@ -4,13 +4,15 @@ Each stored label names a before and an after raster by path and content hash. A
 pipeline reads a pair (:func:`~dedup_app.core.change.raster.read_raster`, :func:`~dedup_app.core.change.align.align`
 onto the before image's grid, and by default the same histogram matching), so a head learns from what it will see.
 Labels whose files are gone, were changed since the painting, or cannot be read any more are skipped and listed
-with the reason.
+with the reason. :func:`painted_pairs` turns them into training pairs split by pair into training and validation.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -20,6 +22,10 @@ from dedup_app.core.change.normalize import match_histograms
 from dedup_app.core.change.painted import missing_files, raster_hash
 from dedup_app.core.change.raster import RasterError, read_raster
 from dedup_app.core.labels import ChangeMaskLabel, DamagedMaskError, LabelStore
+from model_training.change_data import ChangePair, hash_split
+
+#: the source name of painted pairs (in the training summary and the head's recorded data)
+PAINTED_SOURCE = "painted"
 
 
 class PaintedTriple(NamedTuple):
@@ -88,3 +94,33 @@ def painted_triples(store: LabelStore, normalise: bool = True) -> tuple[list[Pai
         else:
             triples.append(item)
     return triples, skipped
+
+
+def painted_pairs(store: LabelStore, val_fraction: float = 0.2, normalise: bool = True
+                  ) -> tuple[list[ChangePair], list[SkippedLabel]]:  # fmt: skip
+    """The painted labels of ``store`` as training pairs (source :data:`PAINTED_SOURCE`), and the labels skipped.
+
+    Split by pair, never by pixel: a fixed hash of the two files' content puts about ``val_fraction`` of the pairs
+    on the validation side. With two or more pairs, at least one validation pair has changed pixels (the threshold
+    is calibrated on it) and at least one pair is left to train on.
+    """
+    pairs: list[ChangePair] = []
+    skipped: list[SkippedLabel] = []
+    for stored in store.change_masks():
+        try:
+            before, after, label = triple_of(stored, normalise)
+        except ValueError as exc:
+            skipped.append(SkippedLabel(stored.before.path, stored.after.path, str(exc)))
+            continue
+        key = f"{stored.before.content_hash}:{stored.after.content_hash}"
+        name = f"{Path(stored.before.path.split(',')[0]).stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+        pairs.append(ChangePair(PAINTED_SOURCE, name, hash_split(key, val_fraction), before, after,
+                                (label > 127).astype(np.uint8)))  # fmt: skip
+    if len(pairs) >= 2:
+        changed = sorted((p for p in pairs if p.changed_px), key=lambda p: p.name)
+        if changed and not any(p.split == "val" for p in changed):
+            changed[0].split = "val"
+        if all(p.split == "val" for p in pairs):
+            kept = changed[0] if changed else None
+            next(p for p in sorted(pairs, key=lambda p: p.name) if p is not kept).split = "train"
+    return pairs, skipped

@@ -88,3 +88,30 @@ def write_change_head(path: Path, name: str) -> Path:
     state = {k: v.clone() for k, v in head.state_dict().items()}
     ChangeHeadCheckpoint(ChangeConfig(), state, head.channels, head.width, {}, name).save(path)
     return path
+
+
+def tiny_change_pair(folder: Path, shared: Path, name: str, y0: int, size: int = 128) -> tuple[str, str, np.ndarray]:
+    """A small real aerial before tile (rows from ``y0`` of the shared demo image) and an after tile with houses
+    pasted in; the label (255 changed) marks the houses. Returns the two paths and the label."""
+    demo = np.asarray(Image.open(shared / "change" / "demo_pair" / "A" / "demo.png").convert("RGB"))
+    houses = np.asarray(Image.open(shared / "change" / "levir_samples" / "B" / "train_36_0512_0512.png")
+                        .convert("RGB"))[60:60 + size // 2, 140:140 + size // 2]  # fmt: skip
+    before = demo[y0 : y0 + size, 100 : 100 + size].copy()
+    after = before.copy()
+    q = size // 4
+    after[q : q + size // 2, q : q + size // 2] = houses
+    label = np.zeros((size, size), np.uint8)
+    label[q : q + size // 2, q : q + size // 2] = 255
+    folder.mkdir(parents=True, exist_ok=True)
+    b, a = folder / f"{name}_before.png", folder / f"{name}_after.png"
+    Image.fromarray(before).save(b)
+    Image.fromarray(after).save(a)
+    return str(b), str(a), label
+
+
+def paint_labels(store, pairs: list[tuple[str, str, np.ndarray]]) -> None:  # type: ignore[no-untyped-def]
+    """Store each pair's label as a painted change mask, as the Changes tab does."""
+    from dedup_app.core.change.painted import labelled_raster
+
+    for before, after, label in pairs:
+        store.put_change_mask(labelled_raster(before), labelled_raster(after), label)
