@@ -1,4 +1,5 @@
-"""The model service: the only place the active model, its embedder and its threshold live.
+"""The model service: the only place the active model, its embedder and its threshold live; and the change-head
+service, the same for the active change head (the Changes tab's default).
 
 Two rules keep a model switch from pulling the rug from under a running job:
 
@@ -23,7 +24,7 @@ from dedup_app.core.progress import CancelToken, Job, Progress
 
 if TYPE_CHECKING:  # torch is imported on the worker thread, never when the window starts
     from dedup_app.core.embedder import Embedder
-    from dedup_app.core.registry import ModelRegistry
+    from dedup_app.core.registry import ChangeHeadRegistry, ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,38 @@ class SwitchResult:
     job: Job | None = None
 
 
-class ModelService:
+class SwitchesWaitForJobs:
+    """Switches asked for while a job runs wait for it: the last one asked for is carried out when the job is over
+    (the window's job runner says when jobs start and end). Subclasses say what activating and rolling back do."""
+
+    def __init__(self) -> None:
+        #: the running job's name, or None (the window's job runner tells the service)
+        self.job: str | None = None
+        self._pending: tuple[str, str | None] | None = None  # ("activate", id) or ("rollback", None)
+
+    def job_started(self, name: str) -> None:
+        """A job began on the worker: switches wait until it is over."""
+        self.job = name
+
+    def job_finished(self) -> SwitchResult | None:
+        """The job is over: carry out a switch that waited for it (the caller runs its ``job``, if any)."""
+        self.job = None
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        action, model_id = pending
+        return self.rollback() if action == "rollback" else self.activate(model_id or "default")
+
+    def activate(self, model_id: str) -> SwitchResult:
+        """Make ``model_id`` active now, or once the running job is over."""
+        raise NotImplementedError
+
+    def rollback(self) -> SwitchResult:
+        """Go back to what was active before the last switch, now or once the running job is over."""
+        raise NotImplementedError
+
+
+class ModelService(SwitchesWaitForJobs):
     """The active model for the window: which one, its loaded embedder, its threshold, and safe switching.
 
     ``registry`` makes the model registry (a new object each time: it re-reads its index); ``model_path`` is a
@@ -91,6 +123,7 @@ class ModelService:
         cache_path: str | None = None,
         loader: Callable[[str, str], Embedder] = load_embedder,
     ) -> None:
+        super().__init__()
         self._registry = registry
         self.thresholds = thresholds
         self.model_path = model_path
@@ -100,9 +133,6 @@ class ModelService:
         self._lock = threading.Lock()
         self._embedder: Embedder | None = None
         self._generation = 0
-        #: the running job's name, or None (the window's job runner tells the service)
-        self.job: str | None = None
-        self._pending: tuple[str, str | None] | None = None  # ("activate", id) or ("rollback", None)
         self._unkeyed: float | None = None  # a threshold chosen before any model was loaded
 
     # -- the model in use ---------------------------------------------------------------------------------------
@@ -168,21 +198,6 @@ class ModelService:
         with self._lock:
             self._embedder = embedder
 
-    # -- jobs ---------------------------------------------------------------------------------------------------
-
-    def job_started(self, name: str) -> None:
-        """A job began on the worker: switches wait until it is over."""
-        self.job = name
-
-    def job_finished(self) -> SwitchResult | None:
-        """The job is over: carry out a switch that waited for it (the caller runs its ``job``)."""
-        self.job = None
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return None
-        action, model_id = pending
-        return self.rollback() if action == "rollback" else self.activate(model_id or "default")
-
     # -- switching ----------------------------------------------------------------------------------------------
 
     def activate(self, model_id: str) -> SwitchResult:
@@ -233,3 +248,51 @@ class ModelService:
             return drop_embeddings_of(old, cache_path)
 
         return SwitchResult(f"Model {new} is active. Scan again to use it.", old=old, new=new, job=drop_old)
+
+
+class ChangeHeadService(SwitchesWaitForJobs):
+    """The active change head for the window (what the Changes tab uses by default), switched safely: a switch
+    asked for while a job runs (a comparison reading the head, a training) waits for it, as model switches do.
+
+    ``registry`` makes the change-head registry (a new object each time: it re-reads its index).
+    """
+
+    def __init__(self, registry: Callable[[], ChangeHeadRegistry]) -> None:
+        super().__init__()
+        self._registry = registry
+
+    def label(self, head_id: str) -> str:
+        """How a head is called to the user: a registered head's name, a shipped model's name, or the default."""
+        if head_id == "default":
+            return "the shipped default"
+        entry = self._registry().entry(head_id)
+        return f"'{entry.name}'" if entry is not None else f"'{head_id}'"
+
+    def activate(self, model_id: str) -> SwitchResult:
+        """Make the change head ``model_id`` (a registered id, a shipped name or ``"default"``) the default, or
+        defer that until the running job is over. Raises ``ValueError`` for an unknown or unusable head."""
+        registry = self._registry()
+        if not registry.knows(model_id):
+            raise ValueError(f"no change head {model_id!r} in the registry")
+        problem = registry.problem(model_id)
+        if problem:
+            raise ValueError(f"change head {model_id!r} cannot be activated: {problem}")
+        if self.job is not None:
+            self._pending = ("activate", model_id)
+            return SwitchResult(f"Change head {self.label(model_id)} will be the default once the current job "
+                                f"({self.job}) is over", deferred=True)  # fmt: skip
+        old, new = registry.activate(model_id)
+        return SwitchResult(f"Change head {self.label(new)} is now the default on the Changes tab", old=old, new=new)
+
+    def rollback(self) -> SwitchResult:
+        """Go back to the change head active before the last switch (deferred while a job runs)."""
+        if self.job is not None:
+            self._pending = ("rollback", None)
+            return SwitchResult(f"The previous change head will be back once the current job ({self.job}) is over",
+                                deferred=True)  # fmt: skip
+        old, new = self._registry().rollback()
+        return SwitchResult(f"Change head {self.label(new)} is the default again on the Changes tab", old=old, new=new)
+
+    def activate_trained(self, checkpoint: Any) -> SwitchResult:
+        """Register a trained change head and make it the default (deferred while a job runs)."""
+        return self.activate(self._registry().add(checkpoint).model_id)

@@ -1,9 +1,9 @@
 """One job at a time on the worker thread, for the whole window.
 
-The runner starts a :class:`~dedup_app.ui.worker.Worker` for a core job, tells the model service that a job runs
-(a model switch waits for it), hands progress to whoever listens, and when the thread has ended calls the job's
-success callback on the UI thread, or reports its error or cancellation. While the model is still loading at
-start-up, a job asked for waits its turn instead of being refused.
+The runner starts a :class:`~dedup_app.ui.worker.Worker` for a core job, tells the model service (and the change-head
+service) that a job runs (a switch waits for it), hands progress to whoever listens, and when the thread has ended
+calls the job's success callback on the UI thread, or reports its error or cancellation. While the model is still
+loading at start-up, a job asked for waits its turn instead of being refused.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from dedup_app.controllers.models import ModelService, SwitchResult
+from dedup_app.controllers.models import ChangeHeadService, ModelService, SwitchResult
 from dedup_app.core.progress import Job
 from dedup_app.ui.worker import Worker
 
@@ -29,7 +29,8 @@ QUEUE_BEHIND = (PRELOAD, SWITCH)
 class JobRunner(QObject):
     """Runs jobs one at a time. Signals: ``started(text)``, ``progress(report)``, ``failed(title, message,
     details)``, ``message(text)`` for the status bar, ``finished(name)`` after the callbacks, and
-    ``switched(SwitchResult)`` when a model switch that waited for the job was carried out."""
+    ``switched(SwitchResult)`` when a model switch that waited for the job was carried out, and
+    ``change_head_switched(SwitchResult)`` when a change-head switch that waited was."""
 
     started = Signal(str)
     progress = Signal(object)
@@ -37,10 +38,14 @@ class JobRunner(QObject):
     message = Signal(str)
     finished = Signal(str)
     switched = Signal(object)
+    change_head_switched = Signal(object)
 
-    def __init__(self, models: ModelService, parent: QObject | None = None) -> None:
+    def __init__(
+        self, models: ModelService, parent: QObject | None = None, change_heads: ChangeHeadService | None = None
+    ) -> None:
         super().__init__(parent)
         self.models = models
+        self.change_heads = change_heads
         self.worker: Worker | None = None
         self._pending: tuple[str, Job, Callable[[Any], None], str] | None = None
 
@@ -61,6 +66,8 @@ class JobRunner(QObject):
         worker = Worker(job, name)
         self.worker = worker
         self.models.job_started(name)
+        if self.change_heads is not None:
+            self.change_heads.job_started(name)
         worker.progress.connect(self.progress)
         worker.finished.connect(lambda: self._done(worker, on_success, text))
         self.started.emit(text + "…")
@@ -78,6 +85,7 @@ class JobRunner(QObject):
         if self.worker is worker:
             self.worker = None
         switch = self.models.job_finished()
+        head_switch = self.change_heads.job_finished() if self.change_heads is not None else None
         try:
             if worker.outcome == "succeeded":
                 on_success(worker.result)
@@ -89,6 +97,8 @@ class JobRunner(QObject):
             worker.deleteLater()
             self.finished.emit(worker.name)
             pending, self._pending = self._pending, None
+            if head_switch is not None:
+                self.change_head_switched.emit(head_switch)
             if switch is not None:
                 self.apply_switch(switch)  # first: a scan that waited must use the new model
             if pending is not None and worker.outcome == "succeeded":
