@@ -50,18 +50,29 @@ OTHER_FILE = "<other file>"  # the Model box's "Other file…" entry
 PIXELS = "pixels"  # the Model box's change-vector analysis entry (no model)
 
 
-def resolve_choice(choice: str) -> tuple[str, str, Path | None, str]:
-    """What a Model box entry asks for: ``(method, label, head file or None, note)``. The default (``general``)
-    falls back to ``features`` while it is not installed, with the note saying so; another missing head, an
-    unknown name or a missing file raises ``ChangeModelError`` (a ``ValueError``) with a one-line message."""
-    from dedup_app.core.change.heads import DEFAULT_CHANGE_MODEL, default_change_model, resolve_change_model
+def resolve_choice(choice: str, registry: Any = None) -> tuple[str, str, Path | None, str]:
+    """What a Model box entry asks for: ``(method, label, head file or None, note)``.
+
+    ``general`` is the shipped default: it falls back to ``features`` while it is not installed, with the note saying
+    so (and saying so when the change head the user activated cannot be used). A registered head's id resolves
+    through ``registry`` (the change-head registry; default: the user's). Another missing head, an unknown name or a
+    missing file raises ``ChangeModelError`` (a ``ValueError``) with a one-line message."""
+    from dedup_app.core.change.heads import (
+        DEFAULT_CHANGE_MODEL,
+        default_change_model,
+        resolve_change_model,
+        shipped_default_change_model,
+    )
+    from dedup_app.core.registry import ChangeHeadRegistry
 
     if choice == PIXELS:
         return PIXELS, PIXELS, None, ""
+    registry = registry if registry is not None else ChangeHeadRegistry()
     if choice == DEFAULT_CHANGE_MODEL:
-        label, path, note = default_change_model()
+        # nothing usable active: the default, with a note on an active head that cannot be used
+        label, path, note = shipped_default_change_model() if registry.active_id else default_change_model(registry)
         return "features", label, path, note
-    label, path = resolve_change_model(choice)
+    label, path = resolve_change_model(choice, registry)
     return "features", label, path, ""
 
 
@@ -191,10 +202,19 @@ class ChangesTab(QWidget):
     redrawn = Signal()  # the mask and regions at the current settings are on screen
 
     def __init__(self, run_job: Callable[..., bool], get_detector: Callable[[CancelToken, str, Path | None], Any],
-                 parent: QWidget | None = None, labels: LabelStore | None = None) -> None:  # fmt: skip
+                 parent: QWidget | None = None, labels: LabelStore | None = None,
+                 change_registry: Callable[[], Any] | None = None) -> None:  # fmt: skip
+        """``change_registry`` makes the change-head registry (default: the user's): its heads are offered by name,
+        its active one selected."""
         super().__init__(parent)
         self.run_job = run_job
         self.get_detector = get_detector
+        if change_registry is None:
+            from dedup_app.core.registry import ChangeHeadRegistry
+
+            change_registry = ChangeHeadRegistry
+        self.change_registry = change_registry
+        self._files: list[str] = []  # change-head files chosen with Other file…
         self.results: OrderedDict[tuple[str, str], Any] = OrderedDict()  # by Pair.key: names are for display
         self.pairs: list[Any] = []
         self.current: Any = None
@@ -297,8 +317,8 @@ class ChangesTab(QWidget):
         return slider
 
     def _fill_models(self) -> None:
-        """The change models by name (a shipped head that is not installed is shown, greyed), Pixels, Other file…;
-        the default selected."""
+        """The change models by name (a shipped head that is not installed is shown, greyed), the registered heads
+        by name, Features, Pixels, Other file…; the default selected (the active head, else General)."""
         from dedup_app.core.change.heads import (
             DEFAULT_CHANGE_MODEL,
             DESCRIPTIONS,
@@ -322,6 +342,14 @@ class ChangesTab(QWidget):
             self.model.setItemData(self.model.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
             if not installed and name != DEFAULT_CHANGE_MODEL:
                 self._enable_item(self.model.count() - 1, False)
+        registry = self.change_registry()
+        heads = [e for e in registry.entries() if e.usable]
+        names = [e.name for e in heads]
+        for e in heads:
+            f1 = e.metrics.get("validation", {}).get("f1") if isinstance(e.metrics.get("validation"), dict) else None
+            self.model.addItem(e.name if names.count(e.name) == 1 else f"{e.name} ({e.model_id[-10:]})", e.model_id)
+            tip = f"Your change head {e.model_id}" + (f": validation F1 {f1:.3f}" if isinstance(f1, float) else "")
+            self.model.setItemData(self.model.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         self.model.addItem("Features (training-free)", FEATURES)
         self.model.setItemData(self.model.count() - 1, DESCRIPTIONS[FEATURES], Qt.ItemDataRole.ToolTipRole)
         self.model.addItem("Pixels (land cover, coarse imagery)", PIXELS)
@@ -329,7 +357,20 @@ class ChangesTab(QWidget):
                                "for coarse imagery; no model", Qt.ItemDataRole.ToolTipRole)  # fmt: skip
         self.model.addItem("Other file…", OTHER_FILE)
         self.model.setItemData(self.model.count() - 1, "A change-head file", Qt.ItemDataRole.ToolTipRole)
-        self.model.setCurrentIndex(self.model.findData(DEFAULT_CHANGE_MODEL))
+        active = registry.active_id
+        index = self.model.findData(active) if active else -1
+        self.model.setCurrentIndex(index if index >= 0 else self.model.findData(DEFAULT_CHANGE_MODEL))
+
+    def refresh_models(self) -> None:
+        """Fill the Model box again (a head was registered, the active one switched) and select the default: the
+        active change head. Files added with Other file… stay offered."""
+        self.model.clear()
+        self._fill_models()
+        current = self.model.currentIndex()
+        for path in self._files:
+            self._insert_file(path)
+        self.model.setCurrentIndex(current)
+        self._model_index = current
 
     def _enable_item(self, index: int, enabled: bool) -> None:
         item = self.model.model().item(index)  # type: ignore[attr-defined]  # a combo box's QStandardItemModel
@@ -349,11 +390,16 @@ class ChangesTab(QWidget):
         """Offer a change-head file in the Model box (just above Other file…) and select it."""
         index = self.model.findData(path)
         if index < 0:
-            index = self.model.findData(OTHER_FILE)
-            self.model.insertItem(index, os.path.basename(path) or path, path)
-            self.model.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+            index = self._insert_file(path)
+            self._files.append(path)
         self.model.setCurrentIndex(index)
         self._model_index = index
+
+    def _insert_file(self, path: str) -> int:
+        index = self.model.findData(OTHER_FILE)
+        self.model.insertItem(index, os.path.basename(path) or path, path)
+        self.model.setItemData(index, path, Qt.ItemDataRole.ToolTipRole)
+        return index
 
     # -- inputs and jobs ----------------------------------------------------------------------------------------
 
@@ -396,7 +442,7 @@ class ChangesTab(QWidget):
 
     def _compute(self, pairs: list[Any], select: int | None = None) -> None:
         choice = self.choice
-        get_detector = self.get_detector
+        get_detector, change_registry = self.get_detector, self.change_registry
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             # imported here, on the worker: the pipeline pulls in torch (seconds, holding the UI thread otherwise)
@@ -405,7 +451,7 @@ class ChangesTab(QWidget):
             from dedup_app.core.change.raster import RasterError
 
             try:
-                method, _label, head_path, note = resolve_choice(choice)
+                method, _label, head_path, note = resolve_choice(choice, change_registry())
                 detector = get_detector(cancel, method, head_path)
             except ValueError as exc:  # the model: not installed, not found, not a change head (one line each)
                 return str(exc)
@@ -598,11 +644,11 @@ class ChangesTab(QWidget):
         options = ChangeOptions(self.threshold.value() / 100, self.min_area.value())
         known = {k: v for k, v in self.results.items() if not isinstance(v, str)}
         choice = self.choice
-        get_detector = self.get_detector
+        get_detector, change_registry = self.get_detector, self.change_registry
 
         def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
             try:
-                method, label, head_path, note = resolve_choice(choice)
+                method, label, head_path, note = resolve_choice(choice, change_registry())
                 detector = get_detector(cancel, method, head_path)
             except ValueError as exc:
                 return str(exc)
