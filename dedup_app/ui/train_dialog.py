@@ -8,7 +8,7 @@ starts without it. Nothing changes for the user until they press Activate.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from PySide6.QtCore import QPointF, Qt
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QLabel,
+    QLayout,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -80,7 +81,123 @@ class CurveView(QWidget):
         p.end()
 
 
-class TrainDialog(QDialog):
+class TrainingDialog(QDialog):
+    """What the training dialogs share: an intro, options, a live loss and validation F1 curve, a status line, a
+    before/after table, and Start, Cancel, Activate and Close. Subclasses build the job and read its result."""
+
+    #: what is trained, in messages
+    what = "model"
+
+    def __init__(self, title: str, run_job: Callable[..., bool], worker: Callable[[], Any],
+                 parent: QWidget | None = None) -> None:  # fmt: skip
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.run_job, self.worker = run_job, worker
+        self.result: Any = None
+        self.intro = QLabel()
+        self.intro.setWordWrap(True)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 500)
+        self.curve = CurveView()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.table = QGridLayout()
+        self.start_button = QPushButton("Start")
+        self.cancel_button = QPushButton("Cancel")
+        self.activate_button = QPushButton("Activate")
+        self.close_button = QPushButton("Close")
+        self.cancel_button.setEnabled(False)
+        self.activate_button.setEnabled(False)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.activate_button.clicked.connect(self.activate)
+        self.close_button.clicked.connect(self.reject)
+
+    def _lay_out(self, *options: QLayout | QWidget) -> None:
+        """Intro, the option rows, the curve, the status, the table, the buttons."""
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        for b in (self.start_button, self.cancel_button, self.activate_button, self.close_button):
+            buttons.addWidget(b)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.intro)
+        for row in options:
+            if isinstance(row, QWidget):
+                layout.addWidget(row)
+            else:
+                layout.addLayout(row)
+        layout.addWidget(self.curve, 1)
+        layout.addWidget(self.status)
+        layout.addLayout(self.table)
+        layout.addLayout(buttons)
+
+    def start(self) -> None:
+        """Start training on the worker (subclasses)."""
+        raise NotImplementedError
+
+    def activate(self) -> None:
+        """Use the result from now on (subclasses)."""
+        raise NotImplementedError
+
+    def _run(self, name: str, job: Any, text: str, first_status: str) -> bool:
+        """Run ``job`` through the window's runner with the curve following its progress; False when refused."""
+        if not self.run_job(name, job, self._done, text):
+            self.status.setText("Another job is running; try again when it has finished.")
+            return False
+        worker = self.worker()
+        if worker is not None:
+            worker.progress.connect(self._progress)
+            worker.finished.connect(self._finished)
+        self.result = None
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.activate_button.setEnabled(False)
+        self.status.setText(first_status)
+        return True
+
+    def _done(self, result: Any) -> None:
+        """The job's result, on the UI thread (subclasses)."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        worker = self.worker()
+        if worker is not None:
+            worker.cancel()
+        self.status.setText(f"Cancelling… the active {self.what} stays as it is.")
+
+    def _progress(self, report: Any) -> None:
+        loss = getattr(report, "loss", None)
+        val = getattr(report, "val", None)
+        if report.stage == "Training" and loss is not None:
+            self.curve.add_loss(report.done, report.total or 1, loss)
+            self.status.setText(f"Epoch {report.epoch}: step {report.done:,} of {report.total:,}, loss {loss:.4f}")
+        elif val is not None:
+            self.curve.add_validation(report.done, val["f1"])
+        else:
+            self.status.setText(f"{report.stage}: {report.done:,}" + (f" of {report.total:,}" if report.total else ""))
+
+    def _finished(self) -> None:
+        self.cancel_button.setEnabled(False)
+        self.start_button.setEnabled(True)
+        if self.result is None:
+            self.status.setText(self.status.text() if "Cancel" not in self.status.text() else
+                                f"Cancelled. The active {self.what} is unchanged.")  # fmt: skip
+
+    def _fill_table(self, rows: Sequence[Sequence[str]]) -> None:
+        """The before/after table: a header row, then one row per head or model (first column: its name)."""
+        while self.table.count():
+            item = self.table.takeAt(0)
+            widget = item.widget() if item is not None else None
+            if widget is not None:
+                widget.deleteLater()
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                label = QLabel(f"<b>{text}</b>" if r == 0 or c == 0 else text)
+                label.setAlignment(Qt.AlignmentFlag.AlignRight if c else Qt.AlignmentFlag.AlignLeft)
+                self.table.addWidget(label, r, c)
+
+
+class TrainDialog(TrainingDialog):
     """Runs ``model_training.fit`` through the window's job runner and offers to activate the result."""
 
     def __init__(
@@ -95,11 +212,9 @@ class TrainDialog(QDialog):
     ) -> None:
         """``labels``: the session's label store (best: its labels are the ones the user sees, also when they are
         kept in memory because the file could not be written), or the path of one (``None``: the default file)."""
-        super().__init__(parent)
-        self.setWindowTitle("Train on my labels")
-        self.run_job, self.worker, self.on_activate = run_job, worker, on_activate
+        super().__init__("Train on my labels", run_job, worker, parent)
+        self.on_activate = on_activate
         self.labels, self.source_folders = labels, source_folders
-        self.result: Any = None
         pairs = label_counts.get(DUPLICATE, 0) + label_counts.get(NOT_DUPLICATE, 0)
         self.conflicts = self._count_conflicts() if pairs else 0
         conflicts = ""
@@ -107,49 +222,22 @@ class TrainDialog(QDialog):
             from model_training.data import conflicts_note
 
             conflicts = f"<br><b>{conflicts_note(self.conflicts)}</b> (the latest label of a pair wins)."
-        self.intro = QLabel(
+        self.intro.setText(
             f"<b>{pairs} labelled pairs</b> ({label_counts.get(DUPLICATE, 0)} duplicate, "
             f"{label_counts.get(NOT_DUPLICATE, 0)} not duplicate).{conflicts}<br>Training adjusts the model's "
             "projection head so that your duplicates score higher and your non-duplicates lower, checked on a "
             "held-out part of your labels. With the images of your source folders added, edited copies of them "
             "teach it too. Expect one to a few minutes on a laptop. Nothing changes until you press <b>Activate</b>."
         )
-        self.intro.setWordWrap(True)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 500)
         self.epochs.setValue(40)
         self.use_sources = QCheckBox("Also learn from edited copies of images in my source folders (up to 300)")
         self.use_sources.setChecked(pairs < 200)
-        self.curve = CurveView()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.table = QGridLayout()
-        self.start_button = QPushButton("Start")
-        self.cancel_button = QPushButton("Cancel")
-        self.activate_button = QPushButton("Activate")
-        self.close_button = QPushButton("Close")
-        self.cancel_button.setEnabled(False)
-        self.activate_button.setEnabled(False)
         self.start_button.setEnabled(pairs > 0 or bool(source_folders))
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.activate_button.clicked.connect(self.activate)
-        self.close_button.clicked.connect(self.reject)
         options = QHBoxLayout()
         options.addWidget(QLabel("Epochs"))
         options.addWidget(self.epochs)
         options.addWidget(self.use_sources, 1)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        for b in (self.start_button, self.cancel_button, self.activate_button, self.close_button):
-            buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.intro)
-        layout.addLayout(options)
-        layout.addWidget(self.curve, 1)
-        layout.addWidget(self.status)
-        layout.addLayout(self.table)
-        layout.addLayout(buttons)
+        self._lay_out(options)
         self.resize(720, 520)
 
     def _count_conflicts(self) -> int:
@@ -198,40 +286,7 @@ class TrainDialog(QDialog):
                 raise DataError("too little data: label more pairs, or add source folders with images")
             return (yield from fit(load_checkpoint(), train, val, TrainConfig(epochs=epochs), None, cancel))
 
-        if not self.run_job("train", job, self._done, "Training"):
-            self.status.setText("Another job is running; try again when it has finished.")
-            return
-        worker = self.worker()
-        if worker is not None:
-            worker.progress.connect(self._progress)
-            worker.finished.connect(self._finished)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.status.setText("Preparing the images…")
-
-    def cancel(self) -> None:
-        worker = self.worker()
-        if worker is not None:
-            worker.cancel()
-        self.status.setText("Cancelling… the active model stays as it is.")
-
-    def _progress(self, report: Any) -> None:
-        loss = getattr(report, "loss", None)
-        val = getattr(report, "val", None)
-        if report.stage == "Training" and loss is not None:
-            self.curve.add_loss(report.done, report.total or 1, loss)
-            self.status.setText(f"Epoch {report.epoch}: step {report.done:,} of {report.total:,}, loss {loss:.4f}")
-        elif val is not None:
-            self.curve.add_validation(report.done, val["f1"])
-        else:
-            self.status.setText(f"{report.stage}: {report.done:,}" + (f" of {report.total:,}" if report.total else ""))
-
-    def _finished(self) -> None:
-        self.cancel_button.setEnabled(False)
-        self.start_button.setEnabled(True)
-        if self.result is None:
-            self.status.setText(self.status.text() if "Cancel" not in self.status.text() else
-                                "Cancelled. The active model is unchanged.")  # fmt: skip
+        self._run("train", job, "Training", "Preparing the images…")
 
     def _done(self, result: Any) -> None:
         self.result = result
@@ -239,11 +294,7 @@ class TrainDialog(QDialog):
         for name, m in (("Before", result.before), ("After", result.after)):
             rows.append((name, f"{m['auc']:.4f}", f"{m['calibrated_threshold']:.3f}", f"{m['precision']:.3f}",
                          f"{m['recall']:.3f}", f"{m['f1']:.3f}"))  # fmt: skip
-        for r, row in enumerate(rows):
-            for c, text in enumerate(row):
-                label = QLabel(f"<b>{text}</b>" if r == 0 or c == 0 else text)
-                label.setAlignment(Qt.AlignmentFlag.AlignRight if c else Qt.AlignmentFlag.AlignLeft)
-                self.table.addWidget(label, r, c)
+        self._fill_table(rows)
         improved = result.improved
         self.activate_button.setEnabled(improved)
         names = ", ".join(os.path.basename(key) for key, _ in result.skipped[:3])
