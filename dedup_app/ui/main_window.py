@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
 
 from dedup_app.controllers.actions import ActionsController, Outcome
 from dedup_app.controllers.labels import LabelsController
-from dedup_app.controllers.models import ModelService, SwitchResult, load_embedder
+from dedup_app.controllers.models import ChangeHeadService, ModelService, SwitchResult, load_embedder
 from dedup_app.controllers.review import Grouping, Review, ScanOutcome, grouping
 from dedup_app.core.actions import ActionRecord, default_trash, write_record_csv
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
@@ -83,11 +83,19 @@ class AppContext:
     registry_root: str | None = None
     #: builds an embedder from a model file and a device (tests hand over a loaded one)
     load_embedder: Callable[[str, str], Any] = field(default=load_embedder)
+    change_registry_root: str | None = None
 
     def registry(self) -> Any:
+        """The duplicate models' registry (a new object: it re-reads its index)."""
         from dedup_app.core.registry import ModelRegistry
 
         return ModelRegistry(self.registry_root)
+
+    def change_registry(self) -> Any:
+        """The change heads' registry (a new object: it re-reads its index)."""
+        from dedup_app.core.registry import ChangeHeadRegistry
+
+        return ChangeHeadRegistry(self.change_registry_root)
 
 
 class MainWindow(QMainWindow):
@@ -105,7 +113,8 @@ class MainWindow(QMainWindow):
         self.thresholds = S.PrefsThresholds(ctx.prefs)
         self.models = ModelService(ctx.registry, self.thresholds, ctx.model_path, ctx.device, ctx.cache_path,
                                    ctx.load_embedder)  # fmt: skip
-        self.jobs = JobRunner(self.models, self)
+        self.change_heads = ChangeHeadService(ctx.change_registry)
+        self.jobs = JobRunner(self.models, self, self.change_heads)
         self.file_actions = ActionsController(ctx.trash)
         self.labels = LabelsController(ctx.labels)
         self.review = Review((SLIDER_MIN, SLIDER_MAX))
@@ -197,6 +206,9 @@ class MainWindow(QMainWindow):
         self.act_train = self._action("Train on my labels…", self.open_training, "Ctrl+T",
                                       "Fine-tune the model on the pairs you labelled")  # fmt: skip
         self.act_rollback = self._action("Roll back to the previous model", self.rollback_model)
+        self.act_train_change = self._action("Train change head…", self.open_change_training, None,
+                                             "Train a change head on the change labels you painted")  # fmt: skip
+        self.act_rollback_change = self._action("Roll back to the previous change head", self.rollback_change_head)
         # acting on the duplicate groups: only while they are on screen (Delete or N on the Changes tab, or in the
         # Sources list, must not trash or label files the user is not looking at)
         self.review_actions = (self.act_trash, self.act_move, self.act_keep, self.act_mark_group, self.act_toggle,
@@ -222,6 +234,11 @@ class MainWindow(QMainWindow):
         model_menu.addAction(self.act_rollback)
         self.models_menu = model_menu.addMenu("Use model")
         self.models_menu.aboutToShow.connect(self._fill_models_menu)
+        model_menu.addSeparator()
+        model_menu.addAction(self.act_train_change)
+        model_menu.addAction(self.act_rollback_change)
+        self.change_heads_menu = model_menu.addMenu("Use change head")
+        self.change_heads_menu.aboutToShow.connect(self._fill_change_heads_menu)
 
         bar = self.toolbar = QToolBar("Main")
         bar.setObjectName("main-toolbar")
@@ -305,7 +322,8 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(2, 4)
         self.splitter.setSizes([220, 620, 760])
 
-        self.changes = ChangesTab(self.run_job, self._change_detector, labels=self.ctx.labels)
+        self.changes = ChangesTab(self.run_job, self._change_detector, labels=self.ctx.labels,
+                                  change_registry=self.ctx.change_registry)  # fmt: skip
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.splitter, "Duplicates")
@@ -418,6 +436,7 @@ class MainWindow(QMainWindow):
         self.jobs.failed.connect(self.show_error)
         self.jobs.finished.connect(self._job_finished)
         self.jobs.switched.connect(self._switched)
+        self.jobs.change_head_switched.connect(self._change_head_switched)
 
     # -- jobs ---------------------------------------------------------------------------------------------------
 
@@ -882,6 +901,86 @@ class MainWindow(QMainWindow):
             act.setCheckable(True)
             act.setChecked((active or DEFAULT) == model_id)
             act.triggered.connect(lambda _=False, m=model_id: self.use_model(m))
+
+    # -- change heads -------------------------------------------------------------------------------------------
+
+    def open_change_training(self) -> Any:
+        """Model > Train change head…: the dialog, fine-tuning the active change head when there is one."""
+        from dedup_app.core.change.heads import default_change_model
+        from dedup_app.ui.change_train_dialog import ChangeTrainDialog
+
+        label, path, _note = default_change_model(self.ctx.change_registry())
+        entry = self.ctx.change_registry().entry(label)
+        start_from = (entry.name if entry is not None else label, path) if path is not None else None
+        dialog = ChangeTrainDialog(
+            self.run_job, lambda: self.jobs.worker, self.ctx.labels, start_from, self.choose_folder,
+            self.activate_change_head, self.ctx.device, self,
+        )  # fmt: skip
+        dialog.open()
+        return dialog
+
+    def activate_change_head(self, training: Any) -> str | None:
+        """Register a trained change head and make it the Changes tab's default; returns what happened."""
+        return self._switch_change_head(lambda: self.change_heads.activate_trained(training.result.checkpoint))
+
+    def use_change_head(self, head_id: str) -> None:
+        """Make a registered head (or a shipped change model, or ``default``) the Changes tab's default."""
+        self._switch_change_head(lambda: self.change_heads.activate(head_id))
+
+    def rollback_change_head(self) -> None:
+        self._switch_change_head(self.change_heads.rollback)
+
+    def _switch_change_head(self, request: Callable[[], SwitchResult]) -> str | None:
+        """Ask the change-head service for a switch: done now, or once the running job is over (as model switches
+        are). Returns the message shown, None when it was refused."""
+        try:
+            result = request()
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc), 8000)
+            return None
+        if result.deferred:
+            self.statusBar().showMessage(result.message, 15000)
+        else:
+            self._change_head_switched(result)
+        return result.message
+
+    def _change_head_switched(self, result: SwitchResult) -> None:
+        self.statusBar().showMessage(result.message, 15000)
+        self.changes.refresh_models()
+
+    def _fill_change_heads_menu(self) -> None:
+        from dedup_app.core.change.heads import DEFAULT_CHANGE_MODEL, FEATURES, SHIPPED_HEADS, is_installed
+        from dedup_app.core.registry import DEFAULT
+
+        self.change_heads_menu.clear()
+        registry = self.ctx.change_registry()
+        active = registry.active_id
+        shipped = DEFAULT_CHANGE_MODEL.capitalize() if is_installed(DEFAULT_CHANGE_MODEL) else FEATURES.capitalize()
+        entries: list[tuple[str, str, str | None]] = [(DEFAULT, f"Shipped default (now {shipped})", None)]
+        for name in SHIPPED_HEADS:
+            problem = registry.problem(name)
+            entries.append((name, f"{name.capitalize()} (shipped{', not installed' if problem else ''})", problem))
+        entries.append((FEATURES, "Features (training-free)", None))
+        heads = registry.entries()
+        for model_id, label, problem in entries:
+            self._head_action(model_id, label, problem, active)
+        if heads:
+            self.change_heads_menu.addSeparator()
+        for e in heads:
+            f1 = e.metrics.get("validation", {}).get("f1") if isinstance(e.metrics.get("validation"), dict) else None
+            text = f"{e.name}  ({e.model_id}" + (f", validation F1 {f1:.3f})" if isinstance(f1, float) else ")")
+            self._head_action(e.model_id, text + (f" (unusable: {e.problem})" if e.problem else ""), e.problem,
+                              active)  # fmt: skip
+
+    def _head_action(self, head_id: str, text: str, problem: str | None, active: str | None) -> None:
+        from dedup_app.core.registry import DEFAULT
+
+        act = self.change_heads_menu.addAction(text)
+        act.setEnabled(problem is None)
+        act.setToolTip(problem or "")
+        act.setCheckable(True)
+        act.setChecked((active or DEFAULT) == head_id)
+        act.triggered.connect(lambda _=False, h=head_id: self.use_change_head(h))
 
     # -- errors -------------------------------------------------------------------------------------------------
 

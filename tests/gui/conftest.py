@@ -29,6 +29,7 @@ def make_window(qtbot, tmp_path: Path, embedder) -> Iterator[Callable[..., MainW
         state = QSettings(str(app_dir / "state.ini"), QSettings.Format.IniFormat)
         labels = LabelStore(labels_path or app_dir / "labels.sqlite3")
         kwargs.setdefault("registry_root", str(app_dir / "models"))
+        kwargs.setdefault("change_registry_root", str(app_dir / "models" / "change"))
         ctx = AppContext(S.Preferences(prefs), state, labels, str(app_dir / "cache.sqlite3"), **kwargs)  # type: ignore[arg-type]
         window = MainWindow(ctx)
         window.models.use(embedder)  # skip loading the model per test
