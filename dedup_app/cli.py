@@ -291,11 +291,11 @@ def _list_models(registry: Any, heads: Any) -> None:
         note = "" if is_installed(name) else "  [not installed]"
         print(f"{'*' if name == active else ' '} {name}  ({DESCRIPTIONS[name]}){note}")
     for e in heads.entries():
-        scores = []
+        scores: list[str] = []
         for key, what in (("validation", "val F1"), ("held_out", "held-out F1")):
-            f1 = e.metrics.get(key, {}).get("f1") if isinstance(e.metrics.get(key), dict) else None
-            if isinstance(f1, (int, float)):
-                scores.append(f"{what} {f1:.3f}")
+            score = e.metrics.get(key, {}).get("f1") if isinstance(e.metrics.get(key), dict) else None
+            if isinstance(score, (int, float)):
+                scores.append(f"{what} {score:.3f}")
         note = f"  [unusable: {e.problem}]" if e.problem else ""
         print(f"{'*' if e.model_id == active else ' '} {e.model_id}  {printable(e.name)}  {', '.join(scores)}{note}")
 
