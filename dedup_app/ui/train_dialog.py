@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QPainter, QPen, QPolygonF
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -38,11 +38,13 @@ def _open_store(labels: LabelStore | str | None) -> tuple[LabelStore, bool]:
 
 
 class CurveView(QWidget):
-    """Training loss per step (blue) and validation F1 per epoch (orange), each scaled to its own range."""
+    """Training loss per step (blue) and validation F1 per epoch (orange), each scaled to its own range, both placed
+    by the step they were reported at (the worker passes on only some steps' losses)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.losses: list[float] = []
+        self.loss_steps: list[int] = []
         self.f1: list[tuple[int, float]] = []  # (step, F1)
         self.total = 1
         self.setMinimumHeight(160)
@@ -50,33 +52,48 @@ class CurveView(QWidget):
     def add_loss(self, step: int, total: int, loss: float) -> None:
         self.total = max(total, 1)
         self.losses.append(loss)
+        self.loss_steps.append(step)
         self.update()
 
     def add_validation(self, step: int, f1: float) -> None:
         self.f1.append((step, f1))
         self.update()
 
-    def paintEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        r = self.rect().adjusted(30, 8, -8, -20)
-        p.setPen(QPen(self.palette().mid().color()))
-        p.drawRect(r)
-        p.drawText(4, r.bottom() + 16, "loss (blue), validation F1 (orange)")
+    def plot_area(self) -> QRectF:
+        """Where the curves are drawn."""
+        return QRectF(self.rect().adjusted(30, 8, -8, -20))
+
+    def points(self) -> tuple[list[QPointF], list[QPointF]]:
+        """The loss and the F1 curves' points in the widget (x: the step out of the total)."""
+        r = self.plot_area()
+        loss: list[QPointF] = []
         if self.losses:
             hi = max(self.losses) or 1.0
-            pts = [QPointF(r.left() + r.width() * i / self.total, r.bottom() - r.height() * v / hi)
-                   for i, v in enumerate(self.losses)]  # fmt: skip
-            p.setPen(QPen(QColor(40, 110, 220), 1.5))
-            p.drawPolyline(QPolygonF(pts))
+            loss = [QPointF(r.left() + r.width() * s / self.total, r.bottom() - r.height() * v / hi)
+                    for s, v in zip(self.loss_steps, self.losses, strict=True)]  # fmt: skip
+        f1: list[QPointF] = []
         if self.f1:
             lo = min(v for _, v in self.f1)
             span = max(1e-3, 1.0 - lo)
-            pts = [QPointF(r.left() + r.width() * s / self.total, r.bottom() - r.height() * (v - lo) / span)
-                   for s, v in self.f1]  # fmt: skip
+            f1 = [QPointF(r.left() + r.width() * s / self.total, r.bottom() - r.height() * (v - lo) / span)
+                  for s, v in self.f1]  # fmt: skip
+        return loss, f1
+
+    def paintEvent(self, event) -> None:  # type: ignore[no-untyped-def]  # noqa: N802
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        r = self.plot_area()
+        p.setPen(QPen(self.palette().mid().color()))
+        p.drawRect(r)
+        p.drawText(4, int(r.bottom()) + 16, "loss (blue), validation F1 (orange)")
+        loss, f1 = self.points()
+        if loss:
+            p.setPen(QPen(QColor(40, 110, 220), 1.5))
+            p.drawPolyline(QPolygonF(loss))
+        if f1:
             p.setPen(QPen(QColor(230, 120, 20), 2))
-            p.drawPolyline(QPolygonF(pts))
-            for pt in pts:
+            p.drawPolyline(QPolygonF(f1))
+            for pt in f1:
                 p.drawEllipse(pt, 2.5, 2.5)
         p.end()
 

@@ -162,3 +162,20 @@ def test_switching_the_change_head_waits_for_a_running_job(qtbot, make_window, t
         release.set()
     assert window.ctx.change_registry().active_id == mine.model_id
     assert window.changes.model.currentData() == mine.model_id
+
+
+def test_the_curve_places_losses_by_their_step(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """The worker passes on only some steps' losses: they were drawn one after another from the left, so a curve
+    missing steps ended short of the validation point reported at the same step."""
+    from dedup_app.ui.train_dialog import CurveView
+
+    curve = CurveView()
+    qtbot.addWidget(curve)
+    curve.resize(430, 200)
+    for step in (1, 5, 10):
+        curve.add_loss(step, 10, 1.0 / step)
+    curve.add_validation(10, 0.5)
+    loss, f1 = curve.points()
+    area = curve.plot_area()
+    assert loss[-1].x() == pytest.approx(f1[-1].x()) == pytest.approx(area.right())
+    assert loss[1].x() == pytest.approx(area.left() + area.width() / 2)
