@@ -179,3 +179,23 @@ def test_the_curve_places_losses_by_their_step(qtbot) -> None:  # type: ignore[n
     area = curve.plot_area()
     assert loss[-1].x() == pytest.approx(f1[-1].x()) == pytest.approx(area.right())
     assert loss[1].x() == pytest.approx(area.left() + area.width() / 2)
+
+
+def test_an_active_head_of_the_older_format_is_not_fine_tuned(
+    qtbot, make_window, tmp_path: Path, shared_data: Path, resources_copy: Path
+) -> None:  # type: ignore[no-untyped-def]
+    window = make_window()
+    registry = window.ctx.change_registry()
+    old = registry.add_file(write_change_head(tmp_path / "old.pt", "old"))  # format 1
+    window.use_change_head(old.model_id)
+    tiles = tmp_path / "tiles"
+    paint_labels(window.ctx.labels, [tiny_change_pair(tiles, shared_data, n, y0) for n, y0 in (("a", 0), ("b", 200))])
+    dialog = window.open_change_training()
+    assert dialog.fine_tune.isChecked() and "(old)" in dialog.fine_tune.text()
+    dialog.epochs.setValue(1)
+    dialog.recipe = {"steps_per_epoch": 1, "batch_size": 2, "crop": 64, "copies": 1}
+    with qtbot.waitSignal(window.job_finished, timeout=TIMEOUT):
+        dialog.start()
+    assert dialog.result is not None and dialog.result.start == "Untrained head"
+    assert "Started from an untrained head: a head of the older format cannot be fine-tuned." in dialog.status.text()
+    assert window.ctx.change_registry().active_id == old.model_id  # nothing changes until Activate
