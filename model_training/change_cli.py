@@ -43,6 +43,9 @@ def add_train_change_arguments(parser: argparse.ArgumentParser) -> None:
                         "frozen their features stay in memory, about 2.3 MB a pair)")  # fmt: skip
     parser.add_argument("--synthetic-epochs", type=int, default=10, metavar="N",
                         help="epochs on the synthetic pairs before the labelled ones (10)")  # fmt: skip
+    parser.add_argument("--synthetic-mix", type=float, default=0.0, metavar="F",
+                        help="share of each batch drawn from the synthetic pairs while training on the labelled ones "
+                        "(0-0.9; default 0): keeps a few dozen labelled tiles from being overfitted")  # fmt: skip
     parser.add_argument("--synthetic-mode", choices=("buildings", "general"), default="buildings",
                         help="which changes the synthetic pairs label (default buildings)")  # fmt: skip
     parser.add_argument("--shared-data", type=Path, default=DEFAULT_SHARED_DATA, metavar="DIR",
@@ -113,6 +116,7 @@ def train_change_main(
         config = ChangeTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                                    copies=args.copies, unfreeze_blocks=args.unfreeze, seed=args.seed, name=args.name,
                                    synthetic_epochs=args.synthetic_epochs if args.synthetic else 0,
+                                   synthetic_mix=args.synthetic_mix if args.synthetic else 0.0,
                                    head=init.head_config if init else HeadConfig())  # fmt: skip
         synthetic = _synthetic_pairs(args, progress) if args.synthetic else []
     except (ChangeDataError, ValueError, RuntimeError) as exc:

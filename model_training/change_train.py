@@ -59,6 +59,9 @@ class ChangeTrainConfig:
     source_balance: float = 0.5  # sources drawn in proportion to (labelled pixels) ** this; 1 = by area, 0 = equal
     unfreeze_blocks: int = 0
     synthetic_epochs: int = 0  # epochs on synthetic pairs (when given) before the real ones
+    # share of each real-phase batch drawn from the synthetic pairs (replay): with a few dozen labelled tiles the
+    # head overfits them within a few epochs; the synthetic pairs keep teaching what is and is not change
+    synthetic_mix: float = 0.0
     output_stride: int = 2  # of the map the detector accumulates (memory on huge rasters); the head is full-res
     seed: int = 0
     name: str = "change-head"
@@ -71,6 +74,8 @@ class ChangeTrainConfig:
             raise ValueError("epochs, steps_per_epoch, batch_size and copies must be at least 1")
         if self.output_stride not in (1, 2, 4):
             raise ValueError(f"output_stride must be 1, 2 or 4, not {self.output_stride}")
+        if not 0.0 <= self.synthetic_mix < 1.0:
+            raise ValueError(f"synthetic_mix must be in [0, 1), not {self.synthetic_mix}")
         if not 0 <= self.unfreeze_blocks <= 7:
             raise ValueError(
                 f"unfreeze_blocks must be 0-7 (EfficientNet-Lite0 has 7 blocks), not {self.unfreeze_blocks}"
@@ -165,21 +170,31 @@ def _scores(tp: float, fp: float, fn: float) -> dict[str, float]:
             "precision": p, "recall": r}  # fmt: skip
 
 
+#: Thresholds whose mean F1 is within this of the best count as equally good: the middle of that plateau is taken.
+F1_PLATEAU = 0.01
+
+
 def calibrate(counts: _Counts) -> dict[str, Any]:
-    """The F1-best threshold (F1 averaged over the sources that have changed pixels) and the scores there: per
-    source, their mean (``f1``, ``iou``) and over all pixels pooled (``pooled_f1``, ``pooled_iou``)."""
+    """The threshold (F1 averaged over the sources that have changed pixels) and the scores there: per source, their
+    mean (``f1``, ``iou``) and over all pixels pooled (``pooled_f1``, ``pooled_iou``).
+
+    The threshold is the middle of the plateau of thresholds within :data:`F1_PLATEAU` of the best mean F1, not the
+    single best one: on a few validation tiles F1 is flat near its top, and the arg-max wandered between 0.1 and
+    0.96 from epoch to epoch (a head's threshold then says more about noise than about the head)."""
     sources = sorted(s for s in counts.pos if counts.pos[s].sum() > 0)
     if not sources:
         raise ValueError("the validation split has no changed pixels: F1 and the threshold cannot be measured")
-    best: tuple[float, float] = (-1.0, 0.5)
+    curve = []
     for t in THRESHOLDS:
         k = int(round(t * counts.bins))
         f1s = []
         for s in sources:
             tp = counts.pos[s][k:].sum()
             f1s.append(_scores(tp, counts.neg[s][k:].sum(), counts.pos[s].sum() - tp)["f1"])
-        best = max(best, (float(np.mean(f1s)), float(t)))
-    threshold = best[1]
+        curve.append(float(np.mean(f1s)))
+    top = max(curve)
+    plateau = [float(t) for t, f in zip(THRESHOLDS, curve, strict=True) if f >= top - F1_PLATEAU]
+    threshold = float(THRESHOLDS[np.abs(THRESHOLDS - float(np.median(plateau))).argmin()])
     k = int(round(threshold * counts.bins))
     per_source = {}
     pooled = [0.0, 0.0, 0.0]
@@ -336,8 +351,11 @@ class _Batches:
     """Random crops of the training samples: tile drawn by source weight then area, crop on the 32-pixel grid,
     one random mirror/turn per crop applied to both dates' features, pixels and label."""
 
-    def __init__(self, samples: list[_Sample], config: ChangeTrainConfig, seed: int) -> None:
-        self.samples, self.config = samples, config
+    def __init__(
+        self, samples: list[_Sample], config: ChangeTrainConfig, seed: int, replay: list[_Sample] | None = None
+    ) -> None:
+        """``replay`` (synthetic pairs) get ``config.synthetic_mix`` of the draws, ``samples`` the rest."""
+        self.samples, self.config = samples + (replay or []), config
         self.rng = random.Random(seed)
         area: dict[str, float] = {}
         for s in samples:
@@ -345,6 +363,12 @@ class _Batches:
         source_w = {k: max(v, 1.0) ** config.source_balance for k, v in area.items()}
         self.weights = [source_w[s.source] * max(float((s.label != IGNORE).sum()), 1.0) / max(area[s.source], 1.0)
                         for s in samples]  # fmt: skip
+        if replay and config.synthetic_mix > 0:
+            real = sum(self.weights)
+            each = real * config.synthetic_mix / (1.0 - config.synthetic_mix) / len(replay)
+            self.weights += [each] * len(replay)
+        else:
+            self.samples = samples
 
     def next(self, encoder: _Encoder, train_encoder: bool) -> _Batch:
         crop, dev = self.config.crop, encoder.device
@@ -466,6 +490,7 @@ def fit_change(
     phases = [(synth_s, config.synthetic_epochs, "synthetic")] if synth_s and config.synthetic_epochs else []
     if train_s:
         phases.append((train_s, config.epochs, "real"))
+    replay = synth_s if config.synthetic_mix > 0 else []
     total = sum(e for _, e, _ in phases) * config.steps_per_epoch
     history: list[dict[str, Any]] = []
     best: tuple[float, int] = (-1.0, -1)
@@ -483,7 +508,7 @@ def fit_change(
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(epochs * config.steps_per_epoch))
         scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        batches = _Batches(samples, config, config.seed + epoch)
+        batches = _Batches(samples, config, config.seed + epoch, replay if phase == "real" else None)
         for _ in range(epochs):
             epoch += 1
             head.train()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -157,6 +159,32 @@ def test_calibration_matches_hand_computed_f1() -> None:
         empty = _Counts(bins=10)
         empty.add("a", np.array([0.5]), np.array([0]))
         calibrate(empty)
+
+
+def test_calibration_takes_the_middle_of_a_flat_top() -> None:
+    """Where F1 is flat near its best, the threshold is the middle of the flat part, not its edge: on a few
+    validation tiles the single best threshold jumped between 0.1 and 0.96 from one epoch to the next."""
+    counts = _Counts(bins=100)
+    # 100 changed pixels at 0.95, 100 unchanged at 0.05 and one at 0.5: F1 200/201 from 0.06 to 0.5, 1.0 to 0.95
+    counts.add("a", np.r_[np.full(100, 0.95), np.full(100, 0.05), 0.5], np.r_[np.ones(100), np.zeros(101)])
+    m = calibrate(counts)
+    assert 0.4 <= m["threshold"] <= 0.6 and m["f1"] >= 0.99
+
+
+def test_synthetic_replay_takes_its_share_of_the_draws() -> None:
+    from model_training.change_train import ChangeTrainConfig, _Batches
+
+    def sample(source: str) -> Any:
+        return SimpleNamespace(source=source, label=np.zeros((64, 64), np.uint8))
+
+    real = [sample("houses_pk") for _ in range(5)]
+    synth = [sample("synthetic") for _ in range(50)]
+    batches = _Batches(real, ChangeTrainConfig(synthetic_mix=0.3), seed=0, replay=synth)  # type: ignore[arg-type]
+    draws = batches.rng.choices(batches.samples, weights=batches.weights, k=4000)
+    share = sum(s.source == "synthetic" for s in draws) / len(draws)
+    assert share == pytest.approx(0.3, abs=0.03)
+    plain = _Batches(real, ChangeTrainConfig(), seed=0, replay=synth)  # type: ignore[arg-type]
+    assert all(s.source == "houses_pk" for s in plain.samples)  # no mix asked for: the real tiles only
 
 
 def test_change_config_of_a_format_1_file_keeps_stride_4() -> None:
