@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def test_wheel_carries_model_and_icons_but_no_tests(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "dedup_app/_resources/models/dedup-default-v1.pt" in names
     assert "dedup_app/_resources/models/dedup-default-v1.md" in names
+    for head in ("general", "buildings"):  # the shipped change heads and their model cards
+        assert f"dedup_app/_resources/models/change-{head}.pt" in names
+        assert f"dedup_app/_resources/models/change-{head}.md" in names
     assert "dedup_app/_resources/icons/hicolor/256x256/apps/dedup-app.png" in names
     assert "dedup_app/ui/main_window.py" in names and "dedup_app/cli.py" in names
     # every module of the source tree is in the wheel (a package missing from pyproject's list is silently left out
@@ -185,3 +189,16 @@ def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out_json.read_text())
     assert [sorted(Path(f["path"]).name for f in g["files"]) for g in report["groups"]] == [["a.jpg", "a_small.jpg"]]
+    # the change map runs from the bundle with its shipped default head (not the training-free fall-back)
+    levir = shared_data / "change" / "levir_samples"
+    tile = "train_36_0512_0512.png"
+    run = subprocess.run(
+        [exe, "change", str(levir / "A" / tile), str(levir / "B" / tile), "--out", str(tmp_path / "chg"),
+         "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")},  # no change head the user activated
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "chg" / "summary.json").read_text())
+    assert summary["change_model"] == "general" and not summary.get("change_model_note")
+    assert (tmp_path / "chg" / "train_36_0512_0512_mask.png").is_file()
