@@ -284,9 +284,12 @@ def _list_models(registry: Any, heads: Any) -> None:
 
     active = heads.active_id
     print("\nChange heads ('dedup-app change', the Changes tab):")
-    fallback = DEFAULT_CHANGE_MODEL if is_installed(DEFAULT_CHANGE_MODEL) else FEATURES
-    print(f"{'*' if active is None else ' '} default  (shipped: {DEFAULT_CHANGE_MODEL}; {FEATURES} while it is not "
-          f"installed: now {fallback})")  # fmt: skip
+    shipped = (
+        DEFAULT_CHANGE_MODEL
+        if is_installed(DEFAULT_CHANGE_MODEL)
+        else f"{FEATURES} ({DEFAULT_CHANGE_MODEL} is not installed)"
+    )
+    print(f"{'*' if active is None else ' '} default  (shipped: {shipped})")
     for name in (*SHIPPED_HEADS, FEATURES):
         note = "" if is_installed(name) else "  [not installed]"
         print(f"{'*' if name == active else ' '} {name}  ({DESCRIPTIONS[name]}){note}")

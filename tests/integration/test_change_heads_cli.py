@@ -22,6 +22,23 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources_copy: P
     return tmp_path / "data"
 
 
+def test_models_lists_the_installed_shipped_heads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    from dedup_app.core.change.heads import SHIPPED_HEADS
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    real = Path(__file__).resolve().parents[2] / "resources" / "models"
+    for name in SHIPPED_HEADS.values():
+        shutil.copy(real / name, resources_copy / "models" / name)
+    assert main(["models"]) == 0
+    lines = section(capsys.readouterr().out)
+    assert lines[0] == "* default  (shipped: general)"
+    assert not any("not installed" in line for line in lines)
+
+
 def registered_head(folder: Path, name: str, f1: float) -> str:
     """A real change head (it calls everything changed) with validation and held-out F1, registered; its id."""
     from dedup_app.core.change.detect import load_change_head
@@ -47,7 +64,7 @@ def test_models_lists_activates_and_rolls_back_change_heads(
     out = capsys.readouterr().out
     assert out.startswith("* default  (shipped)\n")  # the duplicate models first, as before
     lines = section(out)
-    assert lines[0].startswith("* default  (shipped: general; features while it is not installed: now features)")
+    assert lines[0] == "* default  (shipped: features (general is not installed))"
     assert lines[1].startswith("  general  (") and lines[1].endswith("[not installed]")
     assert lines[3].startswith("  features  (")
     assert lines[4] == f"  {a}  fields  val F1 0.610, held-out F1 0.510"
