@@ -334,6 +334,7 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         pairs = pair_inputs(args.before, args.after)
     except ChangeInputError as exc:
         parser.error(str(exc))
+    _check_output_folder(args.out, "--out", parser)
     if args.method == "pixels" and args.model is not None:
         parser.error("--model is for --method features; --method pixels compares colours and uses no model")
     header: dict[str, str] = {}
@@ -430,6 +431,20 @@ class _ProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def _check_output_folder(path: str, flag: str, parser: argparse.ArgumentParser) -> None:
+    """Make the output folder ``path`` (and its parents), or refuse before any work with one line saying why: a file
+    in the way, a folder that cannot be made or written."""
+    where = printable(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        parser.error(f"{flag} {where}: is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"{flag} {where}: the folder cannot be made: {describe_os_error(exc)}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        parser.error(f"{flag} {where}: the folder cannot be written: permission denied")
 
 
 def _check_output(path: str | None, flag: str, parser: argparse.ArgumentParser) -> None:

@@ -619,3 +619,22 @@ def test_change_help_names_the_models(capsys: pytest.CaptureFixture[str]) -> Non
     text = " ".join(capsys.readouterr().out.split())
     assert "--model NAME|FILE" in text
     assert "general (default" in text and "buildings" in text and "features (the encoder's feature difference" in text
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_clear_error(
+    aerial: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` on a file, or under one: refused before any work with one line naming it (was a traceback)."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    pair = [str(aerial["before"]), str(aerial["pasted"])]
+    for out, reason in ((a_file, "is a file, not a folder"), (a_file / "maps", "the folder cannot be made")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["change", *pair, "--out", str(out), "--no-progress"])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: {reason}" in err and "Traceback" not in err
+    assert a_file.read_text() == "keep me"
+    made = tmp_path / "new" / "deeper"  # missing parents are made
+    assert main(["change", *pair, "--out", str(made), "--no-progress"]) == 0
+    assert (made / "summary.json").is_file()
