@@ -33,6 +33,7 @@ from dedup_app.core.change.pipeline import (
     ChangeInputError,
     Pair,
     compare_pair,
+    output_names,
     pair_inputs,
     pixel_scores,
     run_change,
@@ -487,6 +488,18 @@ def test_output_names_are_unique_and_follow_the_folders(tmp_path: Path) -> None:
     assert names == {"t.png": "t.png", "t.jpg": "t.jpg", "t.png.png": "t.png.png", "x/y.png": "x/y",
                      "x__y.png": "x__y", "x/z.tif": "x/z", "a.b/c.png": "a.b/c"}  # fmt: skip
     assert [p.name for p in pair_inputs(left, right)] == [p.name for p in pair_inputs(left, right)]  # stable
+
+
+def test_output_names_are_unique_on_a_case_insensitive_disk() -> None:
+    """``T.png`` and ``t.jpg``, or ``A/b.png`` and ``a/B.png``, once got names that one file on macOS, Windows or
+    a FAT card would hold; every name is now unique ignoring case, and the others are left as they were."""
+    rels = ["T.png", "t.jpg", "A/b.png", "a/B.png", "u.png", "x/v.png"]
+    names = output_names(rels)
+    assert len({n.casefold() for n in names}) == len(rels)
+    assert names[:2] == ["T.png", "t.jpg"]  # differ beyond case once they keep their extension
+    assert names[2].startswith("A/b.png-") and names[3].startswith("a/B.png-")  # differ only in case: a hash too
+    assert names[4:] == ["u", "x/v"]
+    assert output_names(rels) == names  # the same every run
 
 
 def test_tiles_sharing_a_name_do_not_overwrite_each_other(

@@ -5,6 +5,7 @@ and the rest go on; a pair whose registration could not be verified is mapped an
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import time
@@ -171,16 +172,25 @@ def pair_inputs(before: str | os.PathLike[str], after: str | os.PathLike[str]) -
 def output_names(rels: list[str]) -> list[str]:
     """Output names of tiles given by relative path (``/``-separated): the path without its extension, so the
     output folder mirrors the input's (``x/y.png`` is ``x/y``, ``x__y.png`` is ``x__y``); where that would give
-    two tiles the same name (``t.png`` and ``t.jpg``), both keep their extension. Unique, and the same every run.
+    two tiles the same name, ignoring case (``t.png`` and ``t.jpg``, ``T.png`` and ``t.jpg``), both keep their
+    extension, and paths that differ only in case also get a hash of the path. Unique even on a case-insensitive
+    disk, and the same every run.
     """
     names = {rel: posixpath.splitext(rel)[0] for rel in rels}
     while True:  # ends: a name only ever changes to its tile's path, and the paths are unique
-        counts = Counter(names.values())
-        clashing = [rel for rel, name in names.items() if counts[name] > 1 and name != rel]
+        counts = Counter(name.casefold() for name in names.values())
+        clashing = [rel for rel, name in names.items() if counts[name.casefold()] > 1 and name != rel]
         if not clashing:
-            return [names[rel] for rel in rels]
+            break
         for rel in clashing:
             names[rel] = rel
+    # paths that differ only in case (``T.png``, ``t.png``) would write one file on a case-insensitive disk (macOS,
+    # Windows, a FAT memory card): those get a short hash of their path as well
+    counts = Counter(name.casefold() for name in names.values())
+    for rel, name in names.items():
+        if counts[name.casefold()] > 1:
+            names[rel] = f"{name}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+    return [names[rel] for rel in rels]
 
 
 def compare_pair(
