@@ -7,6 +7,7 @@ Usage::
     dedup-app gui [PATH ...] [--screenshot FILE.png]
     dedup-app scan PATH [PATH ...] [--threshold T] [--model FILE] [--cache FILE] [--device D]
                    [--json FILE] [--csv FILE]
+    dedup-app verify A B [--json FILE|-] [--threshold T] [--model FILE] [--device D]
     dedup-app change BEFORE AFTER --out DIR [--threshold T] [--min-area PX] [--model NAME|FILE] [--device D]
     dedup-app train (--labels FILE | --from-app | --images DIR ...) [--epochs N] [--out FILE] [--activate]
     dedup-app train-change [DIR ...] [--from-app] [--activate] [--epochs N] [--out FILE] [--init FILE]
@@ -144,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
                       "grouped)")  # fmt: skip
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
+    verify = sub.add_parser(
+        "verify",
+        help="say whether B is a copy of A, with a calibrated probability",
+        description="Compare two images with the model: their similarity, the probability that B is a copy of A "
+        "(calibrated on held-out pairs, see the model card), the verdict at the model's threshold (the one scan "
+        "groups by), and what the aligned comparison finds (mirror, quarter turns, crop box, share of pixels that "
+        "differ). Exit status: 0 duplicate, 1 not duplicate, 2 error (like cmp).",
+    )
+    verify.add_argument("a", metavar="A", help="an image file")
+    verify.add_argument("b", metavar="B", help="the image file to check against A")
+    verify.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+    verify.add_argument("--threshold", type=_threshold, default=None, metavar="T",
+                        help="similarity (0-1] for the verdict (default: the model's threshold)")  # fmt: skip
+    verify.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the active model)")
+    verify.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
+
     change = sub.add_parser(
         "change",
         help="map what changed between two images or two folders of tiles",
@@ -512,6 +529,49 @@ def _open_cache(path: str | None) -> EmbeddingCache | None:
         return EmbeddingCache(":memory:")
 
 
+def run_verify_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``verify`` command: exit 0 for a duplicate, 1 for not, 2 for an error."""
+    for path in (args.a, args.b):
+        if not os.path.isfile(path):
+            problem = "is a folder, not an image file" if os.path.isdir(path) else "not found"
+            print(f"dedup-app: error: {printable(path)}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+    _check_output(args.json, "--json", parser)
+    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.imageio import ImageLoadError
+    from dedup_app.core.verify import verify_pair
+
+    try:
+        embedder = Embedder(load_checkpoint(args.model), args.device)
+        verdict = verify_pair(embedder, args.a, args.b, args.threshold)
+    except (ValueError, FileNotFoundError, ImageLoadError) as exc:
+        print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        import json
+
+        text = json.dumps(verdict.to_json(), indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            with open(args.json, "w", encoding="utf-8") as f:
+                f.write(text)
+    if args.json != "-":
+        sure = "" if verdict.probability is None else f", probability of a copy {verdict.probability:.1%}"
+        answer = "duplicate" if verdict.duplicate else "not a duplicate"
+        print(f"{answer}: similarity {verdict.similarity:.3f} (threshold {verdict.threshold:.3f}){sure}")
+        if verdict.duplicate:  # for different pictures the best alignment means nothing
+            how = ["mirrored"] if verdict.mirror else []
+            if verdict.quarter_turns:
+                how.append(f"turned {90 * verdict.quarter_turns} degrees anticlockwise")
+            lined_up = ("B lines up with A once " + " and ".join(how)) if how else "B lines up with A as it is"
+            if verdict.crop_box is not None:
+                x0, y0, x1, y1 = verdict.crop_box
+                lined_up += f"; it shows A from ({x0}, {y0}) to ({x1}, {y1})"
+            print(f"{lined_up}; {verdict.differs:.1%} of the pixels there differ")
+    return EXIT_OK if verdict.duplicate else EXIT_FAILURE
+
+
 def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``scan`` command."""
     missing = [p for p in args.paths if not os.path.exists(p)]
@@ -728,6 +788,8 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return run_scan(args, parser)
     if args.command == "gui":
         return run_gui_command(args, parser)
+    if args.command == "verify":
+        return run_verify_command(args, parser)
     if args.command == "change":
         return run_change_command(args, parser)
     if args.command == "train":

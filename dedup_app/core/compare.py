@@ -27,6 +27,9 @@ class Difference:
     changed_fraction: float
     transform: str  # the turn/mirror applied to B, e.g. "rot90" or "mirror+rot180"
     aligned: bool  # whether ECC refinement converged
+    #: where B (turned and mirrored) lies on A, as fractions of A's width and height (x0, y0, x1, y1), from the
+    #: refinement; None when it did not converge
+    box: tuple[float, float, float, float] | None = None
 
 
 def _small(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +58,30 @@ def _dihedral(img: np.ndarray) -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def _feature_warp(a_grey: np.ndarray, b_grey: np.ndarray, min_inliers: int = 12) -> np.ndarray | None:
+    """The affine map from A's pixels to B's found by ORB features matched across the two and RANSAC, or None
+    when too few agree: a start for ECC that survives crops, borders and rescaling."""
+    import cv2
+
+    def u8(x: np.ndarray) -> np.ndarray:
+        return cv2.normalize(x, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)  # type: ignore[call-overload]
+
+    orb = cv2.ORB.create(1500)
+    ka, da = orb.detectAndCompute(u8(a_grey), None)
+    kb, db = orb.detectAndCompute(u8(b_grey), None)
+    if da is None or db is None or len(ka) < min_inliers or len(kb) < min_inliers:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(da, db)
+    if len(matches) < min_inliers:
+        return None
+    pa = np.array([ka[m.queryIdx].pt for m in matches], np.float32)
+    pb = np.array([kb[m.trainIdx].pt for m in matches], np.float32)
+    warp, inliers = cv2.estimateAffine2D(pa, pb, method=cv2.RANSAC, ransacReprojThreshold=3.0)
+    if warp is None or inliers is None or int(inliers.sum()) < min_inliers:
+        return None
+    return warp.astype(np.float32)
+
+
 def difference(a_rgb: np.ndarray, b_rgb: np.ndarray, sensitivity: float = 2.5) -> Difference:
     """Align ``b_rgb`` onto ``a_rgb`` and return where they differ (``sensitivity`` in standard deviations).
 
@@ -79,17 +106,27 @@ def difference(a_rgb: np.ndarray, b_rgb: np.ndarray, sensitivity: float = 2.5) -
     assert best is not None
     _, best_name, b_grey, b_colour = best
 
-    warp = np.eye(2, 3, dtype=np.float32)
+    start = _feature_warp(a_grey, b_grey)  # a crop or a border moves the picture further than ECC reaches alone
+    warp = np.eye(2, 3, dtype=np.float32) if start is None else start
     aligned = True
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
-        _, warp = find_transform_ecc(a_grey, b_grey, warp, cv2.MOTION_AFFINE, criteria, None, 5)
+        _, warp = find_transform_ecc(a_grey, b_grey, warp.copy(), cv2.MOTION_AFFINE, criteria, None, 5)
+    except cv2.error:
+        aligned, warp = start is not None, warp
+    if aligned:
         b_colour = cv2.warpAffine(
             b_colour, warp, (width, height), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REFLECT,
         )  # fmt: skip
-    except cv2.error:
-        aligned = False
+    box = None
+    if aligned:  # the warp maps A's pixels to B's: B's frame, mapped back, is where B lies on A
+        inverse = cv2.invertAffineTransform(warp)
+        corners = np.array([[0, 0, 1], [width, 0, 1], [0, height, 1], [width, height, 1]], np.float32)
+        xy = corners @ inverse.T
+        x0, y0 = np.clip(xy.min(axis=0) / (width, height), 0, 1)
+        x1, y1 = np.clip(xy.max(axis=0) / (width, height), 0, 1)
+        box = (float(x0), float(y0), float(x1), float(y1))
 
     blur = max(3, (width // 64) | 1)
     a_s = cv2.GaussianBlur(_standardise(a_colour), (blur, blur), 0)
@@ -98,4 +135,4 @@ def difference(a_rgb: np.ndarray, b_rgb: np.ndarray, sensitivity: float = 2.5) -
     heat = np.clip(diff / (sensitivity * 1.5), 0, 1).astype(np.float32)
     mask = diff > sensitivity * 0.5
     mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
-    return Difference(heat, mask, float(mask.mean()), best_name, aligned)
+    return Difference(heat, mask, float(mask.mean()), best_name, aligned, box)
