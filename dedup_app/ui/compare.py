@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from dedup_app.core.calibration import Calibration
 from dedup_app.core.duplicates import GroupMember
 from dedup_app.core.units import format_bytes
 from dedup_app.ui.background import BackgroundCalls
@@ -140,6 +141,7 @@ class CompareWidget(QWidget):
         self.loader = loader
         self.a: GroupMember | None = None
         self.similarity: float | None = None  # of the pair shown
+        self.calibration: Calibration | None = None  # the model's, for the probability of a copy
         self.b: GroupMember | None = None
         self._request = 0
         self._calls = BackgroundCalls(1, self)
@@ -194,11 +196,16 @@ class CompareWidget(QWidget):
         loader.loaded.connect(self._loaded)
         self.show_pair(None, None)
 
-    def show_pair(self, a: GroupMember | None, b: GroupMember | None, similarity: float | None = None) -> None:
+    def show_pair(
+        self, a: GroupMember | None, b: GroupMember | None, similarity: float | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:  # fmt: skip
         """Compare ``a`` (left) with ``b`` (right); ``None`` clears a side. ``similarity`` is theirs (shown on both
-        sides); without it each side shows its similarity to its group's representative."""
+        sides); without it each side shows its similarity to its group's representative. With the model's
+        ``calibration``, the probability of a copy is shown next to the similarity."""
         self.a, self.b = a, b
         self.similarity = similarity
+        self.calibration = calibration
         enabled = a is not None and b is not None
         for w in (self.swap_button, self.diff_button, self.dup_button, self.notdup_button):
             w.setEnabled(enabled)
@@ -209,7 +216,7 @@ class CompareWidget(QWidget):
         self.diff_label.setToolTip(text)
 
     def swap(self) -> None:
-        self.show_pair(self.b, self.a, self.similarity)
+        self.show_pair(self.b, self.a, self.similarity, self.calibration)
 
     def _fit(self) -> None:
         self.view_a.fit()
@@ -225,7 +232,7 @@ class CompareWidget(QWidget):
     def _refresh(self) -> None:
         frame = self._frame()
         for member, view, form in ((self.a, self.view_a, self.info_a), (self.b, self.view_b, self.info_b)):
-            _fill_info(form, member, self.similarity)
+            _fill_info(form, member, self.similarity, self.calibration)
             if member is None:
                 view.show_pixmap(None, frame, "")
                 continue
@@ -272,7 +279,17 @@ class CompareWidget(QWidget):
         self._calls.shutdown(5000)
 
 
-def _fill_info(form: QFormLayout, member: GroupMember | None, similarity: float | None = None) -> None:
+def similarity_text(similarity: float, calibration: Calibration | None) -> str:
+    """``0.903``, or with a calibration ``0.903 (copy: 99.5 %)``."""
+    if calibration is None:
+        return f"{similarity:.3f}"
+    return f"{similarity:.3f} (copy: {calibration.probability(min(similarity, 1.0)):.1%})"
+
+
+def _fill_info(
+    form: QFormLayout, member: GroupMember | None, similarity: float | None = None,
+    calibration: Calibration | None = None,
+) -> None:  # fmt: skip
     while form.rowCount():
         form.removeRow(0)
     if member is None:
@@ -294,7 +311,7 @@ def _fill_info(form: QFormLayout, member: GroupMember | None, similarity: float 
         ("Modified", QLabel(modified)),
         ("Taken", QLabel(info.exif_datetime or "—")),
         ("Camera", QLabel(info.camera or "—")),
-        ("Similarity", QLabel(f"{member.similarity if similarity is None else similarity:.3f}")),
+        ("Similarity", QLabel(similarity_text(member.similarity if similarity is None else similarity, calibration))),
     ]
     for label, widget in rows:
         form.addRow(label, widget)

@@ -22,6 +22,7 @@ from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, Q
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
     QFileDialog,
     QHeaderView,
@@ -44,12 +45,14 @@ from dedup_app.controllers.labels import LabelsController
 from dedup_app.controllers.models import ChangeHeadService, ModelService, SwitchResult, load_embedder
 from dedup_app.controllers.review import Grouping, Review, ScanOutcome, grouping
 from dedup_app.core.actions import ActionRecord, default_trash, write_record_csv
+from dedup_app.core.calibration import calibration_of
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
 from dedup_app.core.files import FileError, display_path
 from dedup_app.core.labels import DUPLICATE, NOT_DUPLICATE, LabelStore
 from dedup_app.core.marking import RULES
 from dedup_app.core.progress import CancelToken, Job, Progress
 from dedup_app.core.units import count_of, format_bytes
+from dedup_app.ui import gc as garbage_collector
 from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
@@ -107,6 +110,9 @@ class MainWindow(QMainWindow):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
+        app = QApplication.instance()
+        if app is not None:  # cycles are collected on this thread, never on a worker's (dedup_app.ui.gc)
+            garbage_collector.install(app, self)
         self.ctx = ctx
         self.setWindowTitle("dedup-app")
         self.setAcceptDrops(True)
@@ -703,7 +709,9 @@ class MainWindow(QMainWindow):
         others = [m for m in group.members if m.image.path != keep_path]
         other = member if member is not None and member.image.path != keep_path else (others[0] if others else None)
         similarity = self.model.similarity_to_kept(gi).get(other.image.path) if other is not None else None
-        self.compare.show_pair(kept, other, similarity)
+        embedder = self.models.embedder
+        calibration = calibration_of(embedder.checkpoint.metrics) if embedder is not None else None
+        self.compare.show_pair(kept, other, similarity, calibration)
         for m in group.members[:8]:  # warm the previews of the group
             self.loader.get(m.image.path, PREVIEW)
 
@@ -1024,6 +1032,7 @@ class MainWindow(QMainWindow):
         self.changes.shutdown()
         self.loader.shutdown()
         self.compare.shutdown()
+        garbage_collector.release(self)  # no worker left: the interpreter may collect anywhere again
         state = self.ctx.state
         state.setValue("window/geometry", self.saveGeometry())
         state.setValue("window/splitter", self.splitter.saveState())

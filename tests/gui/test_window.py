@@ -290,6 +290,16 @@ def test_similarities_follow_the_kept_file(qtbot, make_window, photos_dir: Path)
     window.tree.setCurrentIndex(window.model.index(other, 0, window.model.index(gi, 0)))
     assert "kodim01_resize" in window.compare.a.image.path
     assert window.compare.similarity == pytest.approx(float(expected[other]), abs=1e-3)
+    # next to the similarity, the shipped model's calibrated probability of a copy (dedup-app verify's)
+    from dedup_app.core.calibration import calibration_of
+
+    calibration = calibration_of(window.models.embedder.checkpoint.metrics)
+    assert calibration is not None and window.compare.calibration == calibration
+    form = window.compare.info_b
+    shown = next(form.itemAt(r, form.ItemRole.FieldRole).widget().text() for r in range(form.rowCount())
+                 if form.itemAt(r, form.ItemRole.LabelRole).widget().text() == "Similarity")  # fmt: skip
+    p = calibration.probability(min(float(expected[other]), 1.0))
+    assert shown == f"{window.compare.similarity:.3f} (copy: {p:.1%})"
 
 
 def test_byte_copies_inside_a_near_group_are_called_identical(
