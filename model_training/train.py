@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dedup_app.core.calibration import CALIBRATION_KEY, Calibration, calibration_of, fit_platt
 from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.imageio import resize_square
 from dedup_app.core.model import SiameseEncoder, build_encoder
@@ -287,6 +288,17 @@ def evaluate(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int], thres
     return out
 
 
+def platt_on(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int]) -> Calibration:
+    """The similarity-to-probability calibration fitted on all pairs of the validation items, as the threshold is
+    (the float16 rounding the cache applies included, so it matches what ``verify`` computes)."""
+    e = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    e = e.astype(np.float16).astype(np.float32)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    lab = np.asarray(labels)
+    iu = np.triu_indices(len(e), 1)
+    return fit_platt((e @ e.T)[iu], lab[iu[0]] == lab[iu[1]], "all pairs of the training run's validation split")
+
+
 def fit(
     base: Checkpoint,
     train: ItemSet,
@@ -359,6 +371,7 @@ def fit(
     best = (before["f1"], before["auc"])
     best_state = _trainable_state(encoder, frozen)
     best_metrics = before
+    best_calibration = platt_on(val_emb, val.labels)
     history: list[dict[str, Any]] = [{"epoch": 0, **before}]
     total = config.epochs * len(sampler)
     step = 0
@@ -400,8 +413,14 @@ def fit(
         if (metrics["f1"], metrics["auc"]) > best:
             best, best_metrics = (metrics["f1"], metrics["auc"]), metrics
             best_state = _trainable_state(encoder, frozen)
+            best_calibration = platt_on(val_emb, val.labels)
 
     checkpoint = _checkpoint(base, encoder, best_state, best_metrics, before, config, frozen)
+    # the probability calibration of the weights returned (verify, the compare view): the base model's own when
+    # they are its weights and it has one (fitted on more pairs), else fitted on the validation pairs
+    kept_base = best_metrics is before and calibration_of(base.metrics) is not None
+    calibration = base.metrics[CALIBRATION_KEY] if kept_base else best_calibration.to_dict()
+    checkpoint.metrics[CALIBRATION_KEY] = calibration
     if out is not None:
         write_checkpoint(checkpoint, out)
     return TrainResult(checkpoint, before, best_metrics, history, out, skipped)

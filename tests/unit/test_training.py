@@ -261,6 +261,12 @@ def test_one_epoch_lowers_validation_loss(weak_base: Checkpoint, shared_data: Pa
     saved = read_checkpoint(out)
     assert saved.metrics["recipe"]["loss"] == "triplet" and "validation_after" in saved.metrics
     assert 0.0 < saved.threshold <= 1.0
+    # the trained weights carry their own probability calibration, fitted on the same validation pairs
+    from dedup_app.core.calibration import calibration_of
+
+    cal = calibration_of(saved.metrics)
+    assert cal is not None and cal.pairs == len(val.labels) * (len(val.labels) - 1) // 2
+    assert cal.a > 0 and cal.probability(0.3) <= cal.probability(saved.threshold) < cal.probability(0.999)
 
 
 def test_fit_pushes_a_labelled_not_duplicate_pair_apart(weak_base: Checkpoint, shared_data: Path) -> None:
