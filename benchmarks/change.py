@@ -36,12 +36,18 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.neardup import RESULTS, machine, write_doc  # noqa: E402
 
 
-def _otsu(values: np.ndarray) -> np.ndarray:
+def _otsu8(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` scaled to 0-255 by their 99.9th percentile, and the lowest level Otsu's threshold keeps."""
     import cv2
 
     v8 = np.clip(values / (np.percentile(values, 99.9) + 1e-9) * 255, 0, 255).astype(np.uint8)
-    _, mask = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return mask > 0
+    level, _ = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return v8, int(level) + 1  # cv2's mask is ``v8 > level``
+
+
+def _otsu(values: np.ndarray) -> np.ndarray:
+    v8, level = _otsu8(values)
+    return v8 >= level
 
 
 def peer_absdiff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,15 +97,6 @@ def run_quality(levir: Path, model: Path | None) -> dict[str, object]:
         print(f"{tool:18s} F1 {report[tool]['f1']:.3f} IoU {report[tool]['iou']:.3f} "  # type: ignore[index]
               f"P {p:.3f} R {r:.3f}")  # fmt: skip
     return report
-
-
-def _otsu8(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """``values`` scaled to 0-255 (by the 99.9th percentile, as :func:`_otsu`) and their Otsu level."""
-    import cv2
-
-    v8 = np.clip(values / (np.percentile(values, 99.9) + 1e-9) * 255, 0, 255).astype(np.uint8)
-    level, _ = cv2.threshold(v8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return v8, int(level) + 1  # cv2's mask is ``v8 > level``
 
 
 def run_heads(data: Path, heads: list[Path], device: str) -> dict[str, object]:

@@ -30,6 +30,7 @@ def labelled_pairs(data: Path, split: str, model: Path | None, folder: Path) -> 
     scan embeds them (the cache's float16 vectors, renormalised)."""
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.index import unit_rows
     from dedup_app.core.progress import drive
     from dedup_app.core.scan import scan
     from model_training.neardup_set import build_neardup_set
@@ -38,8 +39,7 @@ def labelled_pairs(data: Path, split: str, model: Path | None, folder: Path) -> 
     source = {str(folder / it.file): it.source for it in items}
     with EmbeddingCache(":memory:") as cache:
         result = drive(scan([folder], Embedder(load_checkpoint(model), "auto"), cache))
-    x = result.embeddings.astype(np.float16).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = unit_rows(result.embeddings)
     sources = [source[img.path] for img in result.images]
     i, j = np.triu_indices(len(x), k=1)
     sims = np.einsum("ij,ij->i", x[i], x[j])

@@ -1,6 +1,6 @@
 """Training the change head (:mod:`dedup_app.core.change.head`) on labelled pairs, as a cancellable generator.
 
-:func:`fit_change` yields :class:`ChangeTrainProgress` after each step and each validation, checks the cancel token
+:func:`fit_change` yields :class:`TrainProgress` after each step and each validation, checks the cancel token
 there, and writes the best epoch's head atomically (with its recipe, its validation metrics and the threshold
 calibrated on the validation split) each time one beats the last, so a cancelled run keeps its best so far.
 
@@ -37,6 +37,7 @@ from dedup_app.core.change.normalize import match_histograms
 from dedup_app.core.model import PACKAGED_BACKBONE, EncoderConfig, create_backbone
 from dedup_app.core.progress import CancelToken, Progress
 from model_training.change_data import CHANGED, IGNORE, ChangePair, split_counts
+from model_training.train import TrainProgress
 
 ALIGN = 32  # the encoder's coarsest stride: crops of cached features start on multiples of it
 THRESHOLDS = np.linspace(0.02, 0.98, 49)
@@ -80,15 +81,6 @@ class ChangeTrainConfig:
             raise ValueError(
                 f"unfreeze_blocks must be 0-7 (EfficientNet-Lite0 has 7 blocks), not {self.unfreeze_blocks}"
             )
-
-
-@dataclass(frozen=True)
-class ChangeTrainProgress(Progress):
-    """A training step (``loss``) or a validation (``val`` metrics) for a live curve."""
-
-    epoch: int = 0
-    loss: float | None = None
-    val: dict[str, Any] | None = None
 
 
 @dataclass
@@ -502,7 +494,7 @@ def fit_change(
     train_started = time.perf_counter()
     before = _validate(head, encoder, val_s, config, pos_weight, frozen)  # the starting head, for comparison
     history.append({"epoch": 0, "phase": "start", **before})
-    yield ChangeTrainProgress("Validating", 0, total, epoch=0, val=before)
+    yield TrainProgress("Validating", 0, total, epoch=0, val=before)
     for samples, epochs, phase in phases:
         params = list(head.parameters()) + encoder.trainable
         optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -527,11 +519,11 @@ def fit_change(
                 schedule.step()
                 step += 1
                 losses.append(float(loss.detach()))
-                yield ChangeTrainProgress("Training", step, total, epoch=epoch, loss=losses[-1])
+                yield TrainProgress("Training", step, total, epoch=epoch, loss=losses[-1])
             metrics = _validate(head, encoder, val_s, config, pos_weight, frozen)
             metrics["train_loss"] = float(np.mean(losses))
             history.append({"epoch": epoch, "phase": phase, **metrics})
-            yield ChangeTrainProgress("Validating", step, total, epoch=epoch, loss=metrics["train_loss"], val=metrics)
+            yield TrainProgress("Validating", step, total, epoch=epoch, loss=metrics["train_loss"], val=metrics)
             if metrics["f1"] > best[0]:
                 best = (metrics["f1"], epoch)
                 best_metrics = metrics

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from dedup_app.core.calibration import CALIBRATION_KEY, Calibration, calibration_of, fit_platt
 from dedup_app.core.checkpoint import Checkpoint
 from dedup_app.core.imageio import resize_square
+from dedup_app.core.index import unit_rows
 from dedup_app.core.model import SiameseEncoder, build_encoder
 from dedup_app.core.model_files import write_checkpoint
 from dedup_app.core.progress import CancelToken, Progress
@@ -69,11 +70,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TrainProgress(Progress):
-    """A training step (``loss``) or a validation (``val`` metrics) for the live curve."""
+    """A training step (``loss``) or a validation (``val`` metrics) for the live curve; both training loops (the
+    duplicate model's and the change head's) report with it, and both dialogs draw it."""
 
     epoch: int = 0
     loss: float | None = None
-    val: dict[str, float] | None = None
+    val: dict[str, Any] | None = None
 
 
 @dataclass
@@ -258,17 +260,26 @@ def validation_loss(loss_fn: Any, embeddings: torch.Tensor, labels: Sequence[int
         return float(loss_fn(emb, lab))
 
 
+def pair_similarities(
+    embeddings: torch.Tensor | np.ndarray, labels: Sequence[int], as_cached: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The similarity of every pair of items and whether the two share a label; ``as_cached``: of the vectors as
+    the cache keeps them and the finder compares them (:func:`dedup_app.core.index.unit_rows`)."""
+    e = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
+    if as_cached:
+        e = unit_rows(e)
+    lab = np.asarray(labels)
+    iu = np.triu_indices(len(e), 1)
+    return (e @ e.T)[iu], lab[iu[0]] == lab[iu[1]]
+
+
 def evaluate(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int], threshold: float | None = None,
              target_precision: float = 0.99) -> dict[str, float]:  # fmt: skip
     """Pair metrics over all pairs of validation items: ROC AUC, the threshold holding ``target_precision``
     (and P/R/F1 there), and P/R/F1 at ``threshold`` when given (the model's own)."""
     from sklearn.metrics import roc_auc_score
 
-    e = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
-    lab = np.asarray(labels)
-    iu = np.triu_indices(len(e), 1)
-    sims = (e @ e.T)[iu]
-    same = lab[iu[0]] == lab[iu[1]]
+    sims, same = pair_similarities(embeddings, labels)
     if same.all() or not same.any():
         raise ValueError("validation needs both duplicate and non-duplicate pairs")
     t = calibrate_threshold(sims, same, target_precision)
@@ -290,13 +301,9 @@ def evaluate(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int], thres
 
 def platt_on(embeddings: torch.Tensor | np.ndarray, labels: Sequence[int]) -> Calibration:
     """The similarity-to-probability calibration fitted on all pairs of the validation items, as the threshold is
-    (the float16 rounding the cache applies included, so it matches what ``verify`` computes)."""
-    e = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
-    e = e.astype(np.float16).astype(np.float32)
-    e /= np.linalg.norm(e, axis=1, keepdims=True)
-    lab = np.asarray(labels)
-    iu = np.triu_indices(len(e), 1)
-    return fit_platt((e @ e.T)[iu], lab[iu[0]] == lab[iu[1]], "all pairs of the training run's validation split")
+    (on the vectors as the cache keeps them, so it matches what ``verify`` computes)."""
+    sims, same = pair_similarities(embeddings, labels, as_cached=True)
+    return fit_platt(sims, same, "all pairs of the training run's validation split")
 
 
 def fit(

@@ -112,8 +112,8 @@ def difference(a_rgb: np.ndarray, b_rgb: np.ndarray, sensitivity: float = 2.5) -
     try:
         criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
         _, warp = find_transform_ecc(a_grey, b_grey, warp.copy(), cv2.MOTION_AFFINE, criteria, None, 5)
-    except cv2.error:
-        aligned, warp = start is not None, warp
+    except cv2.error:  # warp is still the feature match's, if there was one
+        aligned = start is not None
     if aligned:
         b_colour = cv2.warpAffine(
             b_colour, warp, (width, height), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,

@@ -21,7 +21,7 @@ import numpy as np
 
 from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
-from dedup_app.core.index import EXACT_MAX, SimilarityGraph, similarity_graph
+from dedup_app.core.index import EXACT_MAX, SimilarityGraph, similarity_graph, unit_rows
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
 
@@ -98,13 +98,10 @@ class DuplicateFinder:
         for c, ks in enumerate(self.contents):
             self._content_of[ks] = c
         self._vectors = (
-            result.embeddings[[c[0] for c in self.contents]].astype(np.float32)
+            unit_rows(result.embeddings[[c[0] for c in self.contents]])
             if self.contents
             else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
         )
-        # The cache's float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0.
-        norms = np.linalg.norm(self._vectors, axis=1, keepdims=True)
-        self._vectors /= np.where(norms > 0, norms, 1.0)
         self.graph: SimilarityGraph | None = None
 
     def search(self, min_threshold: float, cancel: CancelToken | None = None) -> Generator[Progress, None, None]:

@@ -61,6 +61,14 @@ _STRIPE = 1024
 _RESCORE_CHUNK = 65_536
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` as the finder compares them: rounded to float16 as the cache stores them, then float32 rows of
+    unit length (float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0)."""
+    x = np.asarray(vectors).astype(np.float16).astype(np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
 @dataclass(frozen=True)
 class SimilarityGraph:
     """Edges ``(i[k], j[k])`` with ``i < j`` and similarity ``s[k] >= min_threshold``, over ``n`` vectors.

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dedup_app.core.calibration import calibration_of
-from dedup_app.core.index import SIMILARITY_TOLERANCE
+from dedup_app.core.index import SIMILARITY_TOLERANCE, unit_rows
 
 #: A box covering at least this share of A's width and height is the whole picture, not a crop.
 WHOLE = 0.98
@@ -70,19 +70,19 @@ def verify_pair(embedder: Any, a: str | os.PathLike[str], b: str | os.PathLike[s
     """Compare two image files with ``embedder``'s model, at ``threshold`` (default: the model's own). Raises
     :class:`~dedup_app.core.imageio.ImageLoadError` naming the file that cannot be read."""
     from dedup_app.core.compare import difference
-    from dedup_app.core.imageio import DEFAULT_MAX_PIXELS, ImageLoadError, load_for_embedding, open_image
+    from dedup_app.core.imageio import DEFAULT_MAX_PIXELS, ImageLoadError, decode, read_bytes, resize_square
 
     limit = max_pixels or DEFAULT_MAX_PIXELS
     paths = (os.fspath(a), os.fspath(b))
     pixels, full = [], []
     for path in paths:
         try:
-            pixels.append(load_for_embedding(path, embedder.input_size, limit).pixels)
-            full.append(np.asarray(open_image(path, limit)))
+            data = read_bytes(path)  # read once; decoded as the scan does (reduced) and in full for the alignment
+            pixels.append(resize_square(decode(data, embedder.input_size, limit)[0], embedder.input_size))
+            full.append(np.asarray(decode(data, None, limit)[0]))
         except ImageLoadError as exc:
             raise ImageLoadError(f"{path}: {exc}", exc.transient) from None
-    x = embedder.embed(pixels).astype(np.float16).astype(np.float32)  # as the cache keeps them
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x = unit_rows(embedder.embed(pixels))  # as the scan's finder compares them
     similarity = float(x[0] @ x[1])
     checkpoint = embedder.checkpoint
     threshold = checkpoint.threshold if threshold is None else threshold

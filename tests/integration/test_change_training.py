@@ -16,7 +16,8 @@ from dedup_app.core.change.detect import ChangeDetector, load_change_head
 from dedup_app.core.change.head import UNetHeadCheckpoint
 from dedup_app.core.progress import Cancelled, CancelToken, drive
 from model_training.change_data import ChangePair, folder_pairs
-from model_training.change_train import ChangeTrainConfig, ChangeTrainProgress, fit_change
+from model_training.change_train import ChangeTrainConfig, fit_change
+from model_training.train import TrainProgress
 
 SMALL = ChangeTrainConfig(epochs=3, steps_per_epoch=8, batch_size=4, crop=128, copies=1, lr=3e-3)
 
@@ -32,9 +33,9 @@ def test_a_few_steps_lower_the_validation_loss_and_the_best_head_is_written(
     houses: dict[str, list[ChangePair]], tmp_path: Path, embedder
 ) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "head.pt"
-    reports: list[ChangeTrainProgress] = []
+    reports: list[TrainProgress] = []
     run = fit_change(houses["train"], houses["val"], SMALL, out, device="cpu")
-    result = drive(run, lambda p: reports.append(p) if isinstance(p, ChangeTrainProgress) else None)
+    result = drive(run, lambda p: reports.append(p) if isinstance(p, TrainProgress) else None)
     losses = [h["loss"] for h in result.history]
     f1 = [h["f1"] for h in result.history]
     assert [h["epoch"] for h in result.history] == [0, 1, 2, 3]
@@ -68,7 +69,7 @@ def test_cancelling_keeps_the_best_head_so_far(houses: dict[str, list[ChangePair
     token = CancelToken()
 
     def cancel_after_first_epoch(report: object) -> None:
-        if isinstance(report, ChangeTrainProgress) and report.val is not None and report.epoch == 1:
+        if isinstance(report, TrainProgress) and report.val is not None and report.epoch == 1:
             token.cancel()
 
     with pytest.raises(Cancelled):
