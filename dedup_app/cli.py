@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--model", metavar="FILE", help="model checkpoint to use (default: the active model)")
     verify.add_argument("--device", default="auto", metavar="D", help="auto (default), cpu, cuda or cuda:N")
 
+    _add_find_parser(sub)
+
     change = sub.add_parser(
         "change",
         help="map what changed between two images or two folders of tiles",
@@ -529,6 +531,114 @@ def _open_cache(path: str | None) -> EmbeddingCache | None:
         return EmbeddingCache(":memory:")
 
 
+def _add_find_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    find = sub.add_parser(
+        "find",
+        help="find the copies of an image among everything scanned",
+        description="Find the files most similar to each QUERY image among every file scanned with the model "
+        "(the search index beside the cache), ranked by similarity, with whether each is at or above the model's "
+        "threshold (what scan would group) and the calibrated probability that it is a copy. Exit status: 0 when a "
+        "query has a match at or above the threshold, 1 when none has, 2 on an error (a query that cannot be read "
+        "included; the other queries are still answered).",
+    )
+    find.add_argument("queries", nargs="+", metavar="QUERY", help="image files to look for")
+    find.add_argument("--in", dest="roots", action="append", metavar="PATH",
+                      help="only files under PATH (repeatable); PATH is scanned first if nothing under it is cached "
+                      "yet")  # fmt: skip
+    find.add_argument("--rescan", action="store_true", help="scan the --in paths again first (new, changed and "
+                      "removed files)")  # fmt: skip
+    find.add_argument("--top", type=_positive_int, default=10, metavar="K", help="matches per query (default 10)")
+    find.add_argument("--min-similarity", type=_threshold, default=None, metavar="S",
+                      help="only matches at least this similar (0-1]")  # fmt: skip
+    find.add_argument("--json", metavar="FILE", help="write the result as JSON ('-' for stdout)")
+    _add_engine_options(find)
+    find.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def run_find_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The ``find`` command: exit 0 when some query has a duplicate, 1 when none has, 2 on an error."""
+    missing = [p for p in args.roots or () if not os.path.exists(p)]
+    if missing:
+        parser.error("--in: not found: " + ", ".join(printable(p) for p in missing))
+    if args.cache == "":
+        parser.error("--cache: empty path (use ':memory:' for no cache)")
+    _check_output(args.json, "--json", parser)
+    from dedup_app.core.cache import CacheError
+    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.find import find_similar
+    from dedup_app.core.progress import drive
+
+    try:
+        embedder = Embedder(load_checkpoint(args.model), args.device)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
+    cache = _open_cache(args.cache)
+    if cache is None:
+        return EXIT_USAGE
+    progress = _ProgressBar(enabled=not args.no_progress)
+    try:
+        search = find_similar(embedder, cache, args.queries, args.roots, args.top, args.min_similarity,
+                              rescan=args.rescan)  # fmt: skip
+        result = drive(search, progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print("Cancelled.", file=sys.stderr)
+        return EXIT_CANCELLED
+    except (CacheError, sqlite3.Error) as exc:
+        progress.close()
+        print(f"dedup-app: error: cache {printable(str(cache.path))}: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        progress.close()
+        with contextlib.suppress(sqlite3.Error):
+            cache.close()
+    if args.json:
+        _write_json(result.to_json(), args.json)
+    if args.json != "-":
+        _print_matches(result)
+    for q in result.queries:
+        if q.error is not None:
+            print(f"dedup-app: error: {printable(q.query)}: {printable(q.error)}", file=sys.stderr)
+    if result.stale:
+        print(f"{count_of(result.stale, 'file')} changed or removed since scanned left out; scan again to update "
+              "the index.", file=sys.stderr)  # fmt: skip
+    if any(q.error is not None for q in result.queries):
+        return EXIT_USAGE
+    return EXIT_OK if any(m.duplicate for q in result.queries for m in q.matches) else EXIT_FAILURE
+
+
+def _write_json(data: object, target: str) -> None:
+    """Write ``data`` as indented JSON to a file, or to stdout for ``-``."""
+    import json
+
+    text = json.dumps(data, indent=2) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _print_matches(result: Any) -> None:
+    if result.scanned:
+        print(f"Scanned first: {', '.join(_shown(p) for p in result.scanned)}")
+    print(f"Searched {count_of(result.indexed, 'indexed image')} (model {result.model_id}, threshold "
+          f"{result.threshold:.3f}).")  # fmt: skip
+    for q in result.queries:
+        if q.error is not None:
+            continue
+        print(f"\n{_shown(q.query)}")
+        if not q.matches:
+            print("   no similar image found")
+        for rank, m in enumerate(q.matches, 1):
+            sure = "" if m.probability is None else f"  copy {m.probability:6.1%}"
+            size = f"{m.width}x{m.height}" if m.width else "?"
+            verdict = "duplicate" if m.duplicate else "         "
+            print(f"  {rank:3}. {m.similarity:.3f}  {verdict}{sure}  {size:>11}  {format_bytes(m.bytes):>9}  "
+                  f"{_shown(m.path)}")  # fmt: skip
+
+
 def run_verify_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``verify`` command: exit 0 for a duplicate, 1 for not, 2 for an error."""
     for path in (args.a, args.b):
@@ -548,14 +658,7 @@ def run_verify_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
-        import json
-
-        text = json.dumps(verdict.to_json(), indent=2) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            with open(args.json, "w", encoding="utf-8") as f:
-                f.write(text)
+        _write_json(verdict.to_json(), args.json)
     if args.json != "-":
         sure = "" if verdict.probability is None else f", probability of a copy {verdict.probability:.1%}"
         answer = "duplicate" if verdict.duplicate else "not a duplicate"
@@ -790,6 +893,8 @@ def _run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return run_gui_command(args, parser)
     if args.command == "verify":
         return run_verify_command(args, parser)
+    if args.command == "find":
+        return run_find_command(args, parser)
     if args.command == "change":
         return run_change_command(args, parser)
     if args.command == "train":

@@ -12,6 +12,11 @@ refused with :class:`CacheError` and left exactly as it was; a cache that cannot
 ``NAME.corrupt-TIME``, never deleted) and a fresh cache started, also when the damage only shows in the middle of
 a scan ("database disk image is malformed"): the scan then goes on with the new, empty cache. A stored vector of
 the wrong length is treated as not cached.
+
+Each stored vector has an ``id`` that SQLite never hands out again (``AUTOINCREMENT``): a changed file's new vector
+gets a new id, so the persistent vector index (:mod:`dedup_app.core.vector_index`) tells what changed by comparing
+id sets. The ``uid`` in ``meta`` is drawn afresh whenever the embeddings table starts empty (a new cache, one moved
+aside, a schema rebuild), so an index built on another cache's ids is never mistaken for this one's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import sqlite3
 import stat
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,12 +69,23 @@ CREATE TABLE IF NOT EXISTS files (
     frames INTEGER
 );
 CREATE TABLE IF NOT EXISTS embeddings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     path BLOB NOT NULL,
     model_id TEXT NOT NULL,
     vector BLOB NOT NULL,
-    PRIMARY KEY (path, model_id)
+    UNIQUE (path, model_id)
 );
 CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model_id);
+"""
+
+#: The embeddings table before it had ids that are never reused (the persistent vector index keys on them).
+_OLD_EMBEDDINGS = "PRIMARY KEY (path, model_id)"
+_MIGRATE_EMBEDDINGS = """
+ALTER TABLE embeddings RENAME TO embeddings_old;
+DROP INDEX IF EXISTS embeddings_model;
+{schema}
+INSERT INTO embeddings (path, model_id, vector) SELECT path, model_id, vector FROM embeddings_old ORDER BY rowid;
+DROP TABLE embeddings_old;
 """
 
 
@@ -127,6 +144,27 @@ class CachedFile:
     def matches(self, entry: FileEntry) -> bool:
         """Whether this row still describes the file on disk."""
         return self.size == entry.size and self.mtime_ns == entry.mtime_ns
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """The file a stored vector belongs to, as cached."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    info: ImageInfo | None
+
+
+def _stack(rows: list[tuple[Any, ...]], dim: int | None) -> tuple[tuple[np.ndarray, np.ndarray], int | None]:
+    """``(id, blob)`` rows as ``(ids, float16 matrix)``, leaving out blobs of another length than ``dim``."""
+    if dim is None:
+        dim = len(rows[0][1]) // 2
+    good = [r for r in rows if isinstance(r[1], bytes) and len(r[1]) == 2 * dim]
+    ids = np.array([r[0] for r in good], dtype=np.int64)
+    matrix = np.frombuffer(b"".join(r[1] for r in good), dtype=np.float16).reshape(len(good), dim)
+    return (ids, matrix), dim
 
 
 def _key(path: str) -> bytes:
@@ -273,7 +311,14 @@ class EmbeddingCache:
                 # An old or newer layout: the cache is disposable, so start it again rather than migrate.
                 log.info("cache schema %s != %s: rebuilding the cache", version_row[0], SCHEMA_VERSION)
                 conn.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS embeddings;")
+            row = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='embeddings'").fetchone()
+            if row is not None and _OLD_EMBEDDINGS in row[0]:  # give the vectors stable ids, keeping them
+                conn.executescript("BEGIN;" + _MIGRATE_EMBEDDINGS.format(schema=_SCHEMA) + "COMMIT;")
+            fresh = row is None
             conn.executescript(_SCHEMA)
+            has_uid = conn.execute("SELECT 1 FROM meta WHERE key='uid'").fetchone() is not None
+            if fresh or not has_uid:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('uid', ?)", (uuid.uuid4().hex,))
             columns = {row[1] for row in conn.execute("PRAGMA table_info(files)")}
             if "frames" not in columns:  # added after schema 1 shipped: kept embeddings, page counts unknown (1)
                 conn.execute("ALTER TABLE files ADD COLUMN frames INTEGER")
@@ -385,6 +430,92 @@ class EmbeddingCache:
             )
 
         return self._guarded(work)
+
+    def uid(self) -> str:
+        """This cache's identity: drawn afresh whenever its embeddings table starts empty, so vector ids from two
+        caches (or from before a cache was moved aside) are never taken for each other."""
+        return str(self._guarded(lambda: self._conn.execute("SELECT value FROM meta WHERE key='uid'").fetchone()[0]))
+
+    def embedding_ids(self, model_id: str) -> np.ndarray:
+        """The ids of every stored vector of ``model_id``, ascending (int64)."""
+        rows = self._guarded(
+            lambda: self._conn.execute(
+                "SELECT id FROM embeddings WHERE model_id = ? ORDER BY id", (model_id,)
+            ).fetchall()
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def iter_vectors(
+        self, model_id: str, ids: np.ndarray | None = None, dim: int | None = None, chunk: int = 65_536
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The stored vectors of ``model_id`` as ``(ids, float16 matrix)`` chunks: all of them, or those of ``ids``.
+        Vectors of another length than ``dim`` (default: the first one's) are left out."""
+        if ids is None:
+            last = 0
+            while True:
+                rows = self._guarded(
+                    lambda last=last: self._conn.execute(  # type: ignore[misc]
+                        "SELECT id, vector FROM embeddings WHERE model_id = ? AND id > ? ORDER BY id LIMIT ?",
+                        (model_id, last, chunk),
+                    ).fetchall()
+                )
+                if not rows:
+                    return
+                last = rows[-1][0]
+                out, dim = _stack(rows, dim)
+                yield out
+        else:
+            wanted = [int(i) for i in np.asarray(ids).ravel()]
+            for start in range(0, len(wanted), _CHUNK):
+                part = wanted[start : start + _CHUNK]
+                marks = ",".join("?" * len(part))
+                rows = self._guarded(
+                    lambda part=part, marks=marks: self._conn.execute(  # type: ignore[misc]
+                        f"SELECT id, vector FROM embeddings WHERE model_id = ? AND id IN ({marks})", (model_id, *part)
+                    ).fetchall()
+                )
+                if rows:
+                    out, dim = _stack(rows, dim)
+                    yield out
+
+    def ids_under(self, model_id: str, roots: Iterable[str]) -> np.ndarray:
+        """Ids of ``model_id``'s vectors of files under the given folders (or those files themselves), ascending."""
+        found: list[int] = []
+        for root in roots:
+            path = os.path.abspath(root)
+            exact = _key(path)
+            prefix = _key(os.path.join(path, ""))
+            upper = prefix[:-1] + bytes([prefix[-1] + 1])
+            found += [
+                r[0]
+                for r in self._guarded(
+                    lambda exact=exact, prefix=prefix, upper=upper: self._conn.execute(  # type: ignore[misc]
+                        "SELECT id FROM embeddings WHERE model_id = ? AND (path = ? OR (path >= ? AND path < ?))",
+                        (model_id, exact, prefix, upper),
+                    ).fetchall()
+                )
+            ]
+        return np.unique(np.array(found, dtype=np.int64))
+
+    def files_of(self, model_id: str, ids: Iterable[int]) -> dict[int, IndexedFile]:
+        """For vector ids: the files they belong to, as cached (ids no longer stored are left out)."""
+        wanted = [int(i) for i in ids]
+        out: dict[int, IndexedFile] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            part = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = self._guarded(
+                lambda part=part, marks=marks: self._conn.execute(  # type: ignore[misc]
+                    "SELECT e.id, f.path, f.size, f.mtime_ns, f.content_hash, f.width, f.height, f.format, "
+                    "f.exif_datetime, f.camera, f.frames FROM embeddings e JOIN files f ON f.path = e.path "
+                    f"WHERE e.model_id = ? AND e.id IN ({marks})",
+                    (model_id, *part),
+                ).fetchall()
+            )
+            for vid, key, size, mtime, digest, w, h, fmt, when, camera, frames in rows:
+                info = ImageInfo(w, h, fmt or "unknown", when, camera, frames or 1) if w is not None else None
+                out[vid] = IndexedFile(os.fsdecode(key), size, mtime, digest, info)
+        return out
 
     # -- writing ------------------------------------------------------------------------------------------------
 

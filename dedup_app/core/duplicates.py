@@ -11,6 +11,7 @@ that has copies but no near-duplicate forms an ``exact`` group. No file is in tw
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Generator, Sequence
@@ -27,6 +28,8 @@ from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
 
 if TYPE_CHECKING:  # torch stays out of the import of this module (the GUI imports it at start-up)
     from dedup_app.core.embedder import Embedder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,17 @@ def find_groups(
     return finder.groups(t)
 
 
+def update_index(cache: EmbeddingCache, model_id: str, dim: int) -> None:
+    """Bring the model's persistent vector index up to date with the cache after a scan. A failure is logged, never
+    raised: the scan's result stands, and the index is brought up to date (or rebuilt) at the next search."""
+    from dedup_app.core.vector_index import VectorIndex
+
+    try:
+        VectorIndex.open(cache, model_id, dim)
+    except (OSError, RuntimeError, MemoryError, ValueError) as exc:
+        log.warning("the search index of %s could not be updated (%s); it is at the next search", model_id, exc)
+
+
 def search_floor(n_images: int, threshold: float) -> float:
     """The lowest similarity searched up front, so a threshold slider regroups from memory down to it.
 
@@ -234,6 +248,9 @@ def scan_and_search(
     store = EmbeddingCache(cache) if not isinstance(cache, EmbeddingCache) else cache
     try:
         result = yield from scan(roots, embedder, store, options, cancel)
+        if store.path is not None:  # keep the find-by-example index of everything scanned up to date
+            yield Progress("Updating the search index", 0, None)
+            update_index(store, embedder.model_id, embedder.dim)
     finally:
         if own:
             store.close()
