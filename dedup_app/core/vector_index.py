@@ -6,11 +6,11 @@ per model (named by a hash of the model id) and a small JSON manifest beside it,
 stores for that model, keyed by the cache's vector ids (ids SQLite never hands out twice, see
 :mod:`dedup_app.core.cache`).
 
-- **Exact up to 100,000 vectors** (``IndexIDMap2`` over ``IndexFlatIP``): one query costs a pass over the vectors.
+- **Exact up to 200,000 vectors** (``IndexIDMap2`` over ``IndexFlatIP``): one query costs a pass over the vectors.
 - **Approximate above** (inverted lists with 8-bit codes, the grouping's own :func:`~dedup_app.core.index.
-  build_ivf_index`, 16 lists probed): the candidates it returns are re-scored exactly from the cache's vectors, so
-  similarities are the ones ``scan`` and ``verify`` give. It is retrained (rebuilt) when the collection has grown
-  fourfold since it was trained, and turned back into an exact one when the collection shrinks under 50,000.
+  build_ivf_index`, 128 lists probed per query): the candidates it returns are re-scored exactly from the cache's
+  vectors, so similarities are the ones ``scan`` and ``verify`` give. It is retrained (rebuilt) when the collection
+  has grown fourfold since it was trained, and turned back into an exact one when it shrinks under 100,000.
 
 **Kept up to date, never trusted blindly.** :meth:`VectorIndex.open` compares the index's ids with the cache's ids
 for the model: vectors the cache dropped (files removed or changed) are removed, new ones added, so a scan that adds
@@ -35,15 +35,23 @@ from typing import Any
 import numpy as np
 
 from dedup_app.core.cache import EmbeddingCache
-from dedup_app.core.index import EXACT_MAX, IVF_NPROBE, build_ivf_index, unit_rows
+from dedup_app.core.index import EXACT_MAX, build_ivf_index, unit_rows
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-#: Collections up to this size get an exact index; an approximate one turns exact again under half of it.
-INDEX_EXACT_MAX = EXACT_MAX
+#: Collections up to this size get an exact index; an approximate one turns exact again under half of it. An exact
+#: query costs a pass over the vectors: 12 ms at 100,000 on 2 cores (docs/benchmarks.md, "Find by example"), so
+#: about 25 ms here, well within a query's budget. (Grouping switches to its approximate search at half this size:
+#: its cost grows with the square of the collection, a query's only linearly.)
+INDEX_EXACT_MAX = 2 * EXACT_MAX
 #: An approximate index is retrained once the collection has grown this many times the size it was trained on.
 RETRAIN_GROWTH = 4.0
+#: Lists probed per query of the approximate index. Grouping probes 16 (it searches every vector); a query can afford
+#: more: on 1,000,000 clustered vectors (4,000 lists) 16 / 32 / 64 / 128 / 256 probes find 0.85 / 0.93 / 0.98 /
+#: 0.99 / 0.997 of the exact top 10 in 0.4 / 0.6 / 1.0 / 1.8 / 3.4 ms, and every match at or above 0.829 at all of
+#: them (docs/benchmarks.md, "Find by example").
+QUERY_NPROBE = 128
 #: A restricted search (``--in``) over at most this many vectors is done exactly on them, whatever the index.
 RESTRICTED_EXACT_MAX = 200_000
 _ADD_CHUNK = 65_536
@@ -265,7 +273,7 @@ class VectorIndex:
         k: int,
         cache: EmbeddingCache,
         allowed: np.ndarray | None = None,
-        nprobe: int = IVF_NPROBE,
+        nprobe: int = QUERY_NPROBE,
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The ``k`` most similar stored vectors to each query (unit rows, float32), as ``(ids, similarities)``
         per query, most similar first. ``allowed`` limits the search to those ids. Similarities are exact: an

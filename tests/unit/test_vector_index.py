@@ -95,9 +95,13 @@ def test_changed_and_removed_files_leave_the_index(cache: EmbeddingCache) -> Non
         (lambda p: p.write_bytes(b"\x00garbage" * 50), "cannot be read"),
         (lambda p: p.unlink(), "no index yet"),
         (lambda p: p.with_suffix(".json").write_text("{not json", encoding="utf-8"), "cannot be read"),
-        (lambda p: p.with_suffix(".json").write_text(
-            p.with_suffix(".json").read_text(encoding="utf-8").replace('"count": 40', '"count": 41'), encoding="utf-8"
-        ), "does not match its manifest"),  # fmt: skip
+        (
+            lambda p: p.with_suffix(".json").write_text(
+                p.with_suffix(".json").read_text(encoding="utf-8").replace('"count": 40', '"count": 41'),
+                encoding="utf-8",
+            ),
+            "does not match its manifest",
+        ),  # fmt: skip
     ],
     ids=["garbage", "missing", "bad-manifest", "wrong-count"],
 )
