@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dedup_app.controllers.similar import SimilarGroup, similar_marks
 from dedup_app.core.duplicates import DuplicateGroup
 from dedup_app.core.marking import SURE_SIMILARITY, Marks, in_folders, mark_group
 
@@ -62,6 +63,7 @@ class MarkState:
             if self.reference_folders
             else set()  # the common case: no path checks at all
         )
+        # a file both in a Find similar result (shown first) and in a duplicate group belongs to the latter
         self._group_of = {m.image.path: g for g in self.groups for m in g.members}
         self._keep.clear()
         self.marked = set()
@@ -73,7 +75,11 @@ class MarkState:
             if marks.review:
                 self.review[id(group)] = len(marks.unsure)
                 self.unsure |= marks.unsure
-            keep = next((m.image.path for m in group.members if m.image.path in self.manual_keep), marks.keep)
+            keep = (
+                marks.keep
+                if isinstance(group, SimilarGroup)  # the query is always the reference
+                else next((m.image.path for m in group.members if m.image.path in self.manual_keep), marks.keep)
+            )
             self._keep[id(group)] = keep
             for m in group.members:
                 path = m.image.path
@@ -93,6 +99,8 @@ class MarkState:
         known = self._precomputed.get(id(group))
         if known is not None:
             return known
+        if isinstance(group, SimilarGroup):
+            return similar_marks(group)
         return mark_group(group, self.rule, self.reference_folders, self.references, self.sure)
 
     def remember_user_choices(self) -> None:
@@ -107,6 +115,8 @@ class MarkState:
                 self.manual_keep.add(keep)
             for m in group.members:
                 path = m.image.path
+                if self._group_of.get(path) is not group:
+                    continue  # in two groups (a Find similar result, and its own): its own group's rule counts
                 if (path in self.marked) != (path in by_rule.marked) and path != keep:
                     self.manual_marks[path] = path in self.marked
 
@@ -146,12 +156,15 @@ class MarkState:
         return next((m.image.content_hash for m in group.members if m.image.path == keep), None)
 
     def marked_in_view(self) -> list[str]:
-        """Marked files of the groups shown, in display order."""
-        return [m.image.path for g in self.groups for m in g.members if m.image.path in self.marked]
+        """Marked files of the groups shown, in display order, each once (a file may be in a Find similar result
+        and in its own group)."""
+        paths = (m.image.path for g in self.groups for m in g.members if m.image.path in self.marked)
+        return list(dict.fromkeys(paths))
 
     def marked_bytes(self) -> int:
         """Bytes of the marked files."""
-        return sum(m.image.size for g in self.groups for m in g.members if m.image.path in self.marked)
+        sizes = {m.image.path: m.image.size for g in self.groups for m in g.members if m.image.path in self.marked}
+        return sum(sizes.values())
 
     def decisions(self) -> list[Marks]:
         """What is shown, per group (in display order): the kept file, the ticked files, the files left for review
@@ -165,10 +178,15 @@ class MarkState:
 
     # -- the user's changes -------------------------------------------------------------------------------------
 
+    def can_mark(self, path: str) -> bool:
+        """Whether ``path`` may be marked: not the kept file of its group (nor the query of a Find similar result),
+        not in a reference folder."""
+        group = self.group_of(path)
+        return group is not None and self.keep_of(group) != path and not self.is_reference(path)
+
     def toggle(self, path: str) -> bool:
         """Flip the removal mark of a file (the kept file and reference files cannot be marked)."""
-        group = self.group_of(path)
-        if group is None or self.keep_of(group) == path or self.is_reference(path):
+        if not self.can_mark(path):
             return False
         if path in self.marked:
             self.marked.discard(path)
@@ -181,7 +199,7 @@ class MarkState:
         """Keep ``path`` in its group: it is unmarked, and the previously kept file is marked instead. Returns the
         group (its similarities to the kept file changed)."""
         group = self.group_of(path)
-        if group is None:
+        if group is None or isinstance(group, SimilarGroup):  # a Find similar result keeps its query
             return None
         old = self.keep_of(group)
         self._keep[id(group)] = path
@@ -196,11 +214,14 @@ class MarkState:
         return group
 
     def mark_all(self, group: DuplicateGroup) -> list[str]:
-        """Mark every member but the kept file and reference files; returns the paths that changed."""
+        """Mark every member but the kept file and reference files (of a Find similar result: its copies); returns
+        the paths that changed."""
         keep = self.keep_of(group)
+        copies = group.copies if isinstance(group, SimilarGroup) else None  # not the files below the threshold
+        # can_mark: in a Find similar result, a file its own group keeps stays kept (each group keeps one file)
         changed = [m.image.path for m in group.members
-                   if m.image.path != keep and not self.is_reference(m.image.path)
-                   and m.image.path not in self.marked]  # fmt: skip
+                   if m.image.path != keep and self.can_mark(m.image.path)
+                   and m.image.path not in self.marked and (copies is None or m.image.path in copies)]  # fmt: skip
         self.marked.update(changed)
         self.user_changed = self.user_changed or bool(changed)
         return changed

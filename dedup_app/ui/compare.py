@@ -6,7 +6,7 @@ import datetime as dt
 import os
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QRectF, Qt, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QFormLayout,
@@ -15,12 +15,14 @@ from PySide6.QtWidgets import (
     QGraphicsView,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
+from dedup_app.controllers.similar import probability_text
 from dedup_app.core.calibration import Calibration
 from dedup_app.core.duplicates import GroupMember
 from dedup_app.core.units import format_bytes
@@ -132,9 +134,11 @@ def difference_overlay(a: QImage, b: QImage) -> tuple[QImage, float, str]:
 
 
 class CompareWidget(QWidget):
-    """Two images side by side with their facts; ``label_requested`` asks the window to store a pair label."""
+    """Two images side by side with their facts; ``label_requested`` asks the window to store a pair label,
+    ``find_similar_requested`` to find the files most similar to one side (its right-click menu)."""
 
     label_requested = Signal(str)  # "duplicate" | "not_duplicate"
+    find_similar_requested = Signal(str)  # path
 
     def __init__(self, loader: ImageLoader, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -194,7 +198,28 @@ class CompareWidget(QWidget):
         self.dup_button.clicked.connect(lambda: self.label_requested.emit("duplicate"))
         self.notdup_button.clicked.connect(lambda: self.label_requested.emit("not_duplicate"))
         loader.loaded.connect(self._loaded)
+        for view in (self.view_a, self.view_b):
+            view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+            view.customContextMenuRequested.connect(lambda pos, v=view: self._show_menu(v, pos))
         self.show_pair(None, None)
+
+    def file_menu(self, view: ImageView) -> QMenu | None:
+        """The right-click menu of the picture in ``view`` (None when that side is empty)."""
+        member = self.a if view is self.view_a else self.b
+        if member is None:
+            return None
+        path = member.image.path
+        menu = QMenu(self)
+        act = menu.addAction(f"Find similar to {os.path.basename(path)}")
+        act.setToolTip("Find the scanned images most similar to this one")
+        act.triggered.connect(lambda: self.find_similar_requested.emit(path))
+        return menu
+
+    def _show_menu(self, view: ImageView, pos: QPoint) -> None:
+        menu = self.file_menu(view)
+        if menu is not None:
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(view.viewport().mapToGlobal(pos))
 
     def show_pair(
         self, a: GroupMember | None, b: GroupMember | None, similarity: float | None = None,
@@ -283,7 +308,7 @@ def similarity_text(similarity: float, calibration: Calibration | None) -> str:
     """``0.903``, or with a calibration ``0.903 (copy: 99.5 %)``."""
     if calibration is None:
         return f"{similarity:.3f}"
-    return f"{similarity:.3f} (copy: {calibration.probability(min(similarity, 1.0)):.1%})"
+    return f"{similarity:.3f} (copy: {probability_text(calibration.probability(min(similarity, 1.0)))})"
 
 
 def _fill_info(

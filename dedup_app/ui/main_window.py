@@ -12,14 +12,16 @@ from __future__ import annotations
 import html
 import logging
 import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QModelIndex, QObject, QSettings, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeyEvent, QKeySequence
+from PySide6.QtCore import QEvent, QModelIndex, QObject, QPoint, QSettings, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QImage, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -28,6 +30,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QSlider,
     QSplitter,
@@ -44,6 +47,7 @@ from dedup_app.controllers.actions import ActionsController, Outcome
 from dedup_app.controllers.labels import LabelsController
 from dedup_app.controllers.models import ChangeHeadService, ModelService, SwitchResult, load_embedder
 from dedup_app.controllers.review import Grouping, Review, ScanOutcome, grouping
+from dedup_app.controllers.similar import SimilarGroup, SimilarResult, SimilarSearch, similar_marks
 from dedup_app.core.actions import ActionRecord, default_trash, write_record_csv
 from dedup_app.core.calibration import calibration_of
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup, GroupMember
@@ -57,6 +61,7 @@ from dedup_app.ui import settings as S
 from dedup_app.ui.background import BackgroundCalls
 from dedup_app.ui.changes import ChangesTab
 from dedup_app.ui.compare import PREVIEW, CompareWidget
+from dedup_app.ui.find_similar import FindSimilarField
 from dedup_app.ui.geometry import place_window
 from dedup_app.ui.jobs import PRELOAD, JobRunner
 from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
@@ -70,6 +75,9 @@ log = logging.getLogger(__name__)
 SLIDER_MIN, SLIDER_MAX = 0.70, 0.99
 #: what the slider shows before any model was ever loaded (the shipped model's calibrated threshold)
 FIRST_THRESHOLD = 0.829
+#: images the file picker of Find similar offers
+IMAGE_FILTER = ("Images (*.jpg *.jpeg *.png *.webp *.bmp *.gif *.tif *.tiff *.heic *.heif *.avif *.jxl);;"
+                "All files (*)")  # fmt: skip
 
 
 @dataclass
@@ -124,6 +132,9 @@ class MainWindow(QMainWindow):
         self.file_actions = ActionsController(ctx.trash)
         self.labels = LabelsController(ctx.labels)
         self.review = Review((SLIDER_MIN, SLIDER_MAX))
+        self.similar = SimilarSearch()
+        self._paste_folder: str | None = None  # pasted images are saved here to be searched for; gone at exit
+        self._pastes = 0
         self._regroup_request = 0
         self._regroup_calls = BackgroundCalls(1, self)
         self.loader = ImageLoader(parent=self)
@@ -208,6 +219,14 @@ class MainWindow(QMainWindow):
         self.act_group_notdup = self._action(
             "Label group: not duplicate", lambda: self.label_group(NOT_DUPLICATE), "Shift+N"
         )
+        self.act_find = self._action("Find similar…", self.choose_and_find, "Ctrl+F",
+                                     "Find the scanned images most similar to an image file",
+                                     sp.SP_FileDialogContentsView)  # fmt: skip
+        self.act_find_paste = self._action("Find similar to the pasted image", self.paste_and_find, "Ctrl+Shift+V",
+                                           "Find the scanned images most similar to the image (or image file) on the "
+                                           "clipboard")  # fmt: skip
+        self.act_close_find = self._action("Close the Find similar result", self.close_similar, None,
+                                           "Take the Find similar result off the groups")  # fmt: skip
         self.act_quit = self._action("Quit", self.close, "Ctrl+Q")
         self.act_train = self._action("Train on my labels…", self.open_training, "Ctrl+T",
                                       "Fine-tune the model on the pairs you labelled")  # fmt: skip
@@ -231,6 +250,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_quit)
         edit_menu = menu.addMenu("&Edit")
         for act in (self.act_undo, self.act_trash, self.act_move, self.act_keep, self.act_toggle, self.act_mark_group):
+            edit_menu.addAction(act)
+        edit_menu.addSeparator()
+        for act in (self.act_find, self.act_find_paste, self.act_close_find):
             edit_menu.addAction(act)
         label_menu = menu.addMenu("&Label")
         for act in (self.act_dup, self.act_notdup, self.act_group_dup, self.act_group_notdup):
@@ -283,6 +305,14 @@ class MainWindow(QMainWindow):
         left.errors_requested.connect(self.show_errors)
         left.changed.connect(self._sources_changed)
         self.errors_button = left.errors_button
+        self.find_field = FindSimilarField()
+        left_layout = left.layout()
+        assert left_layout is not None
+        left_layout.addWidget(self.find_field)
+        self.find_field.file_requested.connect(self.find_similar)
+        self.find_field.image_requested.connect(self.find_similar_image)
+        self.find_field.browse_requested.connect(self.choose_and_find)
+        self.find_field.paste_requested.connect(self.paste_and_find)
 
         # groups
         self.model = GroupsModel(self.loader, self)
@@ -300,11 +330,15 @@ class MainWindow(QMainWindow):
             self.tree.header().resizeSection(column, width)
         self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.tree.installEventFilter(self)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._show_file_menu)
         self.empty = QLabel(
             "<h2>Drop folders here to find duplicates</h2>"
             "<p>or use <b>Add folder…</b> (Ctrl+O). Scanning starts at once; nothing is removed without asking.</p>"
             "<p>To see what changed between two images or two folders of tiles, drop them on the <b>Changes</b> "
             "tab.</p>"
+            "<p>To find the copies of one image among the folders scanned before, drop it on <b>Find similar</b> "
+            "(Ctrl+F).</p>"
         )
         self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty.setWordWrap(True)
@@ -354,6 +388,7 @@ class MainWindow(QMainWindow):
         self.tree.selectionModel().currentChanged.connect(self._current_changed)
         self.model.marks_changed.connect(self._update_enabled)
         self.compare.label_requested.connect(self.label_pair)
+        self.compare.find_similar_requested.connect(self.find_similar)
 
     def _restore(self) -> None:
         prefs = self.ctx.prefs
@@ -505,6 +540,7 @@ class MainWindow(QMainWindow):
     def _scan_done(self, outcome: ScanOutcome) -> None:
         self.review.scan_done(outcome)
         self.file_actions.scan_finished()
+        self.close_similar(regroup=False)  # found among the files as they were: a new scan starts afresh
         self.loader.clear()
         self.models.results_shown(outcome.model_id)
         self.thresholds.remember_model(outcome.model_id, outcome.calibrated)
@@ -530,6 +566,135 @@ class MainWindow(QMainWindow):
             self.show_error("The cache could not be used", outcome.cache_problem)
         self.statusBar().showMessage(message, 15000)
         self.scan_finished.emit()
+
+    # -- find similar -------------------------------------------------------------------------------------------
+
+    def choose_image(self, title: str) -> str:
+        """Ask for an image file (tests replace this)."""
+        start = self.source_folders()[0] if self.source_folders() else os.path.expanduser("~")
+        path, _ = QFileDialog.getOpenFileName(self, title, start, IMAGE_FILTER)
+        return path
+
+    def choose_and_find(self) -> None:
+        """Find similar… (Ctrl+F, a click on the field): pick an image file and search for it."""
+        path = self.choose_image("Find images similar to…")
+        if path:
+            self.find_similar(path)
+
+    def find_similar(self, path: str, title: str | None = None) -> bool:
+        """Search, on the worker, the scanned files most similar to the image ``path``; the result opens as a group
+        at the top of the duplicates view. Returns whether the job started (or waits for the model)."""
+        if self.tabs.currentWidget() is not self.splitter:
+            self.tabs.setCurrentWidget(self.splitter)
+        job = self.similar.job(path, self.models, self.ctx.cache_path, title)
+        return self.run_job("find", job, self._similar_found,
+                            f"Finding images similar to {title or os.path.basename(path)}")  # fmt: skip
+
+    def find_similar_image(self, image: QImage) -> bool:
+        """Search for an image that has no file (pasted, or dragged from a browser): it is saved as a PNG in a
+        temporary folder of this window (on the worker) and searched for like a file; it is never marked."""
+        if image.isNull():
+            self.statusBar().showMessage("That is not an image", 8000)
+            return False
+        if self._paste_folder is None or not os.path.isdir(self._paste_folder):
+            self._paste_folder = tempfile.mkdtemp(prefix="dedup-app-pasted-")
+        self._pastes += 1
+        path = os.path.join(self._paste_folder, f"pasted-{self._pastes}.png")
+        title = "the pasted image"
+        image = image.copy()  # the caller's image may change; this one is the worker's alone
+        search = self.similar.job(path, self.models, self.ctx.cache_path, title)
+
+        def job(cancel: CancelToken):  # type: ignore[no-untyped-def]
+            yield Progress("Saving the pasted image", 0, None)
+            if not image.save(path):  # QImage may be written on any thread
+                return SimilarResult(path, title, error=f"{path}: the pasted image could not be saved")
+            return (yield from search(cancel))
+
+        if self.tabs.currentWidget() is not self.splitter:
+            self.tabs.setCurrentWidget(self.splitter)
+        return self.run_job("find", job, self._similar_found, "Finding images similar to the pasted image")
+
+    def paste_and_find(self) -> bool:
+        """Ctrl+Shift+V: search for the image on the clipboard; an image file copied in a file manager is searched
+        for as that file."""
+        clipboard = QApplication.clipboard()
+        mime = clipboard.mimeData()
+        if mime is not None and mime.hasUrls():
+            files = [u.toLocalFile() for u in mime.urls() if u.isLocalFile()]
+            if files:
+                return self.find_similar(files[0])
+        image = clipboard.image()
+        if image.isNull():
+            self.statusBar().showMessage("The clipboard holds no image: copy an image or an image file first", 8000)
+            return False
+        return self.find_similar_image(image)
+
+    def _similar_found(self, result: SimilarResult) -> None:
+        message = self.similar.done(result, self.threshold)
+        if result.error is not None:
+            self.statusBar().showMessage(message, 15000)
+            self.show_error("Find similar", result.error)
+            return
+        if self.similar.result is not result:  # nothing scanned yet
+            self.statusBar().showMessage(message, 15000)
+            self.show_warning("Find similar", message)
+            return
+        self.statusBar().showMessage(message, 15000)
+        self.find_field.show_query(f"Showing: similar to {result.title}")
+        self.regroup()
+        self.center.setCurrentWidget(self.tree)
+        if self.model.groups and isinstance(self.model.groups[0], SimilarGroup):
+            first = self.model.index(0, 0)
+            self.tree.expand(first)
+            rows = self.model.rowCount(first)
+            self.tree.setCurrentIndex(self.model.index(1, 0, first) if rows > 1 else first)  # the best match
+            self.tree.scrollToTop()
+        self._update_enabled()
+
+    def close_similar(self, regroup: bool = True) -> None:
+        """Take the Find similar result off the groups."""
+        if self.similar.result is None:
+            return
+        self.similar.clear()
+        self.find_field.show_query("")
+        if regroup:
+            self.regroup()
+            self._show_center()
+        self._update_enabled()
+
+    def file_menu(self, index: QModelIndex) -> QMenu | None:
+        """The right-click menu of a row of the groups: Find similar to the file (a group row: its kept file), then
+        what the keys do there."""
+        gi, member = self.model.member(index)
+        if gi < 0:
+            return None
+        group = self.model.groups[gi]
+        path = member.image.path if member is not None else self.model.kept(gi)
+        name = group.title if isinstance(group, SimilarGroup) and path == group.query.path else os.path.basename(path)
+        menu = QMenu(self)
+        act = menu.addAction(f"Find similar to {name}")
+        act.setToolTip("Find the scanned images most similar to this one")
+        act.triggered.connect(lambda: self.find_similar(path, name if name != os.path.basename(path) else None))
+        menu.addSeparator()
+        if member is not None:
+            for action in (self.act_toggle, self.act_keep, self.act_dup, self.act_notdup):
+                menu.addAction(action)
+        else:
+            menu.addAction(self.act_mark_group)
+        if isinstance(group, SimilarGroup):
+            menu.addSeparator()
+            menu.addAction(self.act_close_find)
+        return menu
+
+    def _show_file_menu(self, pos: QPoint) -> None:
+        index = self.tree.indexAt(pos)
+        if not index.isValid():
+            return
+        self.tree.setCurrentIndex(index.siblingAtColumn(0))  # the menu's actions act on the current row
+        menu = self.file_menu(index)
+        if menu is not None:
+            menu.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            menu.popup(self.tree.viewport().mapToGlobal(pos))
 
     # -- grouping and marks -------------------------------------------------------------------------------------
 
@@ -563,7 +728,12 @@ class MainWindow(QMainWindow):
         dragging the slider never holds up the UI thread; otherwise it runs here and now.
         """
         finder = self.review.finder
-        if finder is None:
+        if finder is None:  # no scan in this window: a Find similar result may be shown all the same
+            if self.similar.result is not None or self.model.groups:
+                self.model.marks.remember_user_choices()
+                self._regroup_request += 1
+                refs = tuple(self.reference_folders())
+                self._show_groups(self._regroup_request, Grouping([], self.rule_box.currentData(), refs, []))
             return
         self.model.marks.remember_user_choices()
         self._regroup_request += 1
@@ -585,6 +755,10 @@ class MainWindow(QMainWindow):
         if request != self._regroup_request:
             return  # a newer regroup is on its way
         rule, references = self.rule_box.currentData(), self.reference_folders()
+        similar = self.similar.group(self.threshold, self.file_actions.removed)
+        if similar is not None:  # the Find similar result, on top
+            result = Grouping([similar, *result.groups], result.rule, result.references,
+                              [similar_marks(similar), *result.marks])  # fmt: skip
         if _same_groups(result.groups, self.model.groups) and self.model.reference_folders == references:
             self._update_summary()
             self.groups_changed.emit()
@@ -631,8 +805,12 @@ class MainWindow(QMainWindow):
         self._update_enabled()
         self.groups_changed.emit()
 
+    def duplicate_groups(self) -> list[DuplicateGroup]:
+        """The duplicate groups shown, in display order (without a Find similar result)."""
+        return [g for g in self.model.groups if not isinstance(g, SimilarGroup)]
+
     def _update_summary(self) -> None:
-        groups = self.model.groups
+        groups = self.duplicate_groups()
         images = self.review.images_left(self.file_actions.removed)
         reclaim = sum(g.reclaimable_bytes for g in groups)
         crowded = self.review.crowded_note(self.threshold)
@@ -657,7 +835,10 @@ class MainWindow(QMainWindow):
         )
         # on the Changes tab Ctrl+Z undoes painting (both enabled, Qt would run neither); trash/move undo waits
         self.act_undo.setEnabled(reviewing and not busy and self.file_actions.can_undo)
-        self.act_export.setEnabled(bool(self.model.groups))
+        self.act_export.setEnabled(bool(self.duplicate_groups()))
+        self.act_find.setEnabled(not busy)
+        self.act_find_paste.setEnabled(not busy)
+        self.act_close_find.setEnabled(self.similar.result is not None)
 
     def current_member(self) -> tuple[int, GroupMember | None]:
         return self.model.member(self.tree.currentIndex())
@@ -668,7 +849,9 @@ class MainWindow(QMainWindow):
             if not self.model.mark_all_in_group(gi):
                 self.model.unmark_group(gi)
             return
-        if member is not None and not self.model.toggle_mark(member.image.path):
+        if member is not None and self.model.kept(gi) == member.image.path:
+            self.statusBar().showMessage("The kept file (or the image searched for) is never marked", 5000)
+        elif member is not None and not self.model.toggle_mark(member.image.path):
             self.statusBar().showMessage("The kept file and files in reference folders are never marked", 5000)
 
     def mark_current_group(self) -> None:
@@ -678,7 +861,10 @@ class MainWindow(QMainWindow):
 
     def keep_current(self) -> None:
         gi, member = self.current_member()
-        if member is not None:
+        if member is not None and isinstance(self.model.groups[gi], SimilarGroup):
+            self.statusBar().showMessage("A Find similar result keeps the image searched for; press K on the file "
+                                         "in its own group", 6000)  # fmt: skip
+        elif member is not None:
             self.model.set_keep(member.image.path)
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802
@@ -743,7 +929,9 @@ class MainWindow(QMainWindow):
 
     def label_group(self, label: str) -> None:
         gi, _ = self.current_member()
-        if gi >= 0:
+        if gi >= 0 and isinstance(self.model.groups[gi], SimilarGroup):  # it holds files below the threshold too
+            self.statusBar().showMessage("Label the matches of a Find similar result one by one (D / N)", 6000)
+        elif gi >= 0:
             self._labelled(lambda: self.labels.label_group(self.model.groups[gi].members, gi + 1, label), label)
 
     def _labelled(self, write: Callable[[], str], label: str) -> bool:
@@ -829,7 +1017,7 @@ class MainWindow(QMainWindow):
             self.show_failures(f"{count_of(len(where), 'file')} moved to the system trash", where, save)
 
     def export(self) -> None:
-        if self.review.finder is None or not self.model.groups:
+        if self.review.finder is None or not self.duplicate_groups():
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Export groups", os.path.expanduser("~/duplicates.csv"), "CSV (*.csv);;JSON (*.json)"
@@ -844,7 +1032,12 @@ class MainWindow(QMainWindow):
 
         finder = self.review.finder
         assert finder is not None
-        groups, decisions, rule = self.model.groups, self.model.marks.decisions(), self.rule_box.currentData()
+        shown = [
+            (g, d)
+            for g, d in zip(self.model.groups, self.model.marks.decisions(), strict=True)
+            if not isinstance(g, SimilarGroup)
+        ]  # a Find similar result is not a group of duplicates
+        groups, decisions, rule = [g for g, _ in shown], [d for _, d in shown], self.rule_box.currentData()
         try:
             if path.lower().endswith(".json"):
                 write_json(path, finder.result, groups, self.threshold, decisions, rule)
@@ -1033,6 +1226,9 @@ class MainWindow(QMainWindow):
         self.loader.shutdown()
         self.compare.shutdown()
         garbage_collector.release(self)  # no worker left: the interpreter may collect anywhere again
+        if self._paste_folder is not None:
+            shutil.rmtree(self._paste_folder, ignore_errors=True)
+            self._paste_folder = None
         state = self.ctx.state
         state.setValue("window/geometry", self.saveGeometry())
         state.setValue("window/splitter", self.splitter.saveState())
@@ -1044,7 +1240,9 @@ def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:
     if len(a) != len(b):
         return False
     return all(
-        ga.kind == gb.kind and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
+        ga.kind == gb.kind
+        and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
+        and getattr(ga, "copies", None) == getattr(gb, "copies", None)  # a Find similar result at another threshold
         for ga, gb in zip(sorted(a, key=_group_key), sorted(b, key=_group_key), strict=True)
     )
 

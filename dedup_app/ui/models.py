@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QPixmap
+from PySide6.QtGui import QColor, QFont, QPalette, QPixmap
+from PySide6.QtWidgets import QApplication
 
 from dedup_app.controllers.marks import MarkState
+from dedup_app.controllers.similar import SimilarGroup, probability_text
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import Marks
 from dedup_app.core.units import format_bytes
@@ -34,6 +36,8 @@ HEADER_TIPS = (
 COL_FILE, COL_SIM, COL_SIZE, COL_DIMS, COL_DATE, COL_FOLDER = range(len(COLUMNS))
 
 AnyIndex = QModelIndex | QPersistentModelIndex
+_DISPLAY = Qt.ItemDataRole.DisplayRole
+_SIMILAR_ROLES = (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.ToolTipRole)
 _FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
 
@@ -53,6 +57,7 @@ class GroupsModel(QAbstractItemModel):
         self.marks = MarkState()
         self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
         self._rows_of_path: dict[str, QModelIndex] = {}
+        self._group_rows: dict[int, int] = {}  # id of a group -> its row
         self._placeholder = QPixmap(THUMB, THUMB)
         self._placeholder.fill(Qt.GlobalColor.transparent)
         loader.loaded.connect(self._thumbnail_loaded)
@@ -180,6 +185,7 @@ class GroupsModel(QAbstractItemModel):
         return self.marks.marked_bytes()
 
     def _index_paths(self) -> None:
+        self._group_rows = {id(g): gi for gi, g in enumerate(self.groups)}
         self._rows_of_path = {
             m.image.path: self.createIndex(r, 0, gi + 1)
             for gi, g in enumerate(self.groups)
@@ -241,7 +247,7 @@ class GroupsModel(QAbstractItemModel):
         if index.column() != COL_FILE or index.internalId() == 0:
             return _FLAGS
         gi, member = self.member(index)
-        if member is not None and self.kept(gi) != member.image.path and not self.is_reference(member.image.path):
+        if member is not None and self.kept(gi) != member.image.path and self.marks.can_mark(member.image.path):
             return _FLAGS_CHECKABLE
         return _FLAGS
 
@@ -255,6 +261,9 @@ class GroupsModel(QAbstractItemModel):
         image = member.image
         path = image.path
         kept = self.kept(gi) == path
+        group = self.groups[gi]
+        if isinstance(group, SimilarGroup) and (role in _SIMILAR_ROLES or (role == _DISPLAY and col == COL_FILE)):
+            return self._similar_member_data(group, member, col, role)
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
                 name = os.path.basename(path)
@@ -277,7 +286,7 @@ class GroupsModel(QAbstractItemModel):
                 return dt.datetime.fromtimestamp(image.mtime_ns / 1e9).strftime("%Y-%m-%d %H:%M")
             if col == COL_FOLDER:
                 return os.path.dirname(path)
-        elif role == Qt.ItemDataRole.CheckStateRole and col == COL_FILE and not kept and not self.is_reference(path):
+        elif role == Qt.ItemDataRole.CheckStateRole and col == COL_FILE and not kept and self.marks.can_mark(path):
             return Qt.CheckState.Checked if path in self.marked else Qt.CheckState.Unchecked
         elif role == Qt.ItemDataRole.DecorationRole and col == COL_FILE:
             return self.loader.get(path, THUMB) or self._placeholder
@@ -296,8 +305,72 @@ class GroupsModel(QAbstractItemModel):
             return path
         return None
 
+    def _similar_member_data(self, group: SimilarGroup, member: GroupMember, col: int, role: int) -> Any:
+        """What a Find similar result shows of a file beyond a group's, on a second line: the image searched for
+        named as such, each match's probability of being a copy and where else it is shown; the files below the
+        threshold greyed."""
+        path = member.image.path
+        query = path == group.query.path
+        copy = path in group.copies
+        p = group.probability(path)
+        if role == Qt.ItemDataRole.DisplayRole:
+            if query:
+                return f"{group.title}\nsearched for" + (" · not scanned" if group.external else "")
+            name = os.path.basename(path)
+            if member.image.content_hash == group.query.content_hash:
+                name += "  (identical)"
+            notes = [] if p is None else [f"copy {probability_text(p)}"]
+            if self.is_reference(path):
+                notes.append("reference")
+            elif not self.marks.can_mark(path):  # the file its own group keeps: no tick box here either
+                notes.append("kept")
+            return f"{name}\n{' · '.join(notes)}" if notes else name
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if query or copy or col not in (COL_FILE, COL_SIM):
+                return None
+            return QApplication.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
+        # the tooltip
+        if query:
+            where = ("not among the scanned files: only the reference here, never marked" if group.external
+                     else "the reference of this result: never marked here")  # fmt: skip
+            return f"{path}\nthe image searched for, {where}"
+        verdict = (f"a copy (at or above the threshold {group.threshold:.3f})" if copy
+                   else f"below the threshold {group.threshold:.3f}: not a copy")  # fmt: skip
+        chance = "" if p is None else f", probability of a copy {probability_text(p)}"
+        state = ("marked for removal" if path in self.marked else "not marked" if self.marks.can_mark(path)
+                 else "in a reference folder: never marked" if self.is_reference(path)
+                 else "kept in its own group: never marked")  # fmt: skip
+        own = self.marks.group_of(path)
+        if own is not None and own is not group and id(own) in self._group_rows:
+            state += f" (also in group {self._group_rows[id(own)] + 1})"
+        return f"{path}\nsimilarity {member.similarity:.3f}{chance}: {verdict}\n{state}"
+
+    def _similar_group_data(self, group: SimilarGroup, col: int, role: int) -> Any:
+        copies = len(group.copies)
+        shown_below = len(group.members) - 1 - copies
+        below = shown_below + group.more
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == COL_FILE:
+                return (f"Similar to {group.title}\n{copies} {'copy' if copies == 1 else 'copies'}"
+                        + (f", {below} less similar" if below else ""))  # fmt: skip
+            if col == COL_SIM:
+                return f"{group.members[1].similarity:.3f}" if len(group.members) > 1 else ""
+            if col == COL_SIZE:
+                return format_bytes(sum(m.image.size for m in group.members if m.image.path in group.copies))
+            if col == COL_FOLDER:
+                return os.path.dirname(group.query.path)
+        elif role == Qt.ItemDataRole.ToolTipRole:
+            more = f", {group.more} more not shown" if group.more else ""
+            return (f"Find similar: the scanned files most similar to {group.query.path}, most similar first.\n"
+                    f"{copies} at or above the threshold {group.threshold:.3f} (copies); the next {shown_below} "
+                    f"below it are greyed{more}.\nTick the copies to remove (M ticks them all), label pairs with "
+                    "D / N; the image searched for is never marked here.")  # fmt: skip
+        return None
+
     def _group_data(self, gi: int, col: int, role: int) -> Any:
         group = self.groups[gi]
+        if isinstance(group, SimilarGroup) and role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole):
+            return self._similar_group_data(group, col, role)
         if role == Qt.ItemDataRole.DisplayRole:
             if col == COL_FILE:
                 review = self.review.get(id(group), 0)
@@ -370,3 +443,6 @@ class GroupsModel(QAbstractItemModel):
         }
         key = keys.get(column, lambda g: g.keep.path)
         self.groups.sort(key=key, reverse=order == Qt.SortOrder.DescendingOrder)  # kept files follow (by group)
+        pinned = [g for g in self.groups if isinstance(g, SimilarGroup)]
+        if pinned:  # a Find similar result stays on top
+            self.groups[:] = pinned + [g for g in self.groups if not isinstance(g, SimilarGroup)]
