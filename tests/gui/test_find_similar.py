@@ -164,12 +164,23 @@ def test_tick_trash_and_undo_a_match(qtbot, scanned: MainWindow, collection: Pat
     assert window.duplicate_groups()
 
 
-def test_pasted_image_and_right_click(qtbot, scanned: MainWindow, collection: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture()
+def clipboard():  # type: ignore[no-untyped-def]
+    """The application clipboard, emptied after the test: data a test leaves there (a QMimeData it made) would be
+    freed by Qt at exit after Python has let go of it, which crashes the interpreter's shutdown."""
+    board = QApplication.clipboard()
+    yield board
+    board.clear()
+    QApplication.processEvents()
+
+
+def test_pasted_image_and_right_click(qtbot, scanned: MainWindow, collection: Path, shared_data: Path,  # type: ignore[no-untyped-def]
+                                      clipboard) -> None:  # fmt: skip
     window = scanned
     # a bitmap on the clipboard (a screenshot, an image copied in a browser): searched for, never marked
     picture = ImageOps.mirror(photo(shared_data, "kodim05.png")).resize((384, 256))
     image = QImage(picture.tobytes(), picture.width, picture.height, 3 * picture.width, QImage.Format.Format_RGB888)
-    QApplication.clipboard().setImage(image.copy())
+    clipboard.setImage(image.copy())
     find(qtbot, window, window.act_find_paste.trigger)
     group = result_group(window)
     assert group.external and group.title == "the pasted image"
@@ -185,7 +196,7 @@ def test_pasted_image_and_right_click(qtbot, scanned: MainWindow, collection: Pa
     # an image file copied in a file manager: searched for as that file
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(collection / "kodim01_q50.jpg"))])
-    QApplication.clipboard().setMimeData(mime)
+    clipboard.setMimeData(mime)
     find(qtbot, window, window.paste_and_find)
     assert result_group(window).query.path == str(collection / "kodim01_q50.jpg")
 
