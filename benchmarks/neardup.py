@@ -3,6 +3,7 @@ uniform collections, and the approximate index's recall.
 
     python benchmarks/neardup.py                       # everything (about 10 minutes on 2 cores)
     python benchmarks/neardup.py --parts quality --split dev
+    python benchmarks/neardup.py --parts keep-pool         # which file is kept, on pool photos (no model)
     python benchmarks/neardup.py --parts speed --large-count 200
     python benchmarks/neardup.py --parts grouping uniform --baseline 7fbe625   # before/after a change
     python benchmarks/neardup.py --parts uniform --neighbors 50 100 200
@@ -13,6 +14,11 @@ Quality: real photos of ``../shared/data/photos`` with one copy per edit family 
 duplicates when they derive from the same photo; a tool predicts a pair when it puts both files in one group
 (dedup-app, Czkawka) or, for the bare hashes, when their distance is within the documented default. Per family,
 recall counts (original, copy) pairs and precision counts the predicted pairs that involve a copy of that family.
+The quality part also measures which file each rule keeps (``keep_scores``): in every dedup-app group that holds an
+original, whether the kept file is that original, for the default rule (the likeliest original,
+``dedup_app.core.keep``) and the rule before it (highest resolution); and the same for the PDQ sample edits
+(``../shared/data/neardup/pdq_bridge_mods``). The set writes each original before its copies, so every file's
+modification time is set to a random time (seeded) first: no rule can find the original by its age.
 
 Speed: a cold scan (empty cache) of large JPEGs with dedup-app against imagehash pHash over the same files in the
 same run, then a warm rescan. Grouping: 100k synthetic embeddings (with planted near-duplicate clusters), time and
@@ -57,15 +63,20 @@ DOC = ROOT / "docs" / "benchmarks.md"
 # ------------------------------------------------------------------------------------------------- the tools
 
 
+#: The keep rules the quality part compares: the default (the likeliest original) and the one before it.
+KEEP_RULES = ("best", "resolution")
+
+
 def dedup_app_groups(
     folder: Path, files: list[str], threshold: float | None = None, model: Path | None = None
-) -> list[tuple[list[int], list[int]]]:
+) -> list[tuple[list[int], list[int], dict[str, int]]]:
     """Groups found by dedup-app (the given or default model at its calibrated threshold), as indices, each with
-    the part the window marks by itself: the kept file and the files ticked for removal (see marking.mark_group)."""
+    the part the window marks by itself with its default rule (the kept file and the files ticked for removal, see
+    marking.mark_group), and the file each of :data:`KEEP_RULES` keeps."""
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.duplicates import find_groups
     from dedup_app.core.embedder import Embedder, load_checkpoint
-    from dedup_app.core.marking import SURE_SIMILARITY, mark_group
+    from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, choose_keep, mark_group
     from dedup_app.core.progress import drive
     from dedup_app.core.scan import scan
 
@@ -76,9 +87,75 @@ def dedup_app_groups(
     index = {str(folder / f): k for k, f in enumerate(files)}
     out = []
     for g in groups:
-        marks = mark_group(g, "resolution", sure=SURE_SIMILARITY)
-        out.append(([index[m.image.path] for m in g.members], [index[p] for p in (marks.keep, *marks.marked)]))
+        marks = mark_group(g, DEFAULT_RULE, sure=SURE_SIMILARITY)
+        images = [m.image for m in g.members]
+        kept = {rule: index[choose_keep(images, rule).path] for rule in KEEP_RULES}
+        out.append(([index[m.image.path] for m in g.members], [index[p] for p in (marks.keep, *marks.marked)], kept))
     return out
+
+
+def shuffle_mtimes(folder: Path, seed: int = 0) -> None:
+    """Give every file in ``folder`` a random modification time (2015-2025, seeded): the set is written originals
+    first, and their age must not tell them apart from their copies."""
+    rng = np.random.default_rng(seed)
+    for path in sorted(folder.iterdir()):
+        when = int(rng.integers(1_420_070_400, 1_735_689_600)) * 1_000_000_000
+        os.utime(path, ns=(when, when))
+
+
+def _same_photo(a: SetItem, b: SetItem) -> bool:
+    return a.source is not None and a.source == b.source
+
+
+def keep_scores(groups: Sequence[tuple[list[int], list[int], dict[str, int]]], items: Sequence[SetItem]) -> dict:
+    """For each rule of :data:`KEEP_RULES`: in how many groups holding an original the kept file is that original,
+    and of which family the kept file is where it is not. Also what the window ticks by itself with its default
+    rule: how many files, and how many of them are not copies of the kept file's photo."""
+    with_original = [g for g in groups if any(items[k].family == "orig" for k in g[0])]
+    ticked = [(auto[0], k) for _, auto, _ in groups for k in auto[1:]]
+    out: dict[str, Any] = {
+        "groups": len(groups),
+        "groups_with_original": len(with_original),
+        "copies": sum(1 for it in items if it.source is not None and it.family != "orig"),
+        "ticked": len(ticked),
+        "ticked_wrongly": sum(1 for keep, k in ticked if not _same_photo(items[k], items[keep])),
+        "rules": {},
+    }
+    for rule in KEEP_RULES:
+        kept = [items[g[2][rule]].family for g in with_original]
+        missed: dict[str, int] = {}
+        for family in kept:
+            if family != "orig":
+                missed[family] = missed.get(family, 0) + 1
+        ok = kept.count("orig")
+        out["rules"][rule] = {
+            "kept_original": ok,
+            "share": ok / len(with_original) if with_original else 1.0,
+            "kept_instead": dict(sorted(missed.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+    return out
+
+
+def run_keep_pdq(data: Path, model: Path | None = None) -> dict[str, Any]:
+    """The PDQ sample (one photo, 11 edits of it: blur, sharpen, contrast, saturation, shrink, square crops, all at
+    one JPEG quality and the same size but the shrinks and crops): the group of ``aaa-orig.jpg`` and the file each
+    rule keeps there. Scanned from a copy whose modification times are shuffled."""
+    source = data / "neardup" / "pdq_bridge_mods"
+    with tempfile.TemporaryDirectory(prefix="pdq-") as tmp:
+        folder = Path(tmp)
+        files = sorted(p.name for p in source.glob("*.jpg"))
+        for name in files:
+            shutil.copyfile(source / name, folder / name)
+        shuffle_mtimes(folder)
+        groups = dedup_app_groups(folder, files, model=model)
+    group = next((g for g in groups if files.index("aaa-orig.jpg") in g[0]), None)
+    if group is None:
+        return {"files": len(files), "group": [], "kept": {}}
+    return {
+        "files": len(files),
+        "group": sorted(files[k] for k in group[0]),
+        "kept": {rule: files[k] for rule, k in group[2].items()},
+    }
 
 
 def hash_pairs(
@@ -152,14 +229,15 @@ def run_quality(data: Path, split: str, model: Path | None = None, peers: bool =
     with tempfile.TemporaryDirectory(prefix="neardup-") as tmp:
         folder = Path(tmp)
         items = build_neardup_set(data, folder, split)
+        shuffle_mtimes(folder)
         files = [it.file for it in items]
         truth = pairs_of_labels([it.source for it in items])
-        found: list[list[tuple[list[int], list[int]]]] = []
+        found: list[list[tuple[list[int], list[int], dict[str, int]]]] = []
 
         def ours(auto_marked_only: bool) -> set[tuple[int, int]]:
-            if not found:  # one scan serves both rows
+            if not found:  # one scan serves both rows and the keep scores
                 found.append(dedup_app_groups(folder, files, model=model))
-            return pairs_of_groups([auto if auto_marked_only else group for group, auto in found[0]])
+            return pairs_of_groups([auto if auto_marked_only else group for group, auto, _ in found[0]])
 
         tools: dict[str, Callable[[], set[tuple[int, int]]]] = {
             "dedup-app": lambda: ours(False),
@@ -201,7 +279,107 @@ def run_quality(data: Path, split: str, model: Path | None = None, peers: bool =
                 "families": {f: {"precision": s.precision, "recall": s.recall} for f, s in fam.items()},
             }
             print(f"{name:20s} P {overall.precision:.3f} R {overall.recall:.3f} F1 {overall.f1:.3f} ({seconds:.1f}s)")
+        if found:
+            report["keep"] = keep_scores(found[0], items)
+            print("kept file is the original:", json.dumps(report["keep"]))
+    report["keep_pdq"] = run_keep_pdq(data, model)
+    print("PDQ sample:", json.dumps(report["keep_pdq"]))
     return report
+
+
+# ------------------------------------------------------------------------------------------------- keep (pool)
+
+
+def _pool_group(folder: Path, name: str, source: bytes, img: Any, rng: np.random.Generator) -> list[Path]:
+    """Write ``source`` as ``name__orig`` and one copy of ``img`` per edit family; the paths, original first."""
+    from model_training.edits import apply_edit
+
+    files = [folder / f"{name}__orig.jpg"]
+    files[0].write_bytes(source)
+    for family in EDIT_FAMILIES:
+        edited = apply_edit(family, img, rng)
+        files.append(folder / f"{name}__{family}{edited.suffix}")
+        files[-1].write_bytes(edited.to_bytes())
+    return files
+
+
+def run_keep_pool(data: Path, count: int = 100) -> dict[str, Any]:
+    """The keep rules on photos of ``photos/pool`` (not in the benchmark set, where the rule was designed), each
+    group being an original and one copy per edit family, grouped by truth (no model; random modification times):
+
+    * ``q92``: ``count`` pool photos (evenly spaced), the original saved as JPEG q92 as in the benchmark set;
+    * ``framed``: the same, for every pool photo with bars or a uniform band of its own (``keep.content_box``);
+    * ``higher-quality copies``: the pool file itself (JPEG q88) is the original, and the edits write their copies at
+      q90, higher than their source.
+
+    For each: the share of groups whose kept file is the original, per rule, and for the default rule the pairs
+    (original, one copy) where the copy is kept, per family."""
+    from PIL import Image
+
+    from dedup_app.core.imageio import decode, load_for_embedding, read_bytes
+    from dedup_app.core.keep import content_box
+    from dedup_app.core.marking import RULES
+    from dedup_app.core.scan import ImageRecord
+    from model_training.edits import EditedImage
+
+    pool = sorted((data / "photos" / "pool").glob("*.jpg"))
+    spaced = pool[1 :: max(1, len(pool) // count)][:count]
+    framed = []
+    for path in pool:
+        x0, y0, x1, y1 = content_box(np.asarray(decode(read_bytes(str(path)), 160)[0]))
+        if (x1 - x0) * (y1 - y0) < 0.97:
+            framed.append(path)
+    cases = {"q92": (spaced, True), "framed": (framed, True), "higher-quality copies": (spaced, False)}
+    report: dict[str, Any] = {"pool_photos": len(pool), "cases": {}}
+    stamp = np.random.default_rng(0)
+    for case, (photos, resave) in cases.items():
+        kept = dict.fromkeys(KEEP_RULES, 0)
+        pair_misses: dict[str, int] = {}
+        with tempfile.TemporaryDirectory(prefix="keep-pool-") as tmp:
+            for k, photo in enumerate(photos):
+                raw = photo.read_bytes()
+                with Image.open(photo) as im:
+                    img = im.convert("RGB")
+                source = EditedImage(img, "JPEG", {"quality": 92}).to_bytes() if resave else raw
+                files = _pool_group(Path(tmp), f"p{k}", source, img, np.random.default_rng(k))
+                records = []
+                for f in files:
+                    when = int(stamp.integers(1_420_070_400, 1_735_689_600)) * 1_000_000_000
+                    info = load_for_embedding(str(f), 160).info
+                    records.append(ImageRecord(str(f), f.stat().st_size, when, f.name, info))
+                for rule in KEEP_RULES:
+                    kept[rule] += RULES[rule][1](records)[0] == 0
+                rank = RULES[KEEP_RULES[0]][1]
+                for j, family in enumerate(EDIT_FAMILIES, 1):
+                    if rank([records[0], records[j]])[0] != 0:
+                        pair_misses[family] = pair_misses.get(family, 0) + 1
+                for f in files:
+                    f.unlink()
+        report["cases"][case] = {
+            "groups": len(photos),
+            "kept_original": kept,
+            "pair_misses": dict(sorted(pair_misses.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+        print(case, json.dumps(report["cases"][case]), flush=True)
+    return report
+
+
+def keep_pool_table(rep: dict[str, Any]) -> str:
+    lines = [
+        "| case | groups | kept file is the original: default rule | rule before | pairs where the copy is kept "
+        "(default rule; family: pairs) |",
+        "|---|---|---|---|---|",
+    ]
+    best, before = KEEP_RULES
+    for case, r in rep["cases"].items():
+        n = r["groups"]
+        shares = [
+            f"{r['kept_original'][rule]} ({100 * r['kept_original'][rule] / max(1, n):.0f} %)"
+            for rule in (best, before)
+        ]
+        misses = ", ".join(f"{f}: {m}" for f, m in r["pair_misses"].items()) or "none"
+        lines.append(f"| {case} | {n} | {shares[0]} | {shares[1]} | {misses} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------- speed
@@ -497,6 +675,33 @@ def quality_table(report: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
+def keep_table(report: dict[str, Any]) -> str:
+    """The share of groups whose kept file is the original, per rule, and what the PDQ sample keeps."""
+    keep, pdq = report["keep"], report["keep_pdq"]
+    labels = {"best": "the original (best quality), default", "resolution": "highest resolution (before)"}
+    lines = [
+        f"Split `{report['split']}`: {keep['groups_with_original']} of dedup-app's {keep['groups']} groups hold an "
+        "original (modification times shuffled).",
+        "",
+        "| rule | kept file is the original | kept instead (family: groups) |",
+        "|---|---|---|",
+    ]
+    for rule, r in keep["rules"].items():
+        instead = ", ".join(f"{f}: {n}" for f, n in r["kept_instead"].items()) or "none"
+        share = f"{r['kept_original']} / {keep['groups_with_original']} ({100 * r['share']:.1f} %)"
+        lines.append(f"| {labels.get(rule, rule)} | {share} | {instead} |")
+    if "ticked" in keep:
+        share = 100 * keep["ticked"] / max(1, keep["copies"])
+        lines += ["", f"With the default rule the window ticks {keep['ticked']} of the {keep['copies']} copies by "
+                  f"itself ({share:.0f} %; the others wait for review), {keep['ticked_wrongly']} of them wrongly "
+                  "(another photo than the kept file)."]  # fmt: skip
+    if pdq["group"]:
+        kept = ", ".join(f"{labels.get(rule, rule)}: `{name}`" for rule, name in pdq["kept"].items())
+        lines += ["", f"PDQ sample (`pdq_bridge_mods`, {len(pdq['group'])} of {pdq['files']} files in the group of "
+                  f"`aaa-orig.jpg`): kept by {kept}."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def grouping_table(rep: dict[str, Any]) -> str:
     rows = [("dedup-app (FAISS range search + clique grouping)", rep["dedup-app"])]
     if "baseline" in rep:
@@ -573,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--split", default="test", choices=["dev", "test", "all"])
-    parts = ["quality", "speed", "grouping", "uniform", "ivf"]
+    parts = ["quality", "keep-pool", "speed", "grouping", "uniform", "ivf"]
     parser.add_argument("--parts", nargs="+", default=parts, choices=parts)
     parser.add_argument("--large-count", type=int, default=200, help="12 MP JPEGs for the speed part")
     parser.add_argument("--vectors", type=int, default=100_000, help="synthetic embeddings for the grouping part")
@@ -596,6 +801,16 @@ def main(argv: list[str] | None = None) -> int:
         tag = f"-{args.model.stem}" if args.model else ""
         (RESULTS / f"neardup-quality-{args.split}{tag}.json").write_text(json.dumps(rep, indent=1))
         sections[f"neardup-quality-{args.split}"] = f"Measured {stamp} on {rep['machine']}.\n\n" + quality_table(rep)
+        if "keep" in rep:
+            sections[f"neardup-keep-{args.split}"] = f"Measured {stamp} on {rep['machine']}.\n\n" + keep_table(rep)
+    if "keep-pool" in args.parts:
+        rep = run_keep_pool(args.data)
+        rep["date"] = stamp
+        (RESULTS / "neardup-keep-pool.json").write_text(json.dumps(rep, indent=1))
+        sections["neardup-keep-pool"] = (
+            f"Measured {stamp}: {rep['pool_photos']} pool photos, groups by truth (no model).\n\n"
+            + keep_pool_table(rep)
+        )
     if "speed" in args.parts:
         rep = run_speed(args.data, args.large_count)
         rep["date"], rep["machine"] = stamp, machine()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from dedup_app.controllers.similar import SimilarGroup, similar_marks
 from dedup_app.core.duplicates import DuplicateGroup
-from dedup_app.core.marking import SURE_SIMILARITY, Marks, in_folders, mark_group
+from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, Marks, in_folders, mark_group
 
 
 class MarkState:
@@ -23,7 +23,7 @@ class MarkState:
 
     def __init__(self, sure: float = SURE_SIMILARITY) -> None:
         self.groups: list[DuplicateGroup] = []
-        self.rule = "resolution"
+        self.rule = DEFAULT_RULE
         self.reference_folders: list[str] = []
         self.sure = sure
         #: paths of the shown files that lie in reference folders (worked out once per set_groups)

@@ -1,7 +1,8 @@
 """The embedding cache: SQLite (WAL) in the user's data folder, keyed by path, size, mtime and model id.
 
-Two tables: ``files`` holds what does not depend on the model (content hash, size in pixels, EXIF facts, or the
-reason the file could not be read), ``embeddings`` one float16 vector per (path, model). A row is used only while
+Two tables: ``files`` holds what does not depend on the model (content hash, size in pixels, EXIF facts, the keep
+evidence of :mod:`dedup_app.core.keep`, or the reason the file could not be read), ``embeddings`` one float16 vector
+per (path, model). A row is used only while
 the file's size and modification time still match; a changed file loses its embeddings. Every batch is committed,
 so a scan killed halfway keeps its work and the next scan resumes.
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from dedup_app.core.files import FileEntry, describe_os_error
 from dedup_app.core.imageio import ImageInfo
+from dedup_app.core.keep import KeepEvidence
 from dedup_app.core.resources import user_data_file
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,15 @@ CREATE TABLE IF NOT EXISTS files (
     camera TEXT,
     error TEXT,
     updated REAL NOT NULL,
-    frames INTEGER
+    frames INTEGER,
+    quality REAL,
+    converted INTEGER,
+    grey INTEGER,
+    content REAL,
+    sharpness REAL,
+    contrast REAL,
+    brightness REAL,
+    colourfulness REAL
 );
 CREATE TABLE IF NOT EXISTS embeddings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,6 +97,51 @@ DROP INDEX IF EXISTS embeddings_model;
 INSERT INTO embeddings (path, model_id, vector) SELECT path, model_id, vector FROM embeddings_old ORDER BY rowid;
 DROP TABLE embeddings_old;
 """
+
+
+#: Columns of ``files`` added after schema 1 shipped, with their types: an older cache gains them (empty) when opened,
+#: keeping its rows and embeddings. ``frames``: page count (empty: 1); the rest: :class:`KeepEvidence` (empty: unknown).
+_ADDED_COLUMNS = (
+    ("frames", "INTEGER"),
+    ("quality", "REAL"),
+    ("converted", "INTEGER"),
+    ("grey", "INTEGER"),
+    ("content", "REAL"),
+    ("sharpness", "REAL"),
+    ("contrast", "REAL"),
+    ("brightness", "REAL"),
+    ("colourfulness", "REAL"),
+)
+#: The keep evidence columns, in the order of :class:`KeepEvidence`'s fields.
+_EVIDENCE_COLUMNS = tuple(name for name, _ in _ADDED_COLUMNS[1:])
+_FACTS = "f.width, f.height, f.format, f.exif_datetime, f.camera, f.frames, " + ", ".join(
+    f"f.{c}" for c in _EVIDENCE_COLUMNS
+)
+
+
+def _info(row: Sequence[Any]) -> ImageInfo | None:
+    """An :class:`ImageInfo` from the columns of :data:`_FACTS`; None for a file that was never read."""
+    w, h, fmt, when, camera, frames, *evidence = row
+    if w is None:
+        return None
+    known = None
+    if any(v is not None for v in evidence):
+        q, converted, grey, *rest = evidence
+        known = KeepEvidence(
+            q,
+            None if converted is None else bool(converted),
+            None if grey is None else bool(grey),
+            *rest,
+        )
+    return ImageInfo(w, h, fmt or "unknown", when, camera, frames or 1, known)
+
+
+def _evidence_values(info: ImageInfo | None) -> tuple[Any, ...]:
+    ev = info.evidence if info is not None else None
+    if ev is None:
+        return (None,) * len(_EVIDENCE_COLUMNS)
+    flags = (None if v is None else int(v) for v in (ev.converted, ev.grey))
+    return (ev.quality, *flags, ev.content, ev.sharpness, ev.contrast, ev.brightness, ev.colourfulness)
 
 
 def default_cache_path() -> Path:
@@ -320,8 +375,9 @@ class EmbeddingCache:
             if fresh or not has_uid:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('uid', ?)", (uuid.uuid4().hex,))
             columns = {row[1] for row in conn.execute("PRAGMA table_info(files)")}
-            if "frames" not in columns:  # added after schema 1 shipped: kept embeddings, page counts unknown (1)
-                conn.execute("ALTER TABLE files ADD COLUMN frames INTEGER")
+            for name, kind in _ADDED_COLUMNS:  # added after schema 1 shipped: rows and embeddings kept, facts unknown
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE files ADD COLUMN {name} {kind}")
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
@@ -387,8 +443,7 @@ class EmbeddingCache:
             for chunk in _chunks(keys):
                 marks = ",".join("?" * len(chunk))
                 rows += self._conn.execute(
-                    "SELECT f.path, f.size, f.mtime_ns, f.content_hash, f.width, f.height, f.format, "
-                    "f.exif_datetime, f.camera, f.error, e.vector, f.frames FROM files f "
+                    f"SELECT f.path, f.size, f.mtime_ns, f.content_hash, f.error, e.vector, {_FACTS} FROM files f "
                     "LEFT JOIN embeddings e ON e.path = f.path AND e.model_id = ? "
                     f"WHERE f.path IN ({marks})",
                     (model_id or "", *chunk),
@@ -399,11 +454,11 @@ class EmbeddingCache:
         if dim is not None:
             expected: int | None = 2 * dim
         else:
-            lengths = Counter(len(r[10]) for r in rows if isinstance(r[10], bytes) and r[10])
+            lengths = Counter(len(r[5]) for r in rows if isinstance(r[5], bytes) and r[5])
             expected = lengths.most_common(1)[0][0] if lengths else None
         found: dict[str, CachedFile] = {}
         bad = 0
-        for key, size, mtime, digest, w, h, fmt, when, camera, error, blob, frames in rows:
+        for key, size, mtime, digest, error, blob, *facts in rows:
             entry = wanted.get(key)
             if entry is None or size != entry.size or mtime != entry.mtime_ns:
                 continue
@@ -413,8 +468,7 @@ class EmbeddingCache:
                     vector = np.frombuffer(blob, dtype=np.float16)
                 else:
                     bad += 1
-            info = ImageInfo(w, h, fmt or "unknown", when, camera, frames or 1) if w is not None else None
-            found[entry.path] = CachedFile(size, mtime, digest, info, error, vector)
+            found[entry.path] = CachedFile(size, mtime, digest, _info(facts), error, vector)
         if bad:
             log.warning("cache %s: %d stored vectors have the wrong length; those files are read again", self.path, bad)
         return found
@@ -506,15 +560,13 @@ class EmbeddingCache:
             marks = ",".join("?" * len(part))
             rows = self._guarded(
                 lambda part=part, marks=marks: self._conn.execute(  # type: ignore[misc]
-                    "SELECT e.id, f.path, f.size, f.mtime_ns, f.content_hash, f.width, f.height, f.format, "
-                    "f.exif_datetime, f.camera, f.frames FROM embeddings e JOIN files f ON f.path = e.path "
-                    f"WHERE e.model_id = ? AND e.id IN ({marks})",
+                    f"SELECT e.id, f.path, f.size, f.mtime_ns, f.content_hash, {_FACTS} FROM embeddings e "
+                    f"JOIN files f ON f.path = e.path WHERE e.model_id = ? AND e.id IN ({marks})",
                     (model_id, *part),
                 ).fetchall()
             )
-            for vid, key, size, mtime, digest, w, h, fmt, when, camera, frames in rows:
-                info = ImageInfo(w, h, fmt or "unknown", when, camera, frames or 1) if w is not None else None
-                out[vid] = IndexedFile(os.fsdecode(key), size, mtime, digest, info)
+            for vid, key, size, mtime, digest, *facts in rows:
+                out[vid] = IndexedFile(os.fsdecode(key), size, mtime, digest, _info(facts))
         return out
 
     # -- writing ------------------------------------------------------------------------------------------------
@@ -541,6 +593,7 @@ class EmbeddingCache:
             error,
             time.time(),
             info.frames if info else None,
+            *_evidence_values(info),
         )
 
         def work() -> None:
@@ -549,7 +602,8 @@ class EmbeddingCache:
                 self._conn.execute("DELETE FROM embeddings WHERE path = ?", (key,))
             self._conn.execute(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, content_hash, width, height, format, "
-                "exif_datetime, camera, error, updated, frames) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"exif_datetime, camera, error, updated, frames, {', '.join(_EVIDENCE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(row))})",
                 row,
             )
 

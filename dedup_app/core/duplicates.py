@@ -6,6 +6,9 @@ and then regroups at any higher threshold from memory, without touching the mode
 Near-duplicate grouping works on distinct contents (byte-identical files share one embedding), so exact copies
 never inflate a group's similarity structure; a content's copies all land in the group of that content. Content
 that has copies but no near-duplicate forms an ``exact`` group. No file is in two groups.
+
+Each group's members are in :func:`dedup_app.core.keep.keep_ranking` order: the first is the likeliest original,
+the file suggested to keep, and the representative the similarities are measured to.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
 from dedup_app.core.index import EXACT_MAX, SimilarityGraph, similarity_graph, unit_rows
+from dedup_app.core.keep import keep_ranking
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
 
@@ -67,7 +71,7 @@ class DuplicateGroup:
 
     @property
     def keep(self) -> ImageRecord:
-        """The file suggested to keep: highest resolution, then largest file, then oldest."""
+        """The file suggested to keep: the likeliest original (:func:`dedup_app.core.keep.keep_ranking`)."""
         return self.members[0].image
 
     @property
@@ -82,7 +86,8 @@ class DuplicateGroup:
 
 
 def keep_order(image: ImageRecord) -> tuple[int, int, int, str]:
-    """Sort key putting the best file to keep first: most pixels, then most bytes, then oldest, then path."""
+    """Sort key of the "resolution" rule: most pixels, then most bytes, then oldest, then path. (The suggestion
+    before the keep evidence: it keeps a framed copy over its source, a sharpened or PNG copy on a tie.)"""
     return (-image.pixels, -image.size, image.mtime_ns, image.path)
 
 
@@ -181,7 +186,7 @@ class DuplicateFinder:
         members = [k for c in content_ids for k in self.contents[c] if images[k].path not in removed]
         if len(members) < 2:
             return None
-        members.sort(key=lambda k: keep_order(images[k]))
+        members = [members[i] for i in keep_ranking([images[k] for k in members])]
         rep_hash = images[members[0]].content_hash
         if all(images[k].content_hash == rep_hash for k in members):
             kind = "exact"  # what is left of a near group may be copies of one content only

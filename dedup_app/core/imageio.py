@@ -12,8 +12,10 @@ not handed to the OpenCV fallback (which would decode garbage without complaint)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
+import logging
 import os
 import struct
 import warnings
@@ -23,6 +25,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from dedup_app.core.files import describe_os_error
+from dedup_app.core.keep import KeepEvidence, measure
+
+log = logging.getLogger(__name__)
 
 #: Images with more pixels than this are refused as decompression bombs (Pillow's own hard limit).
 DEFAULT_MAX_PIXELS = 2 * 89_478_485
@@ -63,6 +68,9 @@ class ImageInfo:
     ``frames`` is the number of pages or frames (multi-page TIFF, animated GIF/WebP/PNG, multi-image HEIF); the
     embedding shows only the first, so a file with ``frames > 1`` is more than its picture: its other pages may
     exist nowhere else, and it must not be offered for removal as a copy of a single-page image.
+
+    ``evidence`` is what the file shows about being an original or a copy (:mod:`dedup_app.core.keep`), measured
+    when it is read for embedding; None for files cached before it was measured.
     """
 
     width: int
@@ -71,6 +79,7 @@ class ImageInfo:
     exif_datetime: str | None = None
     camera: str | None = None
     frames: int = 1
+    evidence: KeepEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -385,11 +394,18 @@ def resize_square(im: Image.Image, size: int) -> np.ndarray:
 
 
 def load_for_embedding(path: str, target: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Read ``path`` once: hash its bytes and decode it to ``target`` x ``target`` RGB. Raises ImageLoadError."""
+    """Read ``path`` once: hash its bytes, decode it to ``target`` x ``target`` RGB, and measure the keep evidence
+    (:func:`dedup_app.core.keep.measure`) from the same decode. Raises ImageLoadError."""
     data = read_bytes(path)
     digest = content_hash(data)
     rgb, info = decode(data, target, max_pixels)
-    return LoadedImage(resize_square(rgb, target), info, digest)
+    square = resize_square(rgb, target)
+    try:
+        evidence = measure(data, info.format, rgb, square, info.width)
+    except Exception:  # evidence is a hint for the keep suggestion: never worth the image
+        log.debug("no keep evidence for %s", path, exc_info=True)
+        evidence = None
+    return LoadedImage(square, dataclasses.replace(info, evidence=evidence), digest)
 
 
 def open_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

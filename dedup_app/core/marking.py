@@ -1,8 +1,9 @@
 """Which file of a group to keep and which to mark for removal.
 
-One rule picks the file to keep in every group (highest resolution, largest file, oldest, newest, or a file in a
-reference folder); every other member is marked, except files in reference folders, which are never marked,
-multi-page files, and near-duplicates below :data:`SURE_SIMILARITY`, which are left for the user to review.
+One rule picks the file to keep in every group (the likeliest original, by default; or the highest resolution,
+largest file, oldest, newest, or a file in a reference folder); every other member is marked, except files in
+reference folders, which are never marked, multi-page files, and near-duplicates below :data:`SURE_SIMILARITY`, which
+are left for the user to review.
 """
 
 from __future__ import annotations
@@ -14,16 +15,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from dedup_app.core.duplicates import DuplicateGroup, keep_order
+from dedup_app.core.keep import keep_ranking
 from dedup_app.core.scan import ImageRecord
 
-#: Auto-mark rules: name -> (label for people, sort key putting the file to keep first).
-RULES: dict[str, tuple[str, Callable[[ImageRecord], tuple[object, ...]]]] = {
-    "resolution": ("Keep the highest resolution", keep_order),
-    "largest": ("Keep the largest file", lambda r: (-r.size, -r.pixels, r.mtime_ns, r.path)),
-    "oldest": ("Keep the oldest", lambda r: (r.mtime_ns, -r.pixels, -r.size, r.path)),
-    "newest": ("Keep the newest", lambda r: (-r.mtime_ns, -r.pixels, -r.size, r.path)),
-    "reference": ("Keep files in reference folders", keep_order),
+#: Orders the members of a group, the file to keep first (indices into the sequence given).
+Ranking = Callable[[Sequence[ImageRecord]], list[int]]
+
+
+def _by_key(key: Callable[[ImageRecord], tuple[object, ...]]) -> Ranking:
+    """A ranking by a sort key of each file alone."""
+    return lambda members: sorted(range(len(members)), key=lambda i: key(members[i]))
+
+
+#: Auto-mark rules: name -> (label for people, ranking of a group's members, the file to keep first). "best" (the
+#: default) keeps the likeliest original (:func:`dedup_app.core.keep.keep_ranking`); "reference" keeps a file in a
+#: reference folder, the likeliest original among them, or of the group when none is in one.
+RULES: dict[str, tuple[str, Ranking]] = {
+    "best": ("Keep the original (best quality)", keep_ranking),
+    "resolution": ("Keep the highest resolution", _by_key(keep_order)),
+    "largest": ("Keep the largest file", _by_key(lambda r: (-r.size, -r.pixels, r.mtime_ns, r.path))),
+    "oldest": ("Keep the oldest", _by_key(lambda r: (r.mtime_ns, -r.pixels, -r.size, r.path))),
+    "newest": ("Keep the newest", _by_key(lambda r: (-r.mtime_ns, -r.pixels, -r.size, r.path))),
+    "reference": ("Keep files in reference folders", keep_ranking),
 }
+
+#: The rule of the window (until the user picks another) and of the command line's reports.
+DEFAULT_RULE = "best"
 
 
 #: Near-duplicates less similar than this to their group's representative are not marked automatically. Between
@@ -80,12 +97,12 @@ def choose_keep(
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")
-    key = RULES[rule][1]
+    rank = RULES[rule][1]
     pool = list(members)
     if rule == "reference":
         refs = [m for m in members if _is_ref(m.path, reference_folders, references)]
         pool = refs or pool
-    return min(pool, key=key)
+    return pool[rank(pool)[0]]
 
 
 def mark_group(

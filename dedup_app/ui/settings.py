@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from PySide6.QtCore import QSettings
 
+from dedup_app.core.marking import DEFAULT_RULE
+
 T = TypeVar("T")
 
 SETTINGS_VERSION = 1
@@ -35,7 +37,7 @@ THRESHOLDS: Pref[str] = Pref("duplicates/thresholds_by_model", str, "{}")
 #: The model of the last results, and its calibrated threshold: what the slider shows before the model is loaded.
 LAST_MODEL: Pref[str] = Pref("duplicates/last_model", str, "")
 LAST_MODEL_THRESHOLD: Pref[float] = Pref("duplicates/last_model_threshold", float, 0.0)
-RULE: Pref[str] = Pref("duplicates/automark_rule", str, "resolution")
+RULE: Pref[str] = Pref("duplicates/automark_rule", str, DEFAULT_RULE)
 REFERENCE_FOLDERS: Pref[list[str]] = Pref("sources/reference_folders", list, [])
 SOURCES: Pref[list[str]] = Pref("sources/folders", list, [])
 RECENT_FOLDERS: Pref[list[str]] = Pref("sources/recent", list, [])

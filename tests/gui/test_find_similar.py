@@ -125,8 +125,8 @@ def test_dropped_image_lists_its_copies_first(qtbot, scanned: MainWindow, collec
     window.tree.setCurrentIndex(top)
     window.act_mark_group.trigger()
     marked = set(window.model.marked_in_view())
-    mirror = str(collection / "kodim01_mirror.png")  # the file its own group keeps (the largest at full size)
-    assert marked >= group.copies - {mirror} and mirror not in marked  # every group still keeps a file
+    kept = {g.keep.path for g in window.duplicate_groups()}  # what each duplicate group keeps (the default rule)
+    assert marked >= group.copies - kept and not marked & kept  # every group still keeps a file
     assert not any(Path(p).name in OTHERS for p in marked)
     window.tree.setCurrentIndex(window.model.index(1, 0, top))
     window.act_dup.trigger()
@@ -136,16 +136,19 @@ def test_dropped_image_lists_its_copies_first(qtbot, scanned: MainWindow, collec
 
 def test_tick_trash_and_undo_a_match(qtbot, scanned: MainWindow, collection: Path) -> None:  # type: ignore[no-untyped-def]
     window = scanned
-    find(qtbot, window, lambda: window.find_similar(str(collection / "kodim01.jpg")))
+    query = str(collection / "kodim01_small.jpg")
+    find(qtbot, window, lambda: window.find_similar(query))
     for path in list(window.model.marked_in_view()):  # untick what the rule ticked in the duplicate groups
         window.model.toggle_mark(path)
     top = window.model.index(0, 0)
     paths = [window.model.index(r, 0, top).data(Qt.ItemDataRole.UserRole) for r in range(window.model.rowCount(top))]
-    # the PNG copy is the file its own group keeps (largest at full size): here too it cannot be ticked
-    kept = paths.index(str(collection / "kodim01_mirror.png"))
+    # the file the query's own duplicate group keeps (the original): here too it cannot be ticked
+    own_keep = next(g.keep.path for g in window.duplicate_groups() if query in {m.image.path for m in g.members})
+    assert own_keep != query
+    kept = paths.index(own_keep)
     assert window.model.index(kept, COL_FILE, top).data().endswith(" · kept")
     assert window.model.index(kept, COL_FILE, top).data(Qt.ItemDataRole.CheckStateRole) is None
-    target = str(collection / "kodim01_small.jpg")
+    target = str(collection / "kodim01_q50.jpg")
     row = paths.index(target)
     assert window.model.setData(window.model.index(row, COL_FILE, top), Qt.CheckState.Checked.value,
                                 Qt.ItemDataRole.CheckStateRole)  # fmt: skip
@@ -154,7 +157,7 @@ def test_tick_trash_and_undo_a_match(qtbot, scanned: MainWindow, collection: Pat
         window.act_trash.trigger()
     assert not os.path.exists(target) and find_in_trash(target) is not None
     assert target not in {m.image.path for m in result_group(window).members}
-    assert result_group(window).query.path == str(collection / "kodim01.jpg")  # the query stays, untouched
+    assert result_group(window).query.path == query  # the query stays, untouched
     with qtbot.waitSignal(window.job_finished, timeout=FIND_TIMEOUT):
         window.act_undo.trigger()
     assert os.path.exists(target)

@@ -211,6 +211,9 @@ def test_auto_mark_rules_and_reference_folder(qtbot, make_window, tmp_path: Path
     def marked() -> set[str]:
         return {Path(p).name for p in window.model.marked}
 
+    assert window.rule_box.currentData() == "best"  # the default: the likeliest original
+    assert kept() == "big.png"  # lossless without a JPEG history, above its JPEG copies (quality 80 and 60)
+    window.rule_box.setCurrentIndex(window.rule_box.findData("resolution"))
     assert kept() in ("big.png", "old.jpg")  # highest resolution (ties broken by size)
     window.rule_box.setCurrentIndex(window.rule_box.findData("largest"))
     assert kept() == "big.png" and marked() == {"old.jpg", "small.jpg", "in_ref.jpg"}

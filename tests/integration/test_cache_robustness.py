@@ -377,7 +377,7 @@ def test_multi_page_files_are_remembered_and_never_marked(
 ) -> None:
     """A 3-page TIFF whose first page is a photo groups with the photo, but its other pages exist nowhere else:
     it is never marked for removal, also after a rescan from the cache (which keeps the page count)."""
-    from dedup_app.core.marking import mark_group
+    from dedup_app.core.marking import RULES, mark_group
 
     folder = tmp_path / "pics"
     folder.mkdir()
@@ -394,7 +394,7 @@ def test_multi_page_files_are_remembered_and_never_marked(
         assert info["album.tif"].frames == 3 and info["photo.jpg"].frames == 1, attempt
         groups = drive(find_groups(result, embedder.threshold))
         assert [sorted(Path(m.image.path).name for m in g.members) for g in groups] == [["album.tif", "photo.jpg"]]
-        for rule in ("resolution", "largest", "newest", "oldest"):
+        for rule in RULES:
             marks = mark_group(groups[0], rule)
             assert str(folder / "album.tif") not in marks.marked, (attempt, rule)
 
