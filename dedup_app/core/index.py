@@ -112,16 +112,28 @@ def ivf_lists(n: int) -> int:
     return int(min(65536, max(64, IVF_LISTS_PER_SQRT * math.sqrt(n))))
 
 
-def build_ivf_index(x: np.ndarray, nlist: int | None = None) -> Any:
-    """The approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar codes."""
+def ivf_training_rows(n: int, nlist: int) -> np.ndarray:
+    """Which of ``n`` vectors train an approximate index of ``nlist`` lists: a seeded sample of up to 64 per list."""
+    rng = np.random.default_rng(0)
+    return rng.choice(n, size=min(n, nlist * 64), replace=False)
+
+
+def train_ivf_index(sample: np.ndarray, nlist: int) -> Any:
+    """An empty approximate index (inverted lists with 8-bit scalar codes) trained on the unit vectors ``sample``
+    (float32)."""
     import faiss
 
-    nlist = ivf_lists(len(x)) if nlist is None else nlist
-    quantizer = faiss.IndexFlatIP(x.shape[1])
-    ivf = faiss.IndexIVFScalarQuantizer(quantizer, x.shape[1], nlist, faiss.ScalarQuantizer.QT_8bit,
+    quantizer = faiss.IndexFlatIP(sample.shape[1])
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, sample.shape[1], nlist, faiss.ScalarQuantizer.QT_8bit,
                                         faiss.METRIC_INNER_PRODUCT)  # fmt: skip
-    rng = np.random.default_rng(0)
-    ivf.train(x[rng.choice(len(x), size=min(len(x), nlist * 64), replace=False)])
+    ivf.train(sample)
+    return ivf
+
+
+def build_ivf_index(x: np.ndarray, nlist: int | None = None) -> Any:
+    """The approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar codes."""
+    nlist = ivf_lists(len(x)) if nlist is None else nlist
+    ivf = train_ivf_index(x[ivf_training_rows(len(x), nlist)], nlist)
     ivf.add(x)
     return ivf
 

@@ -8,7 +8,7 @@ stores for that model, keyed by the cache's vector ids (ids SQLite never hands o
 
 - **Exact up to 200,000 vectors** (``IndexIDMap2`` over ``IndexFlatIP``): one query costs a pass over the vectors.
 - **Approximate above** (inverted lists with 8-bit codes, the grouping's own :func:`~dedup_app.core.index.
-  build_ivf_index`, 128 lists probed per query): the candidates it returns are re-scored exactly from the cache's
+  train_ivf_index`, 128 lists probed per query): the candidates it returns are re-scored exactly from the cache's
   vectors, so similarities are the ones ``scan`` and ``verify`` give. It is retrained (rebuilt) when the collection
   has grown fourfold since it was trained, and turned back into an exact one when it shrinks under 100,000.
 
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from dedup_app.core.cache import EmbeddingCache
-from dedup_app.core.index import EXACT_MAX, build_ivf_index, unit_rows
+from dedup_app.core.index import EXACT_MAX, ivf_lists, ivf_training_rows, train_ivf_index, unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class VectorIndex:
         cache_ids = cache.embedding_ids(model_id)
         loaded, why = cls._load(path, model_id, dim, uid)
         if loaded is None:
-            built = cls._build(cache, model_id, dim, uid, path, cache_ids)
+            built = cls._build(cache, model_id, dim, uid, path)
             report = SyncReport(len(built), rebuilt=True, reason=why)
         else:
             built, report = loaded._update(cache, cache_ids)
@@ -171,16 +171,10 @@ class VectorIndex:
             return None, "the index does not match its manifest"
         if not isinstance(index, faiss.IndexIDMap2 | faiss.IndexIVF):
             return None, "the index is of an unknown kind"
-        found = cls(index, model_id, dim, uid, int(manifest.get("trained_on", 0)), path)
-        ids = _ids_of(index)
-        if len(ids) > 1 and bool((ids[1:] == ids[:-1]).any()):
-            return None, "the index holds a vector twice"
-        return found, ""
+        return cls(index, model_id, dim, uid, int(manifest.get("trained_on", 0)), path), ""
 
     @classmethod
-    def _build(
-        cls, cache: EmbeddingCache, model_id: str, dim: int, uid: str, path: Path | None, ids: np.ndarray
-    ) -> VectorIndex:
+    def _build(cls, cache: EmbeddingCache, model_id: str, dim: int, uid: str, path: Path | None) -> VectorIndex:
         """A new index of every vector ``cache`` holds for the model, read from the cache only."""
         import faiss
 
@@ -191,14 +185,10 @@ class VectorIndex:
             for chunk_ids, vectors in chunks:
                 index.add_with_ids(unit_rows(vectors), chunk_ids)
             return cls(index, model_id, dim, uid, 0, path)
-        rng = np.random.default_rng(0)
-        from dedup_app.core.index import ivf_lists
-
+        stacked = np.concatenate([c[1] for c in chunks])  # float16, as cached
+        del chunks
         nlist = ivf_lists(len(all_ids))
-        sample = np.sort(rng.choice(len(all_ids), size=min(len(all_ids), nlist * 64), replace=False))
-        stacked = np.concatenate([c[1] for c in chunks])
-        index = build_ivf_index(unit_rows(stacked[sample]), nlist)  # trained on the sample, holding it
-        index.reset()
+        index = train_ivf_index(unit_rows(stacked[ivf_training_rows(len(all_ids), nlist)]), nlist)
         for start in range(0, len(all_ids), _ADD_CHUNK):
             index.add_with_ids(unit_rows(stacked[start : start + _ADD_CHUNK]), all_ids[start : start + _ADD_CHUNK])
         return cls(index, model_id, dim, uid, len(all_ids), path)
@@ -209,6 +199,8 @@ class VectorIndex:
         import faiss
 
         mine = _ids_of(self.index)
+        if len(mine) > 1 and bool((mine[1:] == mine[:-1]).any()):
+            return self._rebuilt(cache, "the index holds a vector twice")
         stale = np.setdiff1d(mine, cache_ids, assume_unique=True)
         new = np.setdiff1d(cache_ids, mine, assume_unique=True)
         n = len(cache_ids)
@@ -222,8 +214,7 @@ class VectorIndex:
         elif not self.exact and n > RETRAIN_GROWTH * self.trained_on:
             why = f"the collection grew {n / max(1, self.trained_on):.1f} times since the index was trained"
         if why is not None:
-            rebuilt = self._build(cache, self.model_id, self.dim, self.cache_uid, self.path, cache_ids)
-            return rebuilt, SyncReport(len(rebuilt), rebuilt=True, reason=why)
+            return self._rebuilt(cache, why)
         if len(stale):
             self.index.remove_ids(faiss.IDSelectorBatch(stale))
         added = 0
@@ -231,6 +222,10 @@ class VectorIndex:
             self.index.add_with_ids(unit_rows(vectors), chunk_ids)
             added += len(chunk_ids)
         return self, SyncReport(len(self), added=added, removed=len(stale))
+
+    def _rebuilt(self, cache: EmbeddingCache, why: str) -> tuple[VectorIndex, SyncReport]:
+        rebuilt = self._build(cache, self.model_id, self.dim, self.cache_uid, self.path)
+        return rebuilt, SyncReport(len(rebuilt), rebuilt=True, reason=why)
 
     def save(self) -> None:
         """Write the index and its manifest (temporary names, then renamed); a failure is logged, not raised:
