@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-labels", action="store_true",
                       help="ignore the pairs labelled 'not duplicate' in the window (by default they are never "
                       "grouped)")  # fmt: skip
+    scan.add_argument("--no-geometric-check", action="store_true",
+                      help="group by similarity alone: do not check look-alike pairs for the same picture geometry "
+                      "(faster on a first scan; more photos of one subject grouped as copies)")  # fmt: skip
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
     verify = sub.add_parser(
@@ -663,6 +666,9 @@ def run_verify_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         sure = "" if verdict.probability is None else f", probability of a copy {verdict.probability:.1%}"
         answer = "duplicate" if verdict.duplicate else "not a duplicate"
         print(f"{answer}: similarity {verdict.similarity:.3f} (threshold {verdict.threshold:.3f}){sure}")
+        if verdict.matching_points is not None and not verdict.duplicate:
+            print(f"alike, but only {verdict.matching_points} keypoints map onto each other: two pictures of one "
+                  "subject, not copies")  # fmt: skip
         if verdict.duplicate:  # for different pictures the best alignment means nothing
             how = ["mirrored"] if verdict.mirror else []
             if verdict.quarter_turns:
@@ -706,7 +712,9 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         options = ScanOptions(batch_size=args.batch_size, decode_workers=args.workers)
         # the window's scan orchestration, searched only down to the threshold (no slider to serve here)
-        finder = drive(scan_and_search(args.paths, embedder, cache, options, floor=threshold), progress)
+        search = scan_and_search(args.paths, embedder, cache, options, floor=threshold, threshold=threshold,
+                                 check=not args.no_geometric_check)  # fmt: skip
+        finder = drive(search, progress)
         result = finder.result
         groups = finder.groups(threshold, not_duplicates)
         split = finder.labelled_apart(threshold, not_duplicates)
@@ -756,6 +764,9 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if split:
             print(f"{count_of(split, 'pair')} labelled 'not duplicate' in the window kept apart (--no-labels to "
                   "ignore the labels).")  # fmt: skip
+        if apart := finder.apart_at(threshold):
+            print(f"{count_of(apart, 'look-alike pair')} above the threshold kept apart: the pictures do not "
+                  "map onto each other (--no-geometric-check to group them).")  # fmt: skip
     return code
 
 

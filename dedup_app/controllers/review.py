@@ -129,6 +129,11 @@ class Review:
         """The slider's lowest threshold for the current scan (its range's bottom before any scan)."""
         return self.floor_of(self.finder) if self.finder is not None else self.slider_range[0]
 
+    def apart_note(self, threshold: float) -> str:
+        """How many look-alike pairs at ``threshold`` the geometric check keeps apart, as a short note, else ''."""
+        n = self.finder.apart_at(threshold) if self.finder is not None else 0
+        return f"{count_of(n, 'look-alike pair')} kept apart" if n else ""
+
     def crowded_note(self, threshold: float) -> str:
         """A short note when, at ``threshold``, some images had more similar images than the search keeps (their
         groups may be split), else ''."""

@@ -47,10 +47,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _CHUNK = 500  # SQLite host-parameter batches
+_OPEN_ATTEMPTS = 5
 #: ``PRAGMA application_id`` of a dedup-app cache ("ddup"), stored in the file header at offset 68
 APPLICATION_ID = 0x64647570
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_OUR_TABLES = frozenset({"meta", "files", "embeddings"})
+_OUR_TABLES = frozenset({"meta", "files", "embeddings", "pair_checks"})
 
 _T = TypeVar("_T")
 
@@ -86,6 +87,13 @@ CREATE TABLE IF NOT EXISTS embeddings (
     UNIQUE (path, model_id)
 );
 CREATE INDEX IF NOT EXISTS embeddings_model ON embeddings (model_id);
+CREATE TABLE IF NOT EXISTS pair_checks (
+    a TEXT NOT NULL,
+    b TEXT NOT NULL,
+    method TEXT NOT NULL,
+    inliers INTEGER NOT NULL,
+    PRIMARY KEY (a, b, method)
+) WITHOUT ROWID;
 """
 
 #: The embeddings table before it had ids that are never reused (the persistent vector index keys on them).
@@ -226,7 +234,7 @@ def _key(path: str) -> bytes:
     return os.fsencode(path)
 
 
-def _chunks(items: Sequence[bytes], n: int = _CHUNK) -> Iterator[Sequence[bytes]]:
+def _chunks(items: Sequence[_T], n: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
@@ -260,13 +268,22 @@ class EmbeddingCache:
             return self._init(sqlite3.connect(":memory:", check_same_thread=False))
         app_id = self._check_path(self.path)
         try:
-            conn = self._open()
-            try:
-                self._check_ours(conn, app_id)
-            except BaseException:
-                conn.close()
-                raise
-            return self._init(conn)
+            for attempt in range(_OPEN_ATTEMPTS):
+                conn = self._open()
+                try:
+                    self._check_ours(conn, app_id)
+                except BaseException:
+                    conn.close()
+                    raise
+                try:
+                    return self._init(conn)
+                except sqlite3.OperationalError as exc:
+                    # another process creating or converting the same new cache at this moment: SQLite can
+                    # answer "locked" at once there, without its busy timeout, so wait a little and try again
+                    if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+            raise AssertionError("unreachable")
         except sqlite3.DatabaseError as exc:
             if not is_corrupt(exc):
                 raise self._open_error(exc) from None
@@ -618,6 +635,28 @@ class EmbeddingCache:
                 (_key(path), model_id, blob),
             )
         )
+
+    def pair_checks(self, method: str, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Stored geometric-check results (inlier counts) of content-hash pairs by ``method``; a pair is found in
+        either order, and comes back keyed as asked."""
+        wanted = {(min(a, b), max(a, b)): (a, b) for a, b in pairs}
+
+        def read() -> list[tuple[str, str, int]]:
+            rows: list[tuple[str, str, int]] = []
+            firsts = sorted({a for a, _ in wanted})
+            for chunk in _chunks(firsts):
+                marks = ",".join("?" * len(chunk))
+                rows += self._conn.execute(
+                    f"SELECT a, b, inliers FROM pair_checks WHERE method = ? AND a IN ({marks})", (method, *chunk)
+                ).fetchall()
+            return rows
+
+        return {wanted[(a, b)]: int(n) for a, b, n in self._guarded(read) if (a, b) in wanted}
+
+    def put_pair_checks(self, method: str, results: Iterable[tuple[str, str, int]]) -> None:
+        """Store geometric-check results ``(content hash, content hash, inliers)`` of ``method``."""
+        rows = [(min(a, b), max(a, b), method, int(n)) for a, b, n in results]
+        self._guarded(lambda: self._conn.executemany("INSERT OR REPLACE INTO pair_checks VALUES (?, ?, ?, ?)", rows))
 
     def commit(self) -> None:
         """Make everything written so far durable."""

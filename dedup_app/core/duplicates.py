@@ -25,7 +25,7 @@ import numpy as np
 
 from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
-from dedup_app.core.index import EXACT_MAX, SimilarityGraph, similarity_graph, unit_rows
+from dedup_app.core.index import EXACT_MAX, SIMILARITY_TOLERANCE, SimilarityGraph, similarity_graph, unit_rows
 from dedup_app.core.keep import keep_ranking
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
@@ -34,6 +34,10 @@ if TYPE_CHECKING:  # torch stays out of the import of this module (the GUI impor
     from dedup_app.core.embedder import Embedder
 
 log = logging.getLogger(__name__)
+
+#: How far under the checked threshold a pair that fails the geometric check is put: it joins a group again only
+#: when the user lowers the threshold by more than this.
+APART = 0.001
 
 
 @dataclass(frozen=True)
@@ -111,10 +115,51 @@ class DuplicateFinder:
             else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
         )
         self.graph: SimilarityGraph | None = None
+        #: the threshold the geometric check ran at (None: not run)
+        self.checked_at: float | None = None
+        self._apart = np.zeros(0, np.float32)  # similarities of the pairs the check set apart
 
     def search(self, min_threshold: float, cancel: CancelToken | None = None) -> Generator[Progress, None, None]:
         """Find all pairs of distinct contents at or above ``min_threshold`` (yields progress)."""
         self.graph = yield from similarity_graph(self._vectors, min_threshold, self.exact_max, cancel)
+
+    def check_geometry(
+        self, threshold: float, cache: EmbeddingCache | None = None, cancel: CancelToken | None = None
+    ) -> Generator[Progress, None, int]:
+        """Check the pairs at ``threshold`` and under :data:`~dedup_app.core.pair_check.VERIFY_BELOW` geometrically
+        (:mod:`dedup_app.core.pair_check`): a pair whose files do not map onto each other (two photos of one subject,
+        not copies, nor both copies of a third image) has its similarity set just under ``threshold``, so it groups
+        only when the user lowers the threshold past it. Results are kept in ``cache`` by content and method, so a
+        rescan checks only new pairs.
+        Returns the number of pairs set apart (also in :attr:`set_apart`)."""
+        from dedup_app.core import pair_check
+
+        if self.graph is None:
+            raise RuntimeError("call search() before check_geometry()")
+        g = self.graph
+        images = self.result.images
+        first = [images[c[0]] for c in self.contents]
+        paths, keys = [im.path for im in first], [im.content_hash for im in first]
+        apart = yield from pair_check.apart_edges(g.i, g.j, g.s, paths, keys, threshold, cache, cancel)
+        self._apart = g.s[apart].copy()
+        if apart.any():
+            s = g.s.copy()
+            s[apart] = np.float32(threshold - APART)
+            self.graph = dataclasses.replace(g, s=s)
+        self.checked_at = threshold
+        return self.set_apart
+
+    @property
+    def set_apart(self) -> int:
+        """Pairs the geometric check set apart."""
+        return len(self._apart)
+
+    def apart_at(self, threshold: float) -> int:
+        """Pairs at or above ``threshold`` by similarity that the geometric check keeps out of the groups (0 under
+        the threshold it ran at, where they group again)."""
+        if self.checked_at is None or threshold < self.checked_at - APART / 2:
+            return 0
+        return int(np.count_nonzero(self._apart >= threshold - SIMILARITY_TOLERANCE))
 
     def groups(
         self,
@@ -241,13 +286,15 @@ def scan_and_search(
     floor: float | None = None,
     cancel: CancelToken | None = None,
     threshold: float | None = None,
+    check: bool = True,
 ) -> Generator[Progress, None, DuplicateFinder]:
     """Scan ``roots`` and search their similarity graph; the finder then groups at any threshold >= the floor.
 
     The one scan orchestration of the window and the command line. ``cache`` is an open cache (left open), or a
     path (``None``: the default cache) opened and closed inside, so the whole job can run on a worker thread.
     ``floor`` defaults to :func:`search_floor` for the number of images found and ``threshold`` (default: the
-    model's calibrated threshold).
+    model's calibrated threshold). With ``check``, the look-alike pairs at the working threshold are checked
+    geometrically (:meth:`DuplicateFinder.check_geometry`).
     """
     own = not isinstance(cache, EmbeddingCache)
     store = EmbeddingCache(cache) if not isinstance(cache, EmbeddingCache) else cache
@@ -256,11 +303,14 @@ def scan_and_search(
         if store.path is not None:  # keep the find-by-example index of everything scanned up to date
             yield Progress("Updating the search index", 0, None)
             update_index(store, embedder.model_id, embedder.dim)
+        finder = DuplicateFinder(result)
+        working = result.threshold if threshold is None else threshold
+        if floor is None:
+            floor = search_floor(len(result.images), working)
+        yield from finder.search(floor, cancel)
+        if check:
+            yield from finder.check_geometry(max(working, floor), store, cancel)
     finally:
         if own:
             store.close()
-    finder = DuplicateFinder(result)
-    if floor is None:
-        floor = search_floor(len(result.images), result.threshold if threshold is None else threshold)
-    yield from finder.search(floor, cancel)
     return finder

@@ -14,6 +14,7 @@ model's threshold, and the calibrated probability that it is a copy (:mod:`dedup
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ class Match:
     path: str
     similarity: float
     probability: float | None  # None when the model file carries no calibration
-    duplicate: bool  # similarity at or above the model's threshold
+    duplicate: bool  # at or above the model's threshold, and not set apart by the geometric check
     width: int | None
     height: int | None
     bytes: int
@@ -152,8 +153,31 @@ def find_similar(
             matches, gone = _matches(cache, model_id, query, ids, sims, top, min_similarity, threshold, calibration)
             stale += gone
             results[row] = QueryResult(query, tuple(matches))
+    yield from _check_geometry(results, cancel)
     done = [r for r in results if r is not None]
     return FindResult(model_id, threshold, done, indexed, stale, sync, to_scan)
+
+
+def _check_geometry(results: list[QueryResult | None], cancel: CancelToken) -> Generator[Progress, None, None]:
+    """The scan's geometric check on each query's look-alike matches (at the threshold, under VERIFY_BELOW), in
+    place: a match whose keypoints do not map onto the query's is no duplicate (the same subject, not a copy)."""
+    from dedup_app.core import pair_check
+
+    todo = [(q, k) for q, r in enumerate(results) if r is not None for k, m in enumerate(r.matches)
+            if m.duplicate and m.similarity < pair_check.VERIFY_BELOW]  # fmt: skip
+    if not todo:
+        return
+    cancel.raise_if_cancelled()
+    yield Progress(pair_check.STAGE, 0, len(todo))
+    with pair_check.PairChecker() as checker:
+        counts = checker.check([(r.query, r.matches[k].path) for q, k in todo if (r := results[q]) is not None])
+    for (q, k), count in zip(todo, counts.tolist(), strict=True):
+        r = results[q]
+        if r is not None and pair_check.is_copy(count) is False:
+            matches = list(r.matches)
+            matches[k] = dataclasses.replace(matches[k], duplicate=False)
+            results[q] = dataclasses.replace(r, matches=tuple(matches))
+    yield Progress(pair_check.STAGE, len(todo), len(todo))
 
 
 def _matches(

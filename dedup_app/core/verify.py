@@ -4,7 +4,9 @@ The Siamese model's second job next to grouping a folder: embed both images as t
 applied, the cache's float16 vectors renormalised, so the verdict is the one ``scan`` would give), their similarity,
 the calibrated probability stored in the model file (:mod:`dedup_app.core.calibration`), the verdict at the
 model's threshold, and what the aligned comparison finds (:func:`dedup_app.core.compare.difference`): the turn and
-mirror that line B up with A, where B lies on A when it is a crop, and the share of pixels that differ.
+mirror that line B up with A, where B lies on A when it is a crop, and the share of pixels that differ. A pair at
+the threshold but under :data:`~dedup_app.core.pair_check.VERIFY_BELOW` is checked geometrically as the scan checks
+it, and is no duplicate when its keypoints do not map onto each other (the probability stays the similarity's).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Verdict:
     crop_box: tuple[int, int, int, int] | None  # where B lies on A, in A's pixels (x0, y0, x1, y1); None: all of A
     differs: float  # share of A's pixels that differ once B is aligned (of the crop box's, for a crop)
     aligned: bool  # whether the fine alignment converged (else crop_box is None)
+    #: keypoint matches one homography explains (:mod:`dedup_app.core.pair_check`); None where the check did not run
+    #: (similarity under the threshold or at/above VERIFY_BELOW), negative where it could not judge
+    matching_points: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,7 +60,19 @@ class Verdict:
                 "aligned": self.aligned,
             },  # fmt: skip
             "differs": round(self.differs, 6),
+            "geometric_check": None
+            if self.matching_points is None
+            else {
+                "matching_points": max(self.matching_points, 0),
+                "same_picture": _same_picture(self.matching_points),
+            },  # fmt: skip
         }
+
+
+def _same_picture(count: int) -> bool | None:
+    from dedup_app.core.pair_check import is_copy
+
+    return is_copy(count)
 
 
 def _turns(transform: str) -> tuple[bool, int]:
@@ -69,6 +86,7 @@ def verify_pair(embedder: Any, a: str | os.PathLike[str], b: str | os.PathLike[s
                 max_pixels: int | None = None) -> Verdict:  # fmt: skip
     """Compare two image files with ``embedder``'s model, at ``threshold`` (default: the model's own). Raises
     :class:`~dedup_app.core.imageio.ImageLoadError` naming the file that cannot be read."""
+    from dedup_app.core import pair_check
     from dedup_app.core.compare import difference
     from dedup_app.core.imageio import DEFAULT_MAX_PIXELS, ImageLoadError, decode, read_bytes, resize_square
 
@@ -99,9 +117,15 @@ def verify_pair(embedder: Any, a: str | os.PathLike[str], b: str | os.PathLike[s
             mh, mw = diff.mask.shape
             inside = diff.mask[round(y0 * mh) : round(y1 * mh), round(x0 * mw) : round(x1 * mw)]
             differs = float(inside.mean()) if inside.size else differs  # a crop: the part of A that B shows
+    duplicate = similarity >= threshold - SIMILARITY_TOLERANCE
+    points = None
+    if duplicate and similarity < pair_check.VERIFY_BELOW:  # the scan's geometric check of look-alike pairs
+        points = pair_check.check_image_pair(*paths)
+        duplicate = pair_check.is_copy(points) is not False
     return Verdict(
         a=paths[0], b=paths[1], similarity=similarity,
         probability=None if calibration is None else calibration.probability(similarity),
-        duplicate=similarity >= threshold - SIMILARITY_TOLERANCE, threshold=threshold, model=checkpoint.model_id,
+        duplicate=duplicate, threshold=threshold, model=checkpoint.model_id,
         mirror=mirror, quarter_turns=turns, crop_box=box, differs=differs, aligned=diff.aligned,
+        matching_points=points,
     )  # fmt: skip

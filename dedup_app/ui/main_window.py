@@ -813,10 +813,10 @@ class MainWindow(QMainWindow):
         groups = self.duplicate_groups()
         images = self.review.images_left(self.file_actions.removed)
         reclaim = sum(g.reclaimable_bytes for g in groups)
-        crowded = self.review.crowded_note(self.threshold)
+        notes = [n for n in (self.review.apart_note(self.threshold), self.review.crowded_note(self.threshold)) if n]
         self.summary.setText(
             f"{count_of(images, 'image')} · {count_of(len(groups), 'group')} · {format_bytes(reclaim)} reclaimable · "
-            + (f"{crowded} · " if crowded else "")
+            + "".join(f"{n} · " for n in notes)
             + f"{self.models.model_label()} · {self.labels.summary()}"
         )
 

@@ -507,3 +507,25 @@ def test_screenshot_command(tmp_path: Path, photos_dir: Path) -> None:
         assert im.size == (1600, 900)
         grey = np.asarray(im.convert("L").resize((64, 36)))
     assert len(np.unique(grey)) > 20  # a real picture, not a blank window
+
+
+def test_look_alikes_are_kept_apart_and_the_summary_says_so(  # type: ignore[no-untyped-def]
+    qtbot, make_window, tmp_path: Path, shared_data: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "products"
+    folder.mkdir()
+    pool = shared_data / "photos" / "pool"
+    for name in ("cloth_00250.jpg", "cloth_00293.jpg"):  # two trousers on one white wall: similar, not copies
+        shutil.copy(pool / name, folder / name)
+    photo(shared_data, "kodim05.png").save(folder / "k5.png")
+    photo(shared_data, "kodim05.png").resize((384, 256)).save(folder / "k5_small.jpg", quality=80)
+    window = make_window()
+    scan(qtbot, window, folder)
+    assert group_names(window) == [{"k5.png", "k5_small.jpg"}]
+    assert "1 look-alike pair kept apart" in window.summary.text()
+    with qtbot.waitSignal(window.groups_changed, timeout=10_000):
+        window.slider.setValue(round(window.finder.checked_at * 1000) - 5)  # past the check: alike is enough
+    assert {"cloth_00250.jpg", "cloth_00293.jpg"} in group_names(window)
+    assert "look-alike" not in window.summary.text()

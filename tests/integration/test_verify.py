@@ -13,7 +13,8 @@ from PIL import ImageOps
 from dedup_app.cli import main
 from tests.conftest import photo
 
-KEYS = {"a", "b", "similarity", "probability", "duplicate", "threshold", "model", "transform", "differs"}
+KEYS = {"a", "b", "similarity", "probability", "duplicate", "threshold", "model", "transform", "differs",
+        "geometric_check"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
