@@ -458,19 +458,32 @@ def make_large_jpegs(data: Path, folder: Path, count: int, size: tuple[int, int]
     return out
 
 
-def _timed_scan(folder: Path, cache_path: Path) -> tuple[float, dict[str, int]]:
+def _timed_scan(folder: Path, cache_path: Path, backend: str | None = None) -> tuple[float, dict[str, int]]:
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.duplicates import scan_and_search
     from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.progress import drive
 
     started = time.perf_counter()
-    embedder = Embedder(load_checkpoint(), "auto")
+    embedder = Embedder(load_checkpoint(), "auto", backend=backend)
     with EmbeddingCache(cache_path) as cache:  # the command line's pipeline: scan, search, geometric check
         finder = drive(scan_and_search([folder], embedder, cache, floor=embedder.threshold))
     finder.groups(embedder.threshold)
     stats = finder.result.stats
-    return time.perf_counter() - started, {"decoded": stats.decoded, "cached": stats.cached}
+    return time.perf_counter() - started, {"decoded": stats.decoded, "cached": stats.cached,
+                                           "backend": embedder.backend}  # type: ignore[dict-item]  # fmt: skip
+
+
+def _start_up(empty: Path, backend: str | None, runs: int = 3) -> float:
+    """Median wall time of ``dedup-app scan EMPTY`` in a fresh process (start-up: imports and the model)."""
+    env = {**os.environ, **({"DEDUP_APP_BACKEND": backend} if backend else {})}
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "dedup_app", "scan", str(empty), "--cache", ":memory:", "--no-progress"],
+                       check=True, capture_output=True, env=env)  # fmt: skip
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
 
 
 def run_speed(data: Path, count: int) -> dict[str, object]:
@@ -493,10 +506,37 @@ def run_speed(data: Path, count: int) -> dict[str, object]:
         for f in files:
             phash_bits(f)
         t_phash = time.perf_counter() - started
+        from dedup_app.core.embedder import Embedder, load_checkpoint
+        from dedup_app.core.onnx_encoder import find_export
+
+        checkpoint = load_checkpoint()
+        exported = find_export(checkpoint.model_id) is not None
+        started = time.perf_counter()
+        Embedder(checkpoint, "auto").prepare()  # a first run exports the model to ONNX once: not timed
+        t_prepare = None if exported else time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            czkawka_groups(folder, [f.name for f in files])
+            t_czkawka: float | None = time.perf_counter() - started
+        except Exception as exc:  # a peer that fails is reported, not fatal
+            print(f"Czkawka failed: {exc!r}", file=sys.stderr)
+            t_czkawka = None
         cache = Path(tmp) / "cache.sqlite3"
         t_cold, cold_stats = _timed_scan(folder, cache)
         t_warm, warm_stats = _timed_scan(folder, cache)
+        t_torch, torch_stats = _timed_scan(folder, Path(tmp) / "torch.sqlite3", backend="torch")
+        empty = Path(tmp) / "empty"
+        empty.mkdir()
+        start_auto, start_torch = _start_up(empty, None), _start_up(empty, "torch")
     report = {
+        "czkawka_seconds": t_czkawka,
+        "cold_vs_czkawka_speed_ratio": t_czkawka / t_cold if t_czkawka else None,
+        "start_up_seconds": start_auto,
+        "start_up_torch_seconds": start_torch,
+        "prepare_seconds": t_prepare,
+        "torch_cold_seconds": t_torch,
+        "torch_stats": torch_stats,
+        "cold_vs_torch_speed_ratio": t_torch / t_cold,
         "images": count,
         "megapixels": megapixels,
         "avg_file_mb": avg_bytes / 1e6,
@@ -881,10 +921,21 @@ def main(argv: list[str] | None = None) -> int:
             "| run | seconds | images/s | ratio |\n|---|---|---|---|\n"
             f"| imagehash pHash (peer, one process) | {rep['phash_seconds']:.1f} | "
             f"{rep['images'] / rep['phash_seconds']:.1f} | 1.00 |\n"
-            f"| dedup-app cold scan (empty cache) | {rep['cold_seconds']:.1f} | "
-            f"{rep['images'] / rep['cold_seconds']:.1f} | {rep['cold_vs_phash_speed_ratio']:.2f}x pHash |\n"
+            f"| dedup-app cold scan (empty cache, {rep['cold_stats'].get('backend', 'torch')}) | "
+            f"{rep['cold_seconds']:.1f} | {rep['images'] / rep['cold_seconds']:.1f} | "
+            f"{rep['cold_vs_phash_speed_ratio']:.2f}x pHash, {rep.get('cold_vs_torch_speed_ratio', 1):.2f}x torch |\n"
+            f"| dedup-app cold scan, torch on the CPU | {rep.get('torch_cold_seconds', 0):.1f} | "
+            f"{rep['images'] / rep.get('torch_cold_seconds', 1):.1f} | "
+            f"{rep['phash_seconds'] / rep.get('torch_cold_seconds', 1):.2f}x pHash |\n"
             f"| dedup-app warm rescan | {rep['warm_seconds']:.2f} | {rep['images'] / rep['warm_seconds']:.0f} | "
-            f"{rep['warm_speedup_over_cold']:.0f}x cold |"
+            f"{rep['warm_speedup_over_cold']:.0f}x cold |\n"
+            + (f"| Czkawka (Python bindings, default) | {rep['czkawka_seconds']:.1f} | "
+               f"{rep['images'] / rep['czkawka_seconds']:.1f} | dedup-app cold is "
+               f"{rep['cold_vs_czkawka_speed_ratio']:.2f}x Czkawka |\n" if rep.get("czkawka_seconds") else "")
+            + f"\n`dedup-app scan EMPTY_FOLDER` in a fresh process (start-up, median of 3): "
+            f"**{rep.get('start_up_seconds', 0):.2f} s** (ONNX Runtime, torch not imported); with torch "
+            f"{rep.get('start_up_torch_seconds', 0):.2f} s. The first run with a model exports it to ONNX once"
+            + (f" ({rep['prepare_seconds']:.1f} s here)." if rep.get("prepare_seconds") else ".")
         )
     if "grouping" in args.parts:
         with checked_out(args.baseline) as baseline:

@@ -567,12 +567,12 @@ def run_find_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error("--cache: empty path (use ':memory:' for no cache)")
     _check_output(args.json, "--json", parser)
     from dedup_app.core.cache import CacheError
-    from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.find import find_similar
+    from dedup_app.core.onnx_encoder import open_embedder
     from dedup_app.core.progress import drive
 
     try:
-        embedder = Embedder(load_checkpoint(args.model), args.device)
+        embedder = open_embedder(args.model, args.device)
     except (ValueError, FileNotFoundError) as exc:
         print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -650,12 +650,12 @@ def run_verify_command(args: argparse.Namespace, parser: argparse.ArgumentParser
             print(f"dedup-app: error: {printable(path)}: {problem}", file=sys.stderr)
             return EXIT_USAGE
     _check_output(args.json, "--json", parser)
-    from dedup_app.core.embedder import Embedder, load_checkpoint
     from dedup_app.core.imageio import ImageLoadError
+    from dedup_app.core.onnx_encoder import open_embedder
     from dedup_app.core.verify import verify_pair
 
     try:
-        embedder = Embedder(load_checkpoint(args.model), args.device)
+        embedder = open_embedder(args.model, args.device)
         verdict = verify_pair(embedder, args.a, args.b, args.threshold)
     except (ValueError, FileNotFoundError, ImageLoadError) as exc:
         print(f"dedup-app: error: {printable(str(exc))}", file=sys.stderr)
@@ -690,18 +690,17 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from dedup_app.core.cache import CacheError
     from dedup_app.core.duplicates import scan_and_search
-    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.onnx_encoder import open_embedder
     from dedup_app.core.progress import drive
     from dedup_app.core.report import suggested, write_csv, write_json
     from dedup_app.core.scan import ScanOptions
 
-    try:
-        checkpoint = load_checkpoint(args.model)
-        embedder = Embedder(checkpoint, args.device)
+    try:  # on the CPU with ONNX Runtime and a model seen before, torch is not even imported
+        embedder = open_embedder(args.model, args.device)
     except (ValueError, FileNotFoundError) as exc:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    threshold = args.threshold if args.threshold is not None else checkpoint.threshold
+    threshold = args.threshold if args.threshold is not None else float(embedder.threshold)
     not_duplicates = set() if args.no_labels else _not_duplicate_labels()
 
     progress = _ProgressBar(enabled=not args.no_progress)

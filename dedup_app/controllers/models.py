@@ -57,7 +57,7 @@ def load_embedder(model_path: str, device: str) -> Embedder:
     from dedup_app.core.embedder import Embedder, load_checkpoint
 
     embedder = Embedder(load_checkpoint(model_path), device)
-    _ = embedder.encoder  # build it now, not during the first batch
+    embedder.prepare()  # build it now (the ONNX session or the network), not during the first batch
     gc.collect()
     gc.freeze()
     return embedder

@@ -181,8 +181,21 @@ def dihedral_views(x: torch.Tensor, invariance: str) -> torch.Tensor:
     views = []
     for turns, mirror in INVARIANCE_VIEWS[invariance]:
         v = x.flip(-1) if mirror else x
-        views.append(torch.rot90(v, turns, dims=(-2, -1)) if turns else v)
+        views.append(quarter_turns(v, turns))
     return torch.cat(views, dim=0)
+
+
+def quarter_turns(x: torch.Tensor, turns: int) -> torch.Tensor:
+    """``torch.rot90(x, turns, dims=(-2, -1))`` written as transposes and flips (the same pixels), which every ONNX
+    opset can express (the exporter has no ``rot90``)."""
+    turns %= 4
+    if turns == 1:
+        return x.transpose(-2, -1).flip(-2)
+    if turns == 2:
+        return x.flip(-2).flip(-1)
+    if turns == 3:
+        return x.transpose(-2, -1).flip(-1)
+    return x
 
 
 class SiameseEncoder(nn.Module):

@@ -521,7 +521,8 @@ class MainWindow(QMainWindow):
         return ChangeDetector(self.models.load(), head, method)
 
     def _model_loaded(self, embedder: Any) -> None:
-        self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}", 5000)
+        how = " (ONNX Runtime)" if getattr(embedder, "backend", "torch") == "onnxruntime" else ""
+        self.statusBar().showMessage(f"Model {embedder.model_id} ready on {embedder.device}{how}", 5000)
         if self.review.finder is None:  # nothing on screen yet: the slider shows this model's threshold
             self._set_slider(self.models.threshold_for(embedder))
         self._update_summary()
