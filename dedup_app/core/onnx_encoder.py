@@ -191,6 +191,9 @@ class Session:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # idle intra-op threads sleep instead of spinning: the scan's decode threads need those cores (reading 200
+        # 12 MP JPEGs: 6.1-6.4 s against 6.7-7.3 s spinning, 2 cores)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own error types
