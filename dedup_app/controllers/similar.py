@@ -18,7 +18,7 @@ from collections.abc import Collection, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dedup_app.core.duplicates import DuplicateGroup, GroupMember
+from dedup_app.core.duplicates import APART, DuplicateGroup, GroupMember
 from dedup_app.core.files import FileEntry
 from dedup_app.core.imageio import ImageInfo
 from dedup_app.core.index import SIMILARITY_TOLERANCE
@@ -165,7 +165,12 @@ class SimilarSearch:
         if result is None or result.record is None or result.record.path in removed:
             return None
         left = [(r, m) for r, m in result.matches if r.path not in removed]
-        copies = [r.path for r, m in left if m.similarity >= threshold - SIMILARITY_TOLERANCE]
+        # a match the geometric check set apart (alike, not the same picture) is no copy, unless the user lowers
+        # the threshold past the one searched at, as with the duplicate groups
+        strict = threshold >= result.threshold - APART / 2
+        apart = {r.path for r, m in left if not m.duplicate and m.similarity >= result.threshold - SIMILARITY_TOLERANCE}
+        copies = [r.path for r, m in left
+                  if m.similarity >= threshold - SIMILARITY_TOLERANCE and not (strict and r.path in apart)]  # fmt: skip
         shown = left[: len(copies) + NEAR_MISSES]
         members = (GroupMember(result.record, 1.0),) + tuple(GroupMember(r, m.similarity) for r, m in shown)
         probabilities = (None,) + tuple(m.probability for _, m in shown)

@@ -264,3 +264,26 @@ def test_results_without_a_scan_in_this_window(qtbot, make_window, collection: P
     assert len(result_group(window).copies) < 3
     window.close_similar()
     assert window.model.groups == [] and window.center.currentWidget() is not window.tree
+
+
+def test_a_look_alike_is_shown_but_not_a_copy(qtbot, make_window, tmp_path: Path, shared_data: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    root = tmp_path / "products"
+    root.mkdir()
+    pool = shared_data / "photos" / "pool"
+    shutil.copy(pool / "cloth_00293.jpg", root / "other_trousers.jpg")  # alike (0.90), a different photo
+    with Image.open(pool / "cloth_00250.jpg") as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(root / "copy.jpg", quality=75)
+    query = tmp_path / "query.jpg"
+    shutil.copy(pool / "cloth_00250.jpg", query)
+    window = make_window()
+    scan(qtbot, window, root)
+    find(qtbot, window, lambda: window.find_similar(str(query)))
+    group = result_group(window)
+    shown = {Path(m.image.path).name for m in group.members}
+    assert {"copy.jpg", "other_trousers.jpg"} <= shown  # both listed, ranked by similarity
+    assert group.copies == {str(root / "copy.jpg")}  # only the copy can be ticked by M as a copy
+    # lowered past the threshold searched at, the look-alike counts again, as in the duplicate groups
+    low = window.similar.group(group.threshold - 0.01)
+    assert low is not None and str(root / "other_trousers.jpg") in low.copies
