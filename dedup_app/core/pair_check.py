@@ -50,7 +50,7 @@ SIDE = 512
 FEATURES = 600
 #: Lowe's ratio test: a match is kept when its distance is under this share of the second-best one's.
 RATIO = 0.85
-#: RANSAC reprojection error in pixels of a :data:`SIDE`-px image.
+#: RANSAC reprojection error in pixels of a :data:`SIDE`-px image (0.8 % of its side).
 REPROJECTION = 4.0
 #: Identifies the method and its parameters in the cache: results of another version are not reused.
 METHOD = f"sift{SIDE}-{FEATURES}-r{RATIO}-magsac{REPROJECTION}-v1"
@@ -136,15 +136,15 @@ def mirrored(f: Features) -> Features:
     return features_of(np.ascontiguousarray(f.grey[:, ::-1]))
 
 
-def pair_inliers(a: Features, b: Features) -> int:
-    """:func:`inliers` of the pair, or of ``a`` and ``b`` mirrored when the plain match falls short; :data:`PLAIN`
-    when either image has too few keypoints to judge."""
+def pair_inliers(a: Features, b: Features, b_mirrored: Callable[[], Features] | None = None) -> int:
+    """:func:`inliers` of the pair, or of ``a`` and ``b`` mirrored (``b_mirrored()``, computed when not given) when
+    the plain match falls short; :data:`PLAIN` when either image has too few keypoints to judge."""
     if min(len(a.descriptors), len(b.descriptors)) < MIN_KEYPOINTS:
         return PLAIN
     n = inliers(a, b)
     if n >= MIN_INLIERS:
         return n
-    return max(n, inliers(a, mirrored(b)))
+    return max(n, inliers(a, b_mirrored() if b_mirrored is not None else mirrored(b)))
 
 
 def is_copy(count: int) -> bool | None:
@@ -203,15 +203,23 @@ class PairChecker:
     def __init__(self, workers: int | None = None, memory: int = 256 << 20) -> None:
         import os
 
-        self._features = _FeatureCache(_load_features, memory)
+        self._features = _FeatureCache(_load_features, memory // 2)
+        # an image alike to many others is tried mirrored against each of them: its mirror's features are kept too
+        self._mirrors = _FeatureCache(self._load_mirror, memory // 2)
         self._pool = ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1))
+
+    def _load_mirror(self, path: str) -> Features | None:
+        plain = self._features.get(path)
+        return None if plain is None else mirrored(plain)
 
     def check(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Inlier counts of ``pairs`` (:data:`UNCHECKED` where a file cannot be read, :data:`PLAIN`), in order."""
 
         def one(pair: tuple[str, str]) -> int:
             a, b = self._features.get(pair[0]), self._features.get(pair[1])
-            return UNCHECKED if a is None or b is None else pair_inliers(a, b)
+            if a is None or b is None:
+                return UNCHECKED
+            return pair_inliers(a, b, lambda: self._mirrors.get(pair[1]) or mirrored(b))
 
         return np.array(list(self._pool.map(one, pairs)), np.int32).reshape(len(pairs))
 
