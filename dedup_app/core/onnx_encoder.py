@@ -109,9 +109,6 @@ def export(checkpoint: Checkpoint, encoder: Any, folder: Path | None = None) -> 
     is missing, or when the export's embeddings differ by more than :data:`TOLERANCE`. Written atomically."""
     import torch
 
-    onnx_file, meta_file = paths_for(checkpoint.model_id, folder)
-    size = checkpoint.config.input_size
-
     class Pixels(torch.nn.Module):
         def __init__(self, net: torch.nn.Module) -> None:
             super().__init__()
@@ -120,9 +117,34 @@ def export(checkpoint: Checkpoint, encoder: Any, folder: Path | None = None) -> 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return self.net(images.permute(0, 3, 1, 2).float() / 255.0)  # type: ignore[no-any-return]
 
-    net = copy.deepcopy(encoder).to(torch.device("cpu")).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
-    wrapped = Pixels(net).eval()
+    size = checkpoint.config.input_size
     probe = probe_images(size)
+    return export_module(
+        Pixels(encoder), checkpoint.model_id, probe[:2], [probe], "images", "embeddings", {0: "batch"},
+        {0: "batch"}, folder, {"input_size": size, "dim": checkpoint.config.embed_dim},
+    )  # fmt: skip
+
+
+def export_module(
+    module: Any,
+    key: str,
+    example: np.ndarray,
+    checks: list[np.ndarray],
+    input_name: str,
+    output_name: str,
+    input_axes: dict[int, str],
+    output_axes: dict[int, str],
+    folder: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Export a torch ``module`` of one array input and one output as ``key``.onnx (with its JSON sidecar), after
+    checking that ONNX Runtime gives torch's outputs within :data:`TOLERANCE` on every array of ``checks``.
+    Dynamic axes as torch's exporter takes them. Raises :class:`ExportError`; written atomically."""
+    import torch
+
+    onnx_file, meta_file = paths_for(key, folder)
+    net = copy.deepcopy(module).to(torch.device("cpu")).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    net.eval()
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=onnx_file.parent)
     os.close(fd)
@@ -131,21 +153,22 @@ def export(checkpoint: Checkpoint, encoder: Any, folder: Path | None = None) -> 
             with warnings.catch_warnings(), torch.inference_mode():
                 warnings.simplefilter("ignore")  # the exporter's advice on dynamo and constant folding
                 torch.onnx.export(
-                    wrapped, (torch.from_numpy(probe[:2]),), tmp, dynamo=False, opset_version=OPSET,
-                    input_names=["images"], output_names=["embeddings"],
-                    dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
+                    net, (torch.from_numpy(example),), tmp, dynamo=False, opset_version=OPSET,
+                    input_names=[input_name], output_names=[output_name],
+                    dynamic_axes={input_name: input_axes, output_name: output_axes},
                 )  # fmt: skip
         except Exception as exc:  # the exporter raises many types (missing onnx package, unsupported operator)
-            raise ExportError(f"ONNX export of {checkpoint.model_id} failed: {exc}") from None
-        with torch.inference_mode():
-            reference = wrapped(torch.from_numpy(probe)).numpy()
-        got = Session(Path(tmp), threads=1).run(probe)
-        diff = float(np.abs(got - reference).max())
+            raise ExportError(f"ONNX export of {key} failed: {exc}") from None
+        session = Session(Path(tmp), threads=1, input_name=input_name, output_name=output_name)
+        diff = 0.0
+        for arr in checks:
+            with torch.inference_mode():
+                reference = net(torch.from_numpy(arr)).float().numpy()
+            diff = max(diff, float(np.abs(session.run(arr) - reference).max()))
         if not diff <= TOLERANCE:
-            raise ExportError(f"the ONNX export of {checkpoint.model_id} differs from torch by {diff:.2g}")
-        meta = {"model_id": checkpoint.model_id, "export_version": EXPORT_VERSION, "opset": OPSET,
-                "sha256": _sha256(Path(tmp)), "max_difference_to_torch": diff, "input_size": size,
-                "dim": checkpoint.config.embed_dim, "torch": torch.__version__}  # fmt: skip
+            raise ExportError(f"the ONNX export of {key} differs from torch by {diff:.2g}")
+        meta = {"model_id": key, "export_version": EXPORT_VERSION, "opset": OPSET, "sha256": _sha256(Path(tmp)),
+                "max_difference_to_torch": diff, "torch": torch.__version__, **(extra or {})}  # fmt: skip
         os.chmod(tmp, 0o644)
         os.replace(tmp, onnx_file)
         meta_tmp = meta_file.with_suffix(".json.tmp")
@@ -154,7 +177,7 @@ def export(checkpoint: Checkpoint, encoder: Any, folder: Path | None = None) -> 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    log.info("exported %s to ONNX (%s), max difference to torch %.2g", checkpoint.model_id, onnx_file, diff)
+    log.info("exported %s to ONNX (%s), max difference to torch %.2g", key, onnx_file, diff)
     return onnx_file
 
 
@@ -181,10 +204,15 @@ def find_export(model_id: str, folder: Path | None = None) -> Path | None:
 
 
 class Session:
-    """An ONNX Runtime session of an exported encoder on the CPU: uint8 (B, S, S, 3) in, unit vectors out."""
+    """An ONNX Runtime session of an export on the CPU: one uint8 array in, one float32 array out (the encoder:
+    images (B, S, S, 3) in, unit vectors out)."""
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, threads: int | None = None, input_name: str = "images", output_name: str = "embeddings"
+    ) -> None:
         import onnxruntime as ort
+
+        self._names = (input_name, output_name)
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or (os.cpu_count() or 1)
@@ -200,8 +228,8 @@ class Session:
             raise ExportError(f"ONNX Runtime cannot load {path}: {exc}") from None
 
     def run(self, images: np.ndarray) -> np.ndarray:
-        """Embeddings (B, dim) float32 of a uint8 batch (B, S, S, 3)."""
-        out = self._session.run(["embeddings"], {"images": np.ascontiguousarray(images, np.uint8)})[0]
+        """The output (for the encoder: embeddings (B, dim)) as float32, of a uint8 input (B, S, S, 3)."""
+        out = self._session.run([self._names[1]], {self._names[0]: np.ascontiguousarray(images, np.uint8)})[0]
         return np.asarray(out, np.float32)
 
 

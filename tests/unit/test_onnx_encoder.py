@@ -141,3 +141,38 @@ def test_a_model_seen_before_starts_without_torch(  # type: ignore[no-untyped-de
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "DEDUP_APP_ONNX_DIR": str(export_dir)})  # fmt: skip
     assert out.stdout.strip().splitlines()[-1] == "False 0", out.stdout + out.stderr
+
+
+def test_an_unwritable_export_folder_falls_back_to_torch(  # type: ignore[no-untyped-def]
+    checkpoint, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the export folder should be")
+    monkeypatch.setenv("DEDUP_APP_ONNX_DIR", str(blocker / "onnx"))
+    embedder = Embedder(checkpoint, "cpu")
+    out = embedder.embed(_photos(shared_data, embedder.input_size)[:2])
+    assert embedder.backend == "torch" and out.shape == (2, checkpoint.config.embed_dim)
+
+
+def test_a_change_head_runs_in_onnx_runtime_with_torchs_map(  # type: ignore[no-untyped-def]
+    embedder, export_dir: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    from dedup_app.core.change.detect import ChangeDetector, load_change_head
+    from dedup_app.core.change.heads import shipped_head_path
+    from dedup_app.core.progress import drive
+
+    folder = shared_data / "change" / "levir_samples"
+    name = sorted(p.name for p in (folder / "A").iterdir())[0]
+    a, b = (np.asarray(Image.open(folder / side / name).convert("RGB")) for side in ("A", "B"))
+    head = load_change_head(shipped_head_path("general"))
+    fast = ChangeDetector(embedder, head, "features")
+    got = drive(fast.probability(a, b))
+    assert fast._session, "the head's tile map did not run in ONNX Runtime"
+    assert any(export_dir.glob("change-*.onnx"))
+    monkeypatch.setenv(onnx_encoder.BACKEND_ENV, "torch")
+    slow = ChangeDetector(embedder, head, "features")
+    want = drive(slow.probability(a, b))
+    assert not slow._session
+    assert got.shape == want.shape and np.abs(got - want).max() <= onnx_encoder.TOLERANCE

@@ -16,6 +16,9 @@ bounded whatever the raster size.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dedup_app.core.progress import CancelToken, Progress
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the head module imports this one (ChangeConfig, stage_features)
     from dedup_app.core.change.head import UNetHeadCheckpoint
@@ -216,6 +221,7 @@ class ChangeDetector:
         self.output_stride = self.config.output_stride if method == "features" else OUTPUT_STRIDE
         self._head: nn.Module | None = None
         self._backbone: nn.Module | None = None
+        self._session: Any = None  # ONNX Runtime session of a format-2 head's tile map; False: torch runs it
 
     @property
     def model_name(self) -> str:
@@ -248,8 +254,49 @@ class ChangeDetector:
             prob = F.avg_pool2d(prob, self.output_stride)
         return prob[0, 0]
 
+    def _head_key(self) -> str:
+        """Names the ONNX export of this encoder + head + output stride (a hash of the head's weights)."""
+        ck: Any = self.head_checkpoint
+        h = hashlib.sha256()
+        for part in (ck.config, ck.head_config):
+            h.update(json.dumps(dataclasses.asdict(part), sort_keys=True, default=str).encode())
+        for state in (ck.state, ck.encoder_state):
+            for key in sorted(state):
+                h.update(key.encode())
+                h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+        return f"change-{self.embedder.model_id}-{h.hexdigest()[:12]}-s{self.output_stride}"
+
+    def _tile_session(self) -> Any:
+        """ONNX Runtime's session for a format-2 head's tile map on the CPU (exported once, checked against torch to
+        1e-4 on probe pairs of two sizes), or None: torch runs it (another head format, CUDA, no onnxruntime,
+        ``DEDUP_APP_BACKEND=torch``, or an export that failed, with the reason logged)."""
+        from dedup_app.core import onnx_encoder
+
+        if self._session is None:
+            self._session = False
+            unet = self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
+            on_cpu = torch.device(self.device).type == "cpu"
+            if not (unet and on_cpu and onnx_encoder.available() and onnx_encoder.wanted_backend() != "torch"):
+                return None
+            try:
+                key = self._head_key()
+                path = onnx_encoder.find_export(key)
+                if path is None:
+                    path = onnx_encoder.export_module(
+                        _UNetTile(self), key, _probe_pair(256, 256), [_probe_pair(256, 256), _probe_pair(192, 320)],
+                        "pair", "probability", {1: "height", 2: "width"}, {0: "rows", 1: "columns"},
+                    )  # fmt: skip
+                self._session = onnx_encoder.Session(path, input_name="pair", output_name="probability")
+                log.info("change map of %s through ONNX Runtime (%s)", self.model_name, path)
+            except (onnx_encoder.ExportError, OSError) as exc:
+                log.warning("%s; the change map runs in torch", exc)
+        return self._session or None
+
     def _tile_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Change probability of one tile pair (uint8 RGB, same size, multiple of 32) at the output stride."""
+        session = self._tile_session()
+        if session is not None:
+            return session.run(np.stack([a, b]))  # type: ignore[no-any-return]
         cfg = self.config
         encoder = self.embedder.encoder
         x = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
@@ -334,3 +381,46 @@ def _crop(img: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
         mode: Literal["reflect", "edge"] = "reflect" if crop.shape[0] > ph and crop.shape[1] > pw else "edge"
         crop = np.pad(crop, ((0, ph), (0, pw), (0, 0)), mode=mode)
     return np.ascontiguousarray(crop)
+
+
+def _probe_pair(height: int, width: int) -> np.ndarray:
+    """A deterministic before/after tile pair (2, height, width, 3) uint8 with a changed block, for export checks."""
+    from dedup_app.core.onnx_encoder import probe_images
+
+    a, b = probe_images(max(height, width), 2, seed=7)
+    a, b = a[:height, :width], b[:height, :width]
+    after = a.copy()
+    rows, cols = slice(height // 4, height // 2), slice(width // 3, 2 * width // 3)
+    after[rows, cols] = b[rows, cols]
+    return np.ascontiguousarray(np.stack([a, after]))
+
+
+class _UNetTile(nn.Module):
+    """A format-2 head's tile map as one module for export: uint8 (2, H, W, 3) before/after in, probabilities at
+    the output stride out, exactly as :meth:`ChangeDetector._unet_tile` computes them."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, detector: ChangeDetector) -> None:
+        from dedup_app.core.change.head import head_backbone
+
+        super().__init__()
+        ck: Any = detector.head_checkpoint
+        shared = None if detector.embedder.checkpoint.backbone_state else detector.embedder.encoder.backbone
+        self.backbone = detector._backbone or head_backbone(shared, ck)
+        self.head = detector._head_module()
+        encoder = detector.embedder.encoder
+        self.register_buffer("mean", encoder.mean.detach().clone().cpu())
+        self.register_buffer("std", encoder.std.detach().clone().cpu())
+        self.stride = detector.output_stride
+
+    def forward(self, pair: torch.Tensor) -> torch.Tensor:
+        from dedup_app.core.change.head import tile_logits
+
+        x = (pair.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        head: Any = self.head
+        prob = torch.sigmoid(tile_logits(self.backbone, head, x).float())
+        if self.stride > 1:
+            prob = F.avg_pool2d(prob, self.stride)
+        return prob[0, 0]
