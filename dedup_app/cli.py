@@ -741,9 +741,10 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               file=sys.stderr)  # fmt: skip
 
     code = EXIT_OK
+    apart = finder.apart_at(threshold) if finder.checked_at is not None else None
     decisions = suggested(groups)  # what the window would tick by itself, with its default rule
     outputs = (
-        ("--json", args.json, lambda: write_json(args.json, result, groups, threshold, decisions)),
+        ("--json", args.json, lambda: write_json(args.json, result, groups, threshold, decisions, kept_apart=apart)),
         ("--csv", args.csv, lambda: write_csv(args.csv, groups, decisions)),
     )
     for flag, out, write in outputs:
@@ -763,7 +764,7 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if split:
             print(f"{count_of(split, 'pair')} labelled 'not duplicate' in the window kept apart (--no-labels to "
                   "ignore the labels).")  # fmt: skip
-        if apart := finder.apart_at(threshold):
+        if apart:
             print(f"{count_of(apart, 'look-alike pair')} above the threshold kept apart: the pictures do not "
                   "map onto each other (--no-geometric-check to group them).")  # fmt: skip
     return code

@@ -7,7 +7,11 @@ The JSON shape is a contract (scripts depend on it); keys may be added, never re
      "groups": [{"kind": "exact" | "near", "keep": str, "review": bool,
                  "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int,
                             "pages": int, "marked": bool, "review": bool}]}],
-     "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int}}
+     "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int},
+     "kept_apart": int | null}
+
+``kept_apart`` counts the look-alike pairs at the threshold that the geometric check kept out of the groups (two
+photos of one subject, not copies; null when the check did not run).
 
 In ``stats`` each file found counts once in ``decoded``, ``from_cache``, ``copies`` or ``failed`` (they add up to
 ``files``). ``errors`` lists the failed files and also the paths that could not be opened at all (a missing
@@ -75,8 +79,11 @@ def report_dict(
     threshold: float,
     decisions: Sequence[Marks] | None = None,
     rule: str = DEFAULT_RULE,
+    kept_apart: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON report as plain data. ``decisions`` (one per group) default to what ``rule`` suggests."""
+    """The JSON report as plain data. ``decisions`` (one per group) default to what ``rule`` suggests;
+    ``kept_apart``: look-alike pairs at the threshold the geometric check kept out of the groups (None: it did not
+    run)."""
     decisions = suggested(groups, rule) if decisions is None else decisions
     return {
         "threshold": round(float(threshold), 4),
@@ -87,6 +94,7 @@ def report_dict(
         "groups": [_group_dict(g, d) for g, d in zip(groups, decisions, strict=True)],
         "roots": result.roots,
         "version": __version__,
+        "kept_apart": kept_apart,
         "stats": {
             "files": result.stats.files,
             "decoded": result.stats.decoded,
@@ -112,11 +120,12 @@ def write_json(
     threshold: float,
     decisions: Sequence[Marks] | None = None,
     rule: str = DEFAULT_RULE,
+    kept_apart: int | None = None,
 ) -> None:
     """Write the JSON report to ``path`` (``-`` for stdout)."""
     out = _open_out(path)
     try:
-        json.dump(report_dict(result, groups, threshold, decisions, rule), out, indent=2)
+        json.dump(report_dict(result, groups, threshold, decisions, rule, kept_apart), out, indent=2)
         out.write("\n")
     finally:
         if out is not sys.stdout:

@@ -1041,7 +1041,8 @@ class MainWindow(QMainWindow):
         groups, decisions, rule = [g for g, _ in shown], [d for _, d in shown], self.rule_box.currentData()
         try:
             if path.lower().endswith(".json"):
-                write_json(path, finder.result, groups, self.threshold, decisions, rule)
+                apart = finder.apart_at(self.threshold) if finder.checked_at is not None else None
+                write_json(path, finder.result, groups, self.threshold, decisions, rule, apart)
             else:
                 write_csv(path, groups, decisions, rule)
         except OSError as exc:

@@ -146,10 +146,12 @@ def test_cli_scan_says_what_it_set_apart(look_alike_folder: Path, tmp_path: Path
     def member_sets(report: dict) -> list[set[str]]:  # type: ignore[type-arg]
         return [{Path(m["path"]).name for m in g["files"]} for g in report["groups"]]
 
-    _, checked = run()
+    out, checked = run()
     assert not any(set(LOOK_ALIKES) <= g for g in member_sets(checked))
+    assert checked["kept_apart"] >= 1 and "look-alike pair" in out
     _, plain = run("--no-geometric-check")
     assert any(set(LOOK_ALIKES) <= g for g in member_sets(plain))
+    assert plain["kept_apart"] is None
     assert np.isfinite(checked["threshold"])
 
 
