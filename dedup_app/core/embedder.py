@@ -100,7 +100,7 @@ class Embedder:
         #: "onnxruntime" or "torch": what embeds (may fall back to torch on first use, with the reason logged)
         self.backend = "onnxruntime" if choice != "torch" and on_cpu and onnx_encoder.available() else "torch"
         self._session: onnx_encoder.Session | None = None
-        self.onnx_batch = 16
+        self.onnx_batch = onnx_encoder.ONNX_BATCH
 
     def prepare(self) -> None:
         """Build what :meth:`embed` runs (the ONNX session, exporting the model first if needed, or the network),
@@ -155,9 +155,7 @@ class Embedder:
         with self._lock:
             session = self._ort()
             if session is not None:
-                pixels = np.stack(images)
-                step = self.onnx_batch
-                return np.concatenate([session.run(pixels[k : k + step]) for k in range(0, len(pixels), step)])
+                return session.run_batches(images, self.onnx_batch)
         batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
         outputs = []
         with self._lock, torch.inference_mode():

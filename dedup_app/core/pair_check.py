@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from dedup_app.core.imageio import ImageLoadError, decode, read_bytes
+from dedup_app.core.index import SIMILARITY_TOLERANCE
 from dedup_app.core.progress import CancelToken, Progress
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ MIN_KEYPOINTS = 40
 _MIN_MATCHES = 6
 #: Pairs checked at once (one progress report each).
 _CHUNK = 64
-_TOLERANCE = 1e-5  # as index.SIMILARITY_TOLERANCE
 STAGE = "Checking look-alike pairs"
 
 
@@ -152,16 +152,6 @@ def is_copy(count: int) -> bool | None:
     return None if count < 0 else count >= MIN_INLIERS
 
 
-def check_image_pair(path_a: str, path_b: str) -> int:
-    """Inliers of one pair of image files (:data:`UNCHECKED` when either cannot be read, :data:`PLAIN`)."""
-    try:
-        a, b = features_of(grey_image(path_a)), features_of(grey_image(path_b))
-    except (ImageLoadError, OSError, ValueError, MemoryError) as exc:
-        log.info("geometric check of %s and %s skipped: %s", path_a, path_b, exc)
-        return UNCHECKED
-    return pair_inliers(a, b)
-
-
 class _FeatureCache:
     """Features by path, least recently used dropped past ``max_bytes``; thread-safe."""
 
@@ -194,6 +184,12 @@ def _load_features(path: str) -> Features | None:
     except (ImageLoadError, OSError, ValueError, MemoryError) as exc:
         log.info("geometric check: %s cannot be read now (%s); its pairs are left unchecked", path, exc)
         return None
+
+
+def check_image_pair(path_a: str, path_b: str) -> int:
+    """Inliers of one pair of image files (:data:`UNCHECKED` when either cannot be read, :data:`PLAIN`)."""
+    a, b = _load_features(path_a), _load_features(path_b)
+    return UNCHECKED if a is None or b is None else pair_inliers(a, b)
 
 
 class PairChecker:
@@ -233,24 +229,6 @@ class PairChecker:
         self.close()
 
 
-def check_pairs(
-    pairs: Sequence[tuple[str, str]], cancel: CancelToken | None = None, workers: int | None = None
-) -> Generator[Progress, None, np.ndarray]:
-    """Inlier counts of image file pairs (:data:`UNCHECKED` where a file cannot be read), in ``pairs``' order;
-    yields progress and raises :class:`Cancelled` when cancelled. Pairs are checked in order of their first path, so
-    each image's features are found about once."""
-    out = np.full(len(pairs), UNCHECKED, np.int32)
-    order = sorted(range(len(pairs)), key=lambda k: pairs[k])
-    with PairChecker(workers) as checker:
-        for start in range(0, len(order), _CHUNK):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            yield Progress(STAGE, start, len(order))
-            ks = order[start : start + _CHUNK]
-            out[ks] = checker.check([pairs[k] for k in ks])
-    return out
-
-
 class _Components:
     """Union-find over nodes: which images are known to show one picture."""
 
@@ -287,7 +265,7 @@ def apart_edges(
     component is not checked at all (which also spares most checks in a large group of copies), and a pair that
     failed is set apart only if its images still lie in different components at the end.
     """
-    band = np.flatnonzero((s >= threshold - _TOLERANCE) & (s < VERIFY_BELOW))
+    band = np.flatnonzero((s >= threshold - SIMILARITY_TOLERANCE) & (s < VERIFY_BELOW))
     apart = np.zeros(len(s), bool)
     if not len(band):
         return apart
@@ -298,9 +276,8 @@ def apart_edges(
     band = band[np.argsort(-s[band], kind="stable")]
     pair_keys = [(keys[i[k]], keys[j[k]]) for k in band.tolist()]
     known = cache.pair_checks(METHOD, pair_keys) if cache is not None else {}
-    counts = np.full(len(band), UNCHECKED, np.int32)
     failed: list[int] = []
-    fresh: list[tuple[str, str, int]] = []
+    checked = reused = 0
     queue = deque(range(len(band)))  # positions in ``band``, most similar first
     with PairChecker() as checker:
         while queue:
@@ -319,7 +296,8 @@ def apart_edges(
                 if ra == rb:
                     continue  # implied: both are copies of one picture already
                 if pair_keys[p] in known:
-                    _settle(comps, failed, p, a, b, known[pair_keys[p]], counts)
+                    _settle(comps, failed, p, a, b, known[pair_keys[p]])
+                    reused += 1
                     continue
                 ha, hb = _follow(hoped, ra), _follow(hoped, rb)
                 if ha == hb:
@@ -329,23 +307,23 @@ def apart_edges(
                 chunk.append(p)
             if chunk:
                 found = checker.check([(paths[i[band[p]]], paths[j[band[p]]]) for p in chunk])
+                checked += len(chunk)
                 done = []
                 for p, c in zip(chunk, found.tolist(), strict=True):
-                    _settle(comps, failed, p, int(i[band[p]]), int(j[band[p]]), c, counts)
+                    _settle(comps, failed, p, int(i[band[p]]), int(j[band[p]]), c)
                     if c != UNCHECKED:
                         done.append((*pair_keys[p], c))
                 if cache is not None and done:  # kept at once: a cancelled scan's checks are not lost
                     cache.put_pair_checks(METHOD, done)
                     cache.commit()
-                fresh += done
             queue.extendleft(reversed(later))
     yield Progress(STAGE, len(band), len(band))
     for p in failed:
         k = int(band[p])
         apart[k] = comps.find(int(i[k])) != comps.find(int(j[k]))
     log.info("geometric check: %d of %d pairs in [%.3f, %.2f) set apart (%d checked now, %d known, %d implied)",
-             int(apart.sum()), len(band), threshold, VERIFY_BELOW, len(fresh),
-             sum(1 for p in pair_keys if p in known), len(band) - len(fresh) - len(known))  # fmt: skip
+             int(apart.sum()), len(band), threshold, VERIFY_BELOW, checked, reused,
+             len(band) - checked - reused)  # fmt: skip
     return apart
 
 
@@ -355,8 +333,7 @@ def _follow(links: dict[int, int], root: int) -> int:
     return root
 
 
-def _settle(comps: _Components, failed: list[int], pos: int, a: int, b: int, count: int, counts: np.ndarray) -> None:
-    counts[pos] = count
+def _settle(comps: _Components, failed: list[int], pos: int, a: int, b: int, count: int) -> None:
     if is_copy(count) is False:
         failed.append(pos)
     else:  # a copy, or not judged (the embedding's word stands)

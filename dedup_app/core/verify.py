@@ -60,19 +60,15 @@ class Verdict:
                 "aligned": self.aligned,
             },  # fmt: skip
             "differs": round(self.differs, 6),
-            "geometric_check": None
-            if self.matching_points is None
-            else {
-                "matching_points": max(self.matching_points, 0),
-                "same_picture": _same_picture(self.matching_points),
-            },  # fmt: skip
+            "geometric_check": self._geometric_check(),
         }
 
+    def _geometric_check(self) -> dict[str, Any] | None:
+        from dedup_app.core.pair_check import is_copy
 
-def _same_picture(count: int) -> bool | None:
-    from dedup_app.core.pair_check import is_copy
-
-    return is_copy(count)
+        if self.matching_points is None:
+            return None
+        return {"matching_points": max(self.matching_points, 0), "same_picture": is_copy(self.matching_points)}
 
 
 def _turns(transform: str) -> tuple[bool, int]:

@@ -69,7 +69,8 @@ def test_plain_and_unreadable_images_are_not_judged(tmp_path: Path) -> None:
         (str(tmp_path / "plain.png"), str(tmp_path / "broken.jpg")),
         (str(tmp_path / "gone.jpg"), str(tmp_path / "plain.png")),
     ]
-    counts = drive(pair_check.check_pairs(pairs))
+    with pair_check.PairChecker() as checker:
+        counts = checker.check(pairs)
     assert counts.tolist() == [pair_check.UNCHECKED, pair_check.UNCHECKED]
 
 

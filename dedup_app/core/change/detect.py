@@ -240,19 +240,19 @@ class ChangeDetector:
             self._head = self.head_checkpoint.build().to(self.device)
         return self._head
 
-    def _unet_tile(self, x: torch.Tensor) -> torch.Tensor:
-        """A format-2 head's probability of one tile pair at the output stride."""
-        from dedup_app.core.change.head import head_backbone, tile_logits
+    def _unet_parts(self) -> tuple[nn.Module, Any]:
+        """A format-2 head's backbone and decoder, built on first use."""
+        from dedup_app.core.change.head import head_backbone
 
         assert self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
         if self._backbone is None:  # the embedder's own backbone unless it was fine-tuned away from the packaged one
             shared = None if self.embedder.checkpoint.backbone_state else self.embedder.encoder.backbone
             self._backbone = head_backbone(shared, self.head_checkpoint).to(self.device)
-        head: Any = self._head_module()
-        prob = torch.sigmoid(tile_logits(self._backbone, head, x).float())
-        if self.output_stride > 1:
-            prob = F.avg_pool2d(prob, self.output_stride)
-        return prob[0, 0]
+        return self._backbone, self._head_module()
+
+    def _unet_tile(self, x: torch.Tensor) -> torch.Tensor:
+        """A format-2 head's probability of one tile pair at the output stride."""
+        return _unet_probability(*self._unet_parts(), x, self.output_stride)
 
     def _head_key(self) -> str:
         """Names the ONNX export of this encoder + head + output stride (a hash of the head's weights)."""
@@ -395,6 +395,16 @@ def _probe_pair(height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack([a, after]))
 
 
+def _unet_probability(backbone: nn.Module, head: Any, x: torch.Tensor, stride: int) -> torch.Tensor:
+    """A format-2 head's change probability of a normalised tile pair (2, 3, H, W), averaged down to ``stride``."""
+    from dedup_app.core.change.head import tile_logits
+
+    prob = torch.sigmoid(tile_logits(backbone, head, x).float())
+    if stride > 1:
+        prob = F.avg_pool2d(prob, stride)
+    return prob[0, 0]
+
+
 class _UNetTile(nn.Module):
     """A format-2 head's tile map as one module for export: uint8 (2, H, W, 3) before/after in, probabilities at
     the output stride out, exactly as :meth:`ChangeDetector._unet_tile` computes them."""
@@ -403,24 +413,13 @@ class _UNetTile(nn.Module):
     std: torch.Tensor
 
     def __init__(self, detector: ChangeDetector) -> None:
-        from dedup_app.core.change.head import head_backbone
-
         super().__init__()
-        ck: Any = detector.head_checkpoint
-        shared = None if detector.embedder.checkpoint.backbone_state else detector.embedder.encoder.backbone
-        self.backbone = detector._backbone or head_backbone(shared, ck)
-        self.head = detector._head_module()
+        self.backbone, self.head = detector._unet_parts()
         encoder = detector.embedder.encoder
         self.register_buffer("mean", encoder.mean.detach().clone().cpu())
         self.register_buffer("std", encoder.std.detach().clone().cpu())
         self.stride = detector.output_stride
 
     def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        from dedup_app.core.change.head import tile_logits
-
         x = (pair.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        head: Any = self.head
-        prob = torch.sigmoid(tile_logits(self.backbone, head, x).float())
-        if self.stride > 1:
-            prob = F.avg_pool2d(prob, self.stride)
-        return prob[0, 0]
+        return _unet_probability(self.backbone, self.head, x, self.stride)
