@@ -222,9 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_train_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``train`` command (also ``python -m model_training``)."""
+    if not _torch_for_training():
+        return EXIT_USAGE
     from model_training.cli import train_main
 
     return train_main(args, parser, progress=_ProgressBar(enabled=not args.no_progress))
+
+
+def _torch_for_training() -> bool:
+    """Whether torch is there to train with; if not (the app bundle leaves it out), says so on stderr."""
+    from dedup_app.core.onnx_encoder import NO_TORCH, torch_installed
+
+    if torch_installed():
+        return True
+    print(f"dedup-app: error: training needs torch, which this installation of dedup-app leaves out: {NO_TORCH}",
+          file=sys.stderr)  # fmt: skip
+    return False
 
 
 def _add_train_change_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -238,6 +251,8 @@ def _add_train_change_parser(sub: argparse._SubParsersAction) -> None:  # type: 
 
 def run_train_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``train-change`` command."""
+    if not _torch_for_training():
+        return EXIT_USAGE
     from model_training.change_cli import train_change_main
 
     return train_change_main(args, parser, progress=_ProgressBar(enabled=not args.no_progress))
@@ -340,7 +355,7 @@ def _bands(text: str | None, parser: argparse.ArgumentParser) -> tuple[int, ...]
 def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The ``change`` command."""
     bands = _bands(args.bands, parser)
-    from dedup_app.core.change.detect import ChangeDetector, load_change_head
+    from dedup_app.core.change.detect import open_change_detector
     from dedup_app.core.change.heads import (
         FEATURES,
         ChangeModelError,
@@ -349,7 +364,7 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         resolve_change_model,
     )
     from dedup_app.core.change.pipeline import ChangeInputError, ChangeOptions, pair_inputs, run_change
-    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.onnx_encoder import open_embedder
     from dedup_app.core.progress import drive
 
     try:
@@ -378,8 +393,7 @@ def run_change_command(args: argparse.Namespace, parser: argparse.ArgumentParser
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        head = load_change_head(head_path) if head_path is not None else None
-        detector = ChangeDetector(Embedder(load_checkpoint(), args.device), head, args.method)
+        detector = open_change_detector(open_embedder(None, args.device), head_path, args.method)
     except (ValueError, FileNotFoundError) as exc:
         print(f"dedup-app: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

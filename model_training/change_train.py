@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dedup_app.core.change.detect import ChangeConfig, stage_features
+from dedup_app.core.change.detect import ChangeConfig
 from dedup_app.core.change.head import ChangeUNetHead, HeadConfig, UNetHeadCheckpoint, parameter_count
 from dedup_app.core.change.normalize import match_histograms
+from dedup_app.core.change.torch_maps import stage_features
 from dedup_app.core.model import PACKAGED_BACKBONE, EncoderConfig, create_backbone
 from dedup_app.core.progress import CancelToken, Progress
 from model_training.change_data import CHANGED, IGNORE, ChangePair, split_counts

@@ -79,7 +79,8 @@ def write_change_head(path: Path, name: str) -> Path:
     """A real change-head file (today's format) whose head calls everything changed, so its use is visible."""
     import torch
 
-    from dedup_app.core.change.detect import ChangeConfig, ChangeHead, ChangeHeadCheckpoint
+    from dedup_app.core.change.detect import ChangeConfig, ChangeHeadCheckpoint
+    from dedup_app.core.change.torch_maps import ChangeHead
 
     torch.manual_seed(0)
     head = ChangeHead()

@@ -54,9 +54,9 @@ def load_embedder(model_path: str, device: str) -> Embedder:
     """Build the embedder and its network (on a worker thread), then take the loaded modules out of the cycle
     collector's reach: with torch loaded, each full collection would otherwise freeze every thread, the UI
     included, for 100-200 ms."""
-    from dedup_app.core.embedder import Embedder, load_checkpoint
+    from dedup_app.core.onnx_encoder import open_embedder
 
-    embedder = Embedder(load_checkpoint(model_path), device)
+    embedder = open_embedder(model_path, device)  # without torch when ONNX Runtime serves a model seen before
     embedder.prepare()  # build it now (the ONNX session or the network), not during the first batch
     gc.collect()
     gc.freeze()

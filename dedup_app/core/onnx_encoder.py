@@ -50,6 +50,17 @@ class ExportError(RuntimeError):
     """The model could not be exported, or its export does not match torch."""
 
 
+#: What to do for the features that need torch, when it is not installed.
+NO_TORCH = "install dedup-app with pip ('pip install dedup-app[train]') for training and models of your own"
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported (the bundle leaves it out: ONNX Runtime serves the shipped models there)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
 def available() -> bool:
     """Whether ONNX Runtime can be imported."""
     try:
@@ -75,13 +86,23 @@ def export_folder() -> Path:
     return Path(user_cache_dir("dedup-app", appauthor=False)) / "onnx"
 
 
+def shipped_folder() -> Path:
+    """Exports made when the app was built (``resources/onnx``: the bundle's, made by ``packaging/dedup-app.spec``
+    with :func:`make_shipped_exports`): read-only, consulted after the user's folder. With them the bundle embeds,
+    and maps changes with its shipped heads, without torch."""
+    from dedup_app.core.resources import resources_dir
+
+    return resources_dir() / "onnx"
+
+
 def paths_for(model_id: str, folder: Path | None = None) -> tuple[Path, Path]:
     """The export of ``model_id`` and its JSON sidecar."""
     folder = folder or export_folder()
     return folder / f"{model_id}.onnx", folder / f"{model_id}.json"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -169,7 +190,7 @@ def export_module(
             diff = max(diff, float(np.abs(session.run(arr) - reference).max()))
         if not diff <= TOLERANCE:
             raise ExportError(f"the ONNX export of {key} differs from torch by {diff:.2g}")
-        meta = {"model_id": key, "export_version": EXPORT_VERSION, "opset": OPSET, "sha256": _sha256(Path(tmp)),
+        meta = {"model_id": key, "export_version": EXPORT_VERSION, "opset": OPSET, "sha256": file_sha256(Path(tmp)),
                 "max_difference_to_torch": diff, "torch": torch.__version__, **(extra or {})}  # fmt: skip
         os.chmod(tmp, 0o644)
         os.replace(tmp, onnx_file)
@@ -185,17 +206,27 @@ def export_module(
 
 def find_export(model_id: str, folder: Path | None = None) -> Path | None:
     """The export of ``model_id`` if one is there, whole (checksum) and of this version; else None (a damaged or
-    older one is removed, to be made again)."""
+    older one is removed, to be made again). Without ``folder``: the user's folder, then the shipped one."""
+    if folder is None:
+        found = _checked_export(model_id, export_folder(), remove=True)
+        return found if found is not None else _checked_export(model_id, shipped_folder(), remove=False)
+    return _checked_export(model_id, folder, remove=True)
+
+
+def _checked_export(model_id: str, folder: Path, remove: bool) -> Path | None:
     onnx_file, meta_file = paths_for(model_id, folder)
     if not onnx_file.exists() or not meta_file.exists():
         return None
     try:
         meta = json.loads(meta_file.read_text())
         good = (meta.get("model_id") == model_id and meta.get("export_version") == EXPORT_VERSION
-                and meta.get("sha256") == _sha256(onnx_file)
+                and meta.get("sha256") == file_sha256(onnx_file) and _weights_whole(meta, folder)
                 and float(meta.get("max_difference_to_torch", 1.0)) <= TOLERANCE)  # fmt: skip
     except (OSError, ValueError, TypeError, AttributeError):
         good = False
+    if not good and not remove:
+        log.warning("the shipped ONNX export %s is damaged or out of date; not used", onnx_file)
+        return None
     if not good:
         log.warning("the ONNX export %s is damaged or out of date; it is made again", onnx_file)
         for p in (onnx_file, meta_file):
@@ -203,6 +234,15 @@ def find_export(model_id: str, folder: Path | None = None) -> Path | None:
                 p.unlink()
         return None
     return onnx_file
+
+
+def _weights_whole(meta: dict[str, Any], folder: Path) -> bool:
+    """Whether the weights file an export keeps its tensors in (the shipped ones pool them), if any, is whole."""
+    weights = meta.get("weights")
+    if weights is None:
+        return True
+    pool = folder / Path(str(weights["file"])).name
+    return pool.is_file() and file_sha256(pool) == weights["sha256"]
 
 
 class Session:
@@ -269,32 +309,54 @@ def cuda_may_be_present() -> bool:
     return False
 
 
-def _facts_file(model_file: Path) -> Path:
-    return export_folder() / f"file-{_sha256(model_file)[:32]}.json"
+def _facts_file(model_file: Path, folder: Path | None = None) -> Path:
+    return (folder or export_folder()) / f"file-{file_sha256(model_file)[:32]}.json"
 
 
-def _write_facts(model_file: Path, checkpoint: Checkpoint) -> None:
+def read_file_facts(model_file: Path) -> dict[str, Any] | None:
+    """The facts kept of a model or change-head file (by its SHA-256): the user's folder's, else the shipped
+    ones; None when there are none or they cannot be read."""
+    name = _facts_file(model_file).name
+    for folder in (export_folder(), shipped_folder()):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def write_file_facts(model_file: Path, facts: dict[str, Any], folder: Path | None = None) -> None:
+    """Keep ``facts`` of ``model_file`` for torch-free starts (atomically; a failure is logged, not raised)."""
+    try:
+        target = _facts_file(model_file, folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(facts, default=float))
+        os.replace(tmp, target)
+    except (OSError, TypeError, ValueError) as exc:
+        log.info("facts of %s not kept (%s): the next start loads torch again", model_file, exc)
+
+
+def write_model_facts(model_file: Path, checkpoint: Checkpoint, folder: Path | None = None) -> None:
+    """Keep the facts :func:`open_embedder` needs of ``model_file`` (the model id, threshold, sizes, calibration)."""
     from dedup_app.core.calibration import CALIBRATION_KEY
 
     calibration = checkpoint.metrics.get(CALIBRATION_KEY) if isinstance(checkpoint.metrics, dict) else None
     facts = {"model_id": checkpoint.model_id, "name": checkpoint.name, "threshold": float(checkpoint.threshold),
              "input_size": checkpoint.config.input_size, "dim": checkpoint.config.embed_dim,
              "metrics": {CALIBRATION_KEY: calibration} if calibration else {}}  # fmt: skip
-    target = _facts_file(model_file)
-    tmp = target.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(facts, default=float))
-        os.replace(tmp, target)
-    except (OSError, TypeError, ValueError) as exc:
-        log.info("model facts of %s not kept (%s): the next start loads torch again", model_file, exc)
+    write_file_facts(model_file, facts, folder)
 
 
 def _read_facts(model_file: Path) -> ModelFacts | None:
+    data = read_file_facts(model_file)
     try:
-        data = json.loads(_facts_file(model_file).read_text())
+        assert data is not None and data.get("kind", "model") == "model"
         facts = ModelFacts(str(data["model_id"]), str(data["name"]), float(data["threshold"]),
                            int(data["input_size"]), int(data["dim"]), dict(data["metrics"]))  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError):
+    except (AssertionError, ValueError, KeyError, TypeError):
         return None
     return facts if 0 < facts.threshold <= 1 and facts.dim > 0 and facts.input_size > 0 else None
 
@@ -306,9 +368,11 @@ class OrtEmbedder:
     backend = "onnxruntime"
     device = "cpu"
 
-    def __init__(self, facts: ModelFacts, onnx_file: Path) -> None:
+    def __init__(self, facts: ModelFacts, onnx_file: Path, model_file: Path | None = None) -> None:
         import threading
 
+        self.model_file = model_file
+        self._torch: Any = None
         self.checkpoint = facts
         self.model_id = facts.model_id
         self.threshold = facts.threshold
@@ -336,6 +400,19 @@ class OrtEmbedder:
         with self._lock:
             return self._get().run_batches(images, self.onnx_batch)
 
+    def torch_embedder(self) -> Any:
+        """torch's :class:`~dedup_app.core.embedder.Embedder` of the same model file, made on first use, for what
+        has no export (a format-1 change head, a change map not exported yet). ``ValueError`` saying so when torch
+        is not installed (the bundle leaves it out)."""
+        with self._lock:
+            if self._torch is None:
+                if not torch_installed():
+                    raise ValueError(f"this needs torch, which this installation of dedup-app leaves out ({NO_TORCH})")
+                from dedup_app.core.embedder import Embedder, load_checkpoint
+
+                self._torch = Embedder(load_checkpoint(self.model_file), "cpu", backend="torch")
+            return self._torch
+
 
 def open_embedder(path: str | os.PathLike[str] | None = None, device: str = "auto") -> Any:
     """The embedder for the model file at ``path`` (default: the active model) on ``device``.
@@ -347,7 +424,7 @@ def open_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
     """
     device = (device or "auto").lower()
     lite = device in ("auto", "cpu") and wanted_backend() != "torch" and available()
-    if lite and device == "auto" and cuda_may_be_present():
+    if lite and device == "auto" and cuda_may_be_present() and torch_installed():
         lite = False
     model_file: Path | None = None
     if lite:
@@ -361,10 +438,14 @@ def open_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
             facts = _read_facts(model_file)
             onnx_file = find_export(facts.model_id) if facts is not None else None
             if facts is not None and onnx_file is not None:
-                return OrtEmbedder(facts, onnx_file)
+                return OrtEmbedder(facts, onnx_file, model_file)
         except (OSError, ValueError) as exc:  # an unreadable file: torch's loader below says why, properly
             log.info("no torch-free start (%s)", exc)
             model_file = None
+    if not torch_installed():
+        what = f"the model {model_file or path}" if (model_file or path) else "the active model"
+        raise ValueError(f"{what} has no ONNX export here, and running it needs torch, which this installation "
+                         f"leaves out ({NO_TORCH})")  # fmt: skip
     from dedup_app.core.embedder import Embedder, load_checkpoint
 
     checkpoint = load_checkpoint(path)
@@ -372,5 +453,5 @@ def open_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
     if lite and model_file is not None and embedder.backend == "onnxruntime":
         embedder.prepare()  # the export, made once
         if embedder.backend == "onnxruntime":
-            _write_facts(model_file, checkpoint)
+            write_model_facts(model_file, checkpoint)
     return embedder

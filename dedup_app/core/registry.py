@@ -323,9 +323,16 @@ class ModelRegistry(Registry):
     def _public_id(self, data: dict[str, Any]) -> str:
         """The model id the embedding cache knows for the model in use (the same fallback as active_path)."""
         active = self._effective_active(data)
+        if active:
+            return active
+        from dedup_app.core.onnx_encoder import read_file_facts
+
+        facts = read_file_facts(default_model_path())  # the id without torch, where the model was seen before
+        if facts and facts.get("kind", "model") == "model" and isinstance(facts.get("model_id"), str):
+            return str(facts["model_id"])
         from dedup_app.core.model_files import read_checkpoint
 
-        return active if active else read_checkpoint(default_model_path()).model_id
+        return read_checkpoint(default_model_path()).model_id
 
 
 #: the change-head metrics kept in the index (for listing without reading the files)

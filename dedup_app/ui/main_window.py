@@ -515,10 +515,9 @@ class MainWindow(QMainWindow):
         """The change detector, on the worker thread: the same encoder as the duplicate scan (loaded if needed), with
         the change head in ``head_path`` (None: the training-free feature difference). ``ValueError`` naming the
         file when it is not a change head."""
-        from dedup_app.core.change.detect import ChangeDetector, load_change_head
+        from dedup_app.core.change.detect import open_change_detector
 
-        head = load_change_head(head_path) if head_path is not None and method == "features" else None
-        return ChangeDetector(self.models.load(), head, method)
+        return open_change_detector(self.models.load(), head_path, method)
 
     def _model_loaded(self, embedder: Any) -> None:
         how = " (ONNX Runtime)" if getattr(embedder, "backend", "torch") == "onnxruntime" else ""
@@ -1052,9 +1051,26 @@ class MainWindow(QMainWindow):
 
     # -- models -------------------------------------------------------------------------------------------------
 
+    def training_available(self) -> bool:
+        """Whether torch is there to train with; if not (the app bundle leaves it out), says how to get it."""
+        from dedup_app.core.onnx_encoder import NO_TORCH, torch_installed
+
+        if torch_installed():
+            return True
+        box = QMessageBox(QMessageBox.Icon.Information, "Training needs torch",
+            "This build of dedup-app runs its shipped models with ONNX Runtime and leaves torch out, so it cannot "
+            f"train. To fine-tune models on your labels, {NO_TORCH}.\n\nYour labels are kept: a pip install of "
+            "dedup-app reads the same labels and models.", QMessageBox.StandardButton.Ok, self,
+        )  # fmt: skip
+        box.setObjectName("training-needs-torch")
+        box.open()
+        return False
+
     def open_training(self) -> Any:
         from dedup_app.ui.train_dialog import TrainDialog
 
+        if not self.training_available():
+            return None
         self.labels.refresh()
         dialog = TrainDialog(
             self.run_job, lambda: self.jobs.worker, self.labels.counts(), self.ctx.labels,
@@ -1112,6 +1128,8 @@ class MainWindow(QMainWindow):
         from dedup_app.core.change.heads import default_change_model
         from dedup_app.ui.change_train_dialog import ChangeTrainDialog
 
+        if not self.training_available():
+            return None
         label, path, _note = default_change_model(self.ctx.change_registry())
         entry = self.ctx.change_registry().entry(label)
         start_from = (entry.name if entry is not None else label, path) if path is not None else None

@@ -79,3 +79,19 @@ def test_labels_that_conflict_are_counted_before_training(make_window, photos_di
     dialog = TrainDialog(window.run_job, lambda: window.worker, store.counts(), store, [], window.activate_trained)
     assert dialog.conflicts == 1 and "1 label conflicts" in dialog.intro.text()
     dialog.close()
+
+
+def test_without_torch_training_says_how_to_get_it(make_window, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The app bundle leaves torch out: both Train actions explain that instead of failing on the worker."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from dedup_app.core import onnx_encoder
+
+    monkeypatch.setattr(onnx_encoder, "torch_installed", lambda: False)
+    window = make_window()
+    assert window.open_training() is None and window.open_change_training() is None
+    boxes = [b for b in window.findChildren(QMessageBox) if b.objectName() == "training-needs-torch"]
+    assert len(boxes) == 2 and all(b.isVisible() for b in boxes)
+    assert "pip install" in boxes[0].text() and "labels are kept" in boxes[0].text()
+    for box in boxes:
+        box.close()

@@ -17,7 +17,6 @@ from dedup_app.core.change.align import AlignmentError, align
 from dedup_app.core.change.detect import (
     ChangeConfig,
     ChangeDetector,
-    ChangeHead,
     ChangeHeadCheckpoint,
     load_change_head,
 )
@@ -39,6 +38,7 @@ from dedup_app.core.change.pipeline import (
     run_change,
 )
 from dedup_app.core.change.raster import Raster, read_raster
+from dedup_app.core.change.torch_maps import ChangeHead
 from dedup_app.core.progress import Cancelled, CancelToken, Progress, drive
 from tests.conftest import write_change_head
 

@@ -89,8 +89,9 @@ def test_desktop_entry_and_appstream_metadata() -> None:
 
 
 def test_the_bundle_excludes_nothing_the_app_imports() -> None:
-    """Every module the spec leaves out of the bundle is blocked; the commands and the window must still load
-    (a fast stand-in for the slow bundle test: an excluded module that the app imports breaks every command)."""
+    """Every module the spec leaves out of the bundle (torch among them) is blocked; the commands and the window must
+    still load (a fast stand-in for the slow bundle test: an excluded module that the app imports breaks every
+    command). That they also run is tests/integration/test_torch_free.py's job."""
     import ast
 
     spec = (REPO / "packaging" / "dedup-app.spec").read_text()
@@ -113,9 +114,10 @@ class Hide:  # as if the excluded packages were not installed at all
         return getattr(self.finder, attr)
 sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
 from dedup_app import cli
-import dedup_app.ui.app, dedup_app.ui.main_window, dedup_app.ui.train_dialog, dedup_app.core.embedder
-import model_training.train, dedup_app.core.change.pipeline
-for argv in (["--version"], ["scan", "--help"], ["train", "--help"], ["change", "--help"]):
+import dedup_app.ui.app, dedup_app.ui.main_window, dedup_app.ui.train_dialog, dedup_app.ui.change_train_dialog
+import dedup_app.core.change.pipeline, dedup_app.core.change.detect, dedup_app.core.onnx_encoder, model_training.cli
+for argv in (["--version"], ["scan", "--help"], ["train", "--help"], ["train-change", "--help"], ["change", "--help"],
+             ["find", "--help"], ["verify", "--help"], ["models", "--help"], ["gui", "--help"]):
     try:
         cli.main(argv)
     except SystemExit as exc:
@@ -126,9 +128,10 @@ for argv in (["--version"], ["scan", "--help"], ["train", "--help"], ["change", 
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Qt's X11 plugin is Linux only")
-def test_the_bundle_carries_the_x11_libraries_of_qts_xcb_plugin() -> None:
+def test_the_bundle_carries_the_x11_libraries_of_qts_xcb_plugin_and_the_onnx_exports() -> None:
     """PySide6 does not ship the X11 helper libraries of Qt's xcb plugin (libxcb-cursor0 and friends): the spec
-    adds this machine's copies to the bundle's top folder, and warns about each one it does not find."""
+    adds this machine's copies to the bundle's top folder, and warns about each one it does not find. It also
+    exports the shipped models to ONNX for the torch-free bundle."""
     pytest.importorskip("PyInstaller")
     code = """
 import json, sys, types
@@ -140,6 +143,7 @@ def analysis(scripts, **kwargs):
 spec = sys.argv[1]
 exec(compile(open(spec).read(), spec, "exec"), {"SPECPATH": sys.argv[2], "Analysis": analysis, "PYZ": stub,
                                                 "EXE": stub, "COLLECT": stub})
+print(json.dumps(seen["datas"]))
 print(json.dumps(seen["binaries"]))
 """
     run = subprocess.run(
@@ -148,6 +152,10 @@ print(json.dumps(seen["binaries"]))
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     bundled = {Path(src).name: dest for src, dest in json.loads(run.stdout.splitlines()[-1])}
+    # the shipped models' ONNX exports, made by the spec with the build environment's torch, go to resources/onnx
+    exports = [Path(src) for src, dest in json.loads(run.stdout.splitlines()[-2]) if dest == "resources/onnx"]
+    assert len(exports) == 1 and len(list(exports[0].glob("*.onnx"))) == 4
+    assert len(list(exports[0].glob("file-*.json"))) == 3  # facts of the model file and of the two shipped heads
     from PyInstaller.depend.bindepend import resolve_library_path
 
     from dedup_app.ui.xcb import PACKAGES
@@ -173,6 +181,11 @@ def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     exe = tmp_path / "dist" / "dedup-app" / "dedup-app"
     assert subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120).returncode == 0
     bundle = exe.parent
+    # torch is left out (ONNX Runtime runs the shipped models), and the bundle stays under 600 MB
+    assert not list(bundle.glob("_internal/torch")) and not list(bundle.rglob("libtorch_cpu*"))
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())
+    assert size < 600e6, f"bundle is {size / 1e6:.0f} MB"
+    assert len(list(bundle.rglob("resources/onnx/*.onnx"))) == 4
     assert any(p.parent.name in ("dedup-app", "_internal") for p in bundle.rglob("LICENSE"))  # ours, at the top
     assert any(bundle.rglob("licenses/PySide6*/*"))  # third-party notices (Qt is LGPL)
     folder = tmp_path / "pics"
@@ -182,9 +195,11 @@ def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     img.resize((384, 256)).save(folder / "a_small.jpg", quality=80)
     photo(shared_data, "kodim08.png").save(folder / "b.jpg", quality=90)
     out_json = tmp_path / "r.json"
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data"),  # no change head the user activated
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}  # no ONNX exports of the user's: the shipped ones  # fmt: skip
     run = subprocess.run(
         [exe, "scan", str(folder), "--cache", ":memory:", "--json", str(out_json), "--no-progress"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # not the source tree: resources from the bundle
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,  # not the source tree: its resources
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out_json.read_text())
@@ -195,10 +210,19 @@ def test_bundle_builds_and_scans(tmp_path: Path, shared_data: Path) -> None:
     run = subprocess.run(
         [exe, "change", str(levir / "A" / tile), str(levir / "B" / tile), "--out", str(tmp_path / "chg"),
          "--no-progress"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")},  # no change head the user activated
+        capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "chg" / "summary.json").read_text())
     assert summary["change_model"] == "general" and not summary.get("change_model_note")
     assert (tmp_path / "chg" / "train_36_0512_0512_mask.png").is_file()
+    assert summary["pairs"][0]["changed_fraction"] > 0.05  # new buildings on this tile
+    # the window opens, scans and shows its groups (offscreen)
+    shot = tmp_path / "window.png"
+    run = subprocess.run([exe, "gui", "--screenshot", str(shot), str(folder)], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path, env={**env, "QT_QPA_PLATFORM": "offscreen"})  # fmt: skip
+    assert run.returncode == 0 and shot.stat().st_size > 10_000, run.stderr[-3000:]
+    # training needs torch: the bundle says so and how to get it
+    run = subprocess.run([exe, "train", "--images", str(folder)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env=env)  # fmt: skip
+    assert run.returncode == 2 and "training needs torch" in run.stderr

@@ -16,7 +16,6 @@ import torch
 from dedup_app.core.change.detect import (
     ChangeConfig,
     ChangeDetector,
-    ChangeHead,
     ChangeHeadCheckpoint,
     load_change_head,
 )
@@ -27,6 +26,7 @@ from dedup_app.core.change.head import (
     parameter_count,
     plain,
 )
+from dedup_app.core.change.torch_maps import ChangeHead
 from dedup_app.core.model_files import atomic_torch_save
 from dedup_app.core.progress import drive
 from model_training.change_train import _Counts, bce_dice_loss, calibrate

@@ -176,3 +176,30 @@ def test_a_change_head_runs_in_onnx_runtime_with_torchs_map(  # type: ignore[no-
     want = drive(slow.probability(a, b))
     assert not slow._session
     assert got.shape == want.shape and np.abs(got - want).max() <= onnx_encoder.TOLERANCE
+
+
+def test_shipped_exports_with_pooled_weights_are_read_only_and_checked(  # type: ignore[no-untyped-def]
+    checkpoint, export_dir: Path, tmp_path: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle's exports keep their weights in one pooled file; they are used after the user's own, never
+    removed, and not used when the pool is damaged."""
+    from dedup_app.core.shipped_exports import POOL, pool_weights
+
+    shipped = tmp_path / "shipped"
+    want = Embedder(checkpoint, "cpu", backend="torch")
+    onnx_encoder.export(checkpoint, want.encoder, shipped)
+    size = onnx_encoder.paths_for(checkpoint.model_id, shipped)[0].stat().st_size
+    pool_weights(shipped)  # one graph: nothing to share, but its weights leave the graph file
+    onnx_file, meta_file = onnx_encoder.paths_for(checkpoint.model_id, shipped)
+    assert onnx_file.stat().st_size < size / 20 and json.loads(meta_file.read_text())["weights"]["file"] == POOL
+    monkeypatch.setattr(onnx_encoder, "shipped_folder", lambda: shipped)
+    assert onnx_encoder.find_export(checkpoint.model_id) == onnx_file  # none of the user's: the shipped one
+    pixels = _photos(shared_data, checkpoint.config.input_size)[:4]
+    got = onnx_encoder.Session(onnx_file).run(np.stack(pixels))
+    assert np.abs(got - want.embed(pixels)).max() <= onnx_encoder.TOLERANCE
+    pool = shipped / POOL
+    data = bytearray(pool.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pool.write_bytes(bytes(data))
+    assert onnx_encoder.find_export(checkpoint.model_id) is None  # damaged: not used ...
+    assert onnx_file.exists() and pool.exists()  # ... and not removed (it belongs to the installation)

@@ -5,8 +5,11 @@ Out of the box (no change-labelled training) the probability comes from multi-sc
 backbone's feature maps at strides 8, 16 and 32 are L2-normalised per position, their cosine distance between the
 two dates is averaged over scales and mapped to [0, 1] by a logistic curve calibrated on the LEVIR-CD dev tiles.
 A trained head replaces that mapping with a small learned network on the same features: the format-1
-:class:`ChangeHead` below, or the format-2 UNet of :mod:`dedup_app.core.change.head` (what
-``model_training.change_train`` writes, full resolution); :func:`load_change_head` loads either.
+:class:`~dedup_app.core.change.torch_maps.ChangeHead`, or the format-2 UNet of :mod:`dedup_app.core.change.head`
+(what ``model_training.change_train`` writes, full resolution); :func:`load_change_head` loads either.
+
+This module does not import torch: the maps run as ONNX exports where they can (:class:`ChangeDetector`), and
+their torch modules live in :mod:`dedup_app.core.change.torch_maps`.
 
 Large rasters are processed in overlapping tiles; each tile's map is weighted by a 2-D Hann window so seams blend,
 and the maps are accumulated at 1/4 resolution (a format-2 head's: at its ``output_stride``), so memory stays
@@ -25,16 +28,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from dedup_app.core.progress import CancelToken, Progress
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:  # the head module imports this one (ChangeConfig, stage_features)
+if TYPE_CHECKING:  # the head module imports this one (ChangeConfig); torch is imported only where it runs
+    from pathlib import Path
+
     from dedup_app.core.change.head import UNetHeadCheckpoint
+    from dedup_app.core.change.torch_maps import ChangeHead, PixelPair
 
 CHANGE_FORMAT_VERSION = 1
 NEWEST_CHANGE_FORMAT = 2  # format 2: dedup_app.core.change.head
@@ -64,50 +67,12 @@ class ChangeConfig:
         return cls(**known)
 
 
-def stage_features(backbone: nn.Module, x: torch.Tensor, stages: tuple[int, ...]) -> list[torch.Tensor]:
-    """Feature maps of a timm EfficientNet after the given block indices (ImageNet-normalised input)."""
-    net: Any = backbone  # timm's EfficientNet: conv_stem, bn1 and blocks are modules (nn.Module types them loosely)
-    out = []
-    h = net.bn1(net.conv_stem(x))
-    last = max(stages)
-    for i, block in enumerate(net.blocks):
-        h = block(h)
-        if i in stages:
-            out.append(h)
-        if i == last:
-            break
-    return out
-
-
-class ChangeHead(nn.Module):
-    """A small learned change head on the shared encoder's features: per scale |fa - fb| and fa * fb, projected,
-    upsampled to stride 4, fused, one logit per position."""
-
-    def __init__(self, channels: tuple[int, ...] = (40, 112, 320), width: int = 32) -> None:
-        super().__init__()
-        self.channels, self.width = channels, width
-        self.project = nn.ModuleList(nn.Conv2d(2 * c, width, kernel_size=1) for c in channels)
-        self.fuse = nn.Sequential(
-            nn.Conv2d(width * len(channels), width, kernel_size=3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(width, 1, kernel_size=1),
-        )
-
-    def forward(self, fa: list[torch.Tensor], fb: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-        parts = []
-        for proj, a, b in zip(self.project, fa, fb, strict=True):
-            z = proj(torch.cat([(a - b).abs(), a * b], dim=1))
-            parts.append(F.interpolate(z, size=size, mode="bilinear", align_corners=False))
-        out: torch.Tensor = self.fuse(torch.cat(parts, dim=1))
-        return out
-
-
 @dataclass
 class ChangeHeadCheckpoint:
     """A trained change head with its config, threshold and metrics."""
 
     config: ChangeConfig
-    state: dict[str, torch.Tensor]
+    state: dict[str, Any]  # torch tensors
     channels: tuple[int, ...]
     width: int
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -131,6 +96,8 @@ class ChangeHeadCheckpoint:
         )
 
     def build(self) -> ChangeHead:
+        from dedup_app.core.change.torch_maps import ChangeHead
+
         head = ChangeHead(self.channels, self.width)
         head.load_state_dict(self.state)
         return head.eval()
@@ -202,26 +169,88 @@ def pixel_change_probability(a: np.ndarray, b: np.ndarray, center: float = 3.0, 
     return (1.0 / (1.0 + np.exp(-(small - center) / scale))).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class HeadFacts:
+    """What the detector needs of a format-2 change head whose ONNX export is at hand: its settings, name and the
+    export's key, read from the facts kept when it was first exported (the bundle ships them for its heads), so the
+    head's file need not be read with torch."""
+
+    config: ChangeConfig
+    name: str
+    key: str
+
+    @property
+    def threshold(self) -> float:
+        return float(self.config.threshold)
+
+    @classmethod
+    def find(cls, head_file: Path, model_id: str) -> HeadFacts | None:
+        """The facts of ``head_file`` for the encoder ``model_id`` when its export is there, else None."""
+        from dedup_app.core import onnx_encoder
+
+        try:
+            data = onnx_encoder.read_file_facts(head_file)
+            if not data or data.get("kind") != "change-head" or data.get("model_id") != model_id:
+                return None
+            facts = cls(ChangeConfig.from_dict(data["config"]), str(data["name"]), str(data["key"]))
+        except (OSError, KeyError, TypeError, ValueError):
+            return None
+        return facts if onnx_encoder.find_export(facts.key) is not None else None
+
+
+def open_change_detector(embedder: Any, head_file: Path | None, method: str = "features") -> ChangeDetector:
+    """The change detector for ``method`` with the change head in ``head_file`` (None: the training-free map).
+
+    With an embedder on ONNX Runtime, a head exported before (or shipped with its export) is used from its kept
+    facts without reading its file, so neither needs torch; otherwise the file is read (:func:`load_change_head`).
+    ``ValueError`` naming the file when it is not a usable change head, or when it needs torch and torch is not
+    installed."""
+    head: ChangeHeadCheckpoint | UNetHeadCheckpoint | HeadFacts | None = None
+    if head_file is not None and method == "features":
+        from dedup_app.core import onnx_encoder
+
+        if getattr(embedder, "backend", "torch") == "onnxruntime":
+            head = HeadFacts.find(head_file, embedder.model_id)
+        if head is None:
+            if not onnx_encoder.torch_installed():
+                raise ValueError(f"{head_file}: this change head has no ONNX export here, and reading it needs "
+                                 f"torch, which this installation leaves out ({onnx_encoder.NO_TORCH})")  # fmt: skip
+            head = load_change_head(head_file)
+    return ChangeDetector(embedder, head, method, head_file=head_file)
+
+
 class ChangeDetector:
-    """Change probability maps for aligned pairs, with the encoder of an :class:`Embedder` (shared weights).
+    """Change probability maps for aligned pairs, with the encoder of an embedder (shared weights).
 
     ``method`` "features" (default) compares the encoder's multi-scale features (or uses a trained head);
     "pixels" is change-vector analysis on the normalised colours, for coarse land-cover imagery.
+
+    On the CPU with ONNX Runtime the tile map (the training-free one, or a format-2 head's) runs as an ONNX export,
+    made once and checked against torch to 1e-4 on probe pairs of two sizes, or shipped with the app; torch
+    (:mod:`dedup_app.core.change.torch_maps`) runs it on CUDA, for format-1 heads, with ``DEDUP_APP_BACKEND=torch``
+    and when an export fails (the reason logged). ``head_file``: where the head was read from, so the facts of its
+    export are kept for the next, torch-free, start.
     """
 
     def __init__(
-        self, embedder: Any, head: ChangeHeadCheckpoint | UNetHeadCheckpoint | None = None, method: str = "features"
+        self,
+        embedder: Any,
+        head: ChangeHeadCheckpoint | UNetHeadCheckpoint | HeadFacts | None = None,
+        method: str = "features",
+        head_file: Path | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {method!r}")
         self.embedder = embedder
         self.config = head.config if head is not None else ChangeConfig()
         self.head_checkpoint = head
+        self.head_file = head_file
         self.method = method
         self.output_stride = self.config.output_stride if method == "features" else OUTPUT_STRIDE
-        self._head: nn.Module | None = None
-        self._backbone: nn.Module | None = None
-        self._session: Any = None  # ONNX Runtime session of a format-2 head's tile map; False: torch runs it
+        self._head: Any = None  # a format-1 head's module
+        self._backbone: Any = None  # a format-2 head's backbone
+        self._tile: Any = None  # the torch tile map (torch_maps.PixelPair)
+        self._session: Any = None  # ONNX Runtime session of the tile map; False: torch runs it
 
     @property
     def model_name(self) -> str:
@@ -232,93 +261,124 @@ class ChangeDetector:
         return f"{self.embedder.model_id} (feature difference, no change training)"
 
     @property
-    def device(self) -> torch.device:
-        return self.embedder.device  # type: ignore[no-any-return]
+    def device(self) -> Any:
+        return self.embedder.device
 
-    def _head_module(self) -> nn.Module | None:
-        if self.head_checkpoint is not None and self._head is None:
+    def torch_embedder(self) -> Any:
+        """The embedder's torch side (an ONNX Runtime embedder makes one on demand: ``ValueError`` without torch)."""
+        return self.embedder.torch_embedder() if hasattr(self.embedder, "torch_embedder") else self.embedder
+
+    def format1_head(self) -> Any:
+        """A format-1 head's module, built on first use."""
+        if self._head is None:
+            assert isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
             self._head = self.head_checkpoint.build().to(self.device)
         return self._head
 
-    def _unet_parts(self) -> tuple[nn.Module, Any]:
-        """A format-2 head's backbone and decoder, built on first use."""
-        from dedup_app.core.change.head import head_backbone
+    def _unet_parts(self) -> tuple[Any, Any]:
+        """A format-2 head's backbone and decoder (both built on first use)."""
+        from dedup_app.core.change.head import UNetHeadCheckpoint, head_backbone
 
-        assert self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
+        head = self.head_checkpoint
+        assert isinstance(head, UNetHeadCheckpoint)
         if self._backbone is None:  # the embedder's own backbone unless it was fine-tuned away from the packaged one
-            shared = None if self.embedder.checkpoint.backbone_state else self.embedder.encoder.backbone
-            self._backbone = head_backbone(shared, self.head_checkpoint).to(self.device)
-        return self._backbone, self._head_module()
+            embedder = self.torch_embedder()
+            shared = None if embedder.checkpoint.backbone_state else embedder.encoder.backbone
+            self._backbone = head_backbone(shared, head).to(self.device)
+            self._head = head.build().to(self.device)
+        return self._backbone, self._head
 
-    def _unet_tile(self, x: torch.Tensor) -> torch.Tensor:
-        """A format-2 head's probability of one tile pair at the output stride."""
-        return _unet_probability(*self._unet_parts(), x, self.output_stride)
+    def torch_tile(self) -> PixelPair | None:
+        """The tile map as a torch module of the pair's pixels, built on first use; None for a format-1 head."""
+        from dedup_app.core.change.torch_maps import exportable_tile
 
-    def _head_key(self) -> str:
-        """Names the ONNX export of this encoder + head + output stride (a hash of the head's weights)."""
-        ck: Any = self.head_checkpoint
-        h = hashlib.sha256()
-        for part in (ck.config, ck.head_config):
-            h.update(json.dumps(dataclasses.asdict(part), sort_keys=True, default=str).encode())
-        for state in (ck.state, ck.encoder_state):
-            for key in sorted(state):
-                h.update(key.encode())
-                h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-        return f"change-{self.embedder.model_id}-{h.hexdigest()[:12]}-s{self.output_stride}"
+        if self._tile is None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint):
+            self._tile = exportable_tile(self)
+        return self._tile  # type: ignore[no-any-return]
 
     def _tile_session(self) -> Any:
-        """ONNX Runtime's session for a format-2 head's tile map on the CPU (exported once, checked against torch to
-        1e-4 on probe pairs of two sizes), or None: torch runs it (another head format, CUDA, no onnxruntime,
-        ``DEDUP_APP_BACKEND=torch``, or an export that failed, with the reason logged)."""
+        """ONNX Runtime's session of the tile map on the CPU, or None: torch runs it (a format-1 head, CUDA, no
+        onnxruntime, ``DEDUP_APP_BACKEND=torch``, or an export that failed, with the reason logged). Without torch,
+        a map that has no export is a ``ValueError`` saying so."""
         from dedup_app.core import onnx_encoder
 
         if self._session is None:
             self._session = False
-            unet = self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint)
-            on_cpu = torch.device(self.device).type == "cpu"
-            if not (unet and on_cpu and onnx_encoder.available() and onnx_encoder.wanted_backend() != "torch"):
+            head = self.head_checkpoint
+            on_cpu = str(self.device).startswith("cpu")
+            has_torch = onnx_encoder.torch_installed()
+            if isinstance(head, ChangeHeadCheckpoint) or not on_cpu or not onnx_encoder.available():
+                return None
+            if onnx_encoder.wanted_backend() == "torch" and has_torch and not isinstance(head, HeadFacts):
                 return None
             try:
-                key = self._head_key()
-                path = onnx_encoder.find_export(key)
-                if path is None:
-                    path = onnx_encoder.export_module(
-                        _UNetTile(self), key, _probe_pair(256, 256), [_probe_pair(256, 256), _probe_pair(192, 320)],
-                        "pair", "probability", {1: "height", 2: "width"}, {0: "rows", 1: "columns"},
-                    )  # fmt: skip
+                if has_torch:
+                    key, path = self.export_tile()
+                else:
+                    key = self._tile_key()
+                    found = onnx_encoder.find_export(key)
+                    if found is None:
+                        raise onnx_encoder.ExportError(f"the change map {key} has no ONNX export here")
+                    path = found
+                if head is not None and not isinstance(head, HeadFacts) and self.head_file is not None:
+                    self.keep_facts(self.head_file, key)
                 self._session = onnx_encoder.Session(path, input_name="pair", output_name="probability")
-                log.info("change map of %s through ONNX Runtime (%s)", self.model_name, path)
+                log.info("change map of %s through ONNX Runtime", self.model_name)
             except (onnx_encoder.ExportError, OSError) as exc:
+                if not has_torch or isinstance(head, HeadFacts):  # nothing else can run it
+                    raise ValueError(f"{self.model_name}: {exc}; running it needs torch, which this installation "
+                                     f"leaves out ({onnx_encoder.NO_TORCH})") from None  # fmt: skip
                 log.warning("%s; the change map runs in torch", exc)
         return self._session or None
+
+    def _tile_key(self) -> str:
+        """Names the ONNX export of the tile map: the encoder's model id with a hash of the training-free config, or
+        of a format-2 head's config and weights (:func:`~dedup_app.core.change.torch_maps.head_key`), and the
+        output stride."""
+        head = self.head_checkpoint
+        if isinstance(head, HeadFacts):
+            return head.key
+        if head is None:
+            h = hashlib.sha256(json.dumps(dataclasses.asdict(self.config), sort_keys=True, default=str).encode())
+            return f"features-{self.embedder.model_id}-{h.hexdigest()[:12]}-s{self.output_stride}"
+        from dedup_app.core.change.torch_maps import head_key
+
+        return head_key(self)
+
+    def export_tile(self, folder: Path | None = None) -> tuple[str, Path]:
+        """The ONNX export of the tile map (made now, with torch, unless it is there already, in ``folder`` when
+        given): its key and file. Checked against torch to 1e-4 on probe pairs of two sizes (``ExportError``)."""
+        from dedup_app.core import onnx_encoder
+
+        key = self._tile_key()
+        path = onnx_encoder.find_export(key, folder)
+        if path is None:
+            module = self.torch_tile()
+            if module is None:
+                raise onnx_encoder.ExportError(f"{self.model_name}: a format-1 change head is not exported")
+            path = onnx_encoder.export_module(
+                module, key, probe_pair(256, 256), [probe_pair(256, 256), probe_pair(192, 320)],
+                "pair", "probability", {1: "height", 2: "width"}, {0: "rows", 1: "columns"}, folder,
+            )  # fmt: skip
+        return key, path
+
+    def keep_facts(self, head_file: Path, key: str, folder: Path | None = None) -> None:
+        """Keep what :class:`HeadFacts` reads of ``head_file``, whose tile map is exported as ``key``."""
+        from dedup_app.core import onnx_encoder
+
+        assert self.head_checkpoint is not None
+        facts = {"kind": "change-head", "key": key, "model_id": self.embedder.model_id,
+                 "name": self.head_checkpoint.name, "config": dataclasses.asdict(self.config)}  # fmt: skip
+        onnx_encoder.write_file_facts(head_file, facts, folder)
 
     def _tile_map(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Change probability of one tile pair (uint8 RGB, same size, multiple of 32) at the output stride."""
         session = self._tile_session()
         if session is not None:
             return session.run(np.stack([a, b]))  # type: ignore[no-any-return]
-        cfg = self.config
-        encoder = self.embedder.encoder
-        x = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2).to(self.device).float().div_(255.0)
-        x = ((x - encoder.mean) / encoder.std).contiguous(memory_format=torch.channels_last)
-        size = (a.shape[0] // OUTPUT_STRIDE, a.shape[1] // OUTPUT_STRIDE)
-        with torch.inference_mode():
-            if self.head_checkpoint is not None and not isinstance(self.head_checkpoint, ChangeHeadCheckpoint):
-                return self._unet_tile(x).cpu().numpy()
-            feats = stage_features(encoder.backbone, x, cfg.stages)  # both dates in one batch: shared weights
-            head = self._head_module()
-            if head is not None:
-                logits = head([f[:1] for f in feats], [f[1:] for f in feats], size)
-                prob = torch.sigmoid(logits)[0, 0]
-            else:
-                dist = torch.zeros(size, device=x.device)
-                for w, f in zip(cfg.stage_weights, feats, strict=True):
-                    f = F.normalize(f.float(), dim=1)
-                    d = 1.0 - (f[0] * f[1]).sum(0, keepdim=True)[None]
-                    dist += w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)[0, 0]
-                dist /= sum(cfg.stage_weights)
-                prob = torch.sigmoid((dist - cfg.center) / cfg.scale)
-        return prob.float().cpu().numpy()
+        from dedup_app.core.change.torch_maps import tile_map
+
+        return tile_map(self, a, b)
 
     def probability(
         self, a: np.ndarray, b: np.ndarray, cancel: CancelToken | None = None
@@ -383,7 +443,7 @@ def _crop(img: np.ndarray, y: int, x: int, tile: int) -> np.ndarray:
     return np.ascontiguousarray(crop)
 
 
-def _probe_pair(height: int, width: int) -> np.ndarray:
+def probe_pair(height: int, width: int) -> np.ndarray:
     """A deterministic before/after tile pair (2, height, width, 3) uint8 with a changed block, for export checks."""
     from dedup_app.core.onnx_encoder import probe_images
 
@@ -393,33 +453,3 @@ def _probe_pair(height: int, width: int) -> np.ndarray:
     rows, cols = slice(height // 4, height // 2), slice(width // 3, 2 * width // 3)
     after[rows, cols] = b[rows, cols]
     return np.ascontiguousarray(np.stack([a, after]))
-
-
-def _unet_probability(backbone: nn.Module, head: Any, x: torch.Tensor, stride: int) -> torch.Tensor:
-    """A format-2 head's change probability of a normalised tile pair (2, 3, H, W), averaged down to ``stride``."""
-    from dedup_app.core.change.head import tile_logits
-
-    prob = torch.sigmoid(tile_logits(backbone, head, x).float())
-    if stride > 1:
-        prob = F.avg_pool2d(prob, stride)
-    return prob[0, 0]
-
-
-class _UNetTile(nn.Module):
-    """A format-2 head's tile map as one module for export: uint8 (2, H, W, 3) before/after in, probabilities at
-    the output stride out, exactly as :meth:`ChangeDetector._unet_tile` computes them."""
-
-    mean: torch.Tensor
-    std: torch.Tensor
-
-    def __init__(self, detector: ChangeDetector) -> None:
-        super().__init__()
-        self.backbone, self.head = detector._unet_parts()
-        encoder = detector.embedder.encoder
-        self.register_buffer("mean", encoder.mean.detach().clone().cpu())
-        self.register_buffer("std", encoder.std.detach().clone().cpu())
-        self.stride = detector.output_stride
-
-    def forward(self, pair: torch.Tensor) -> torch.Tensor:
-        x = (pair.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        return _unet_probability(self.backbone, self.head, x, self.stride)

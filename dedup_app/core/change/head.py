@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dedup_app.core.change.detect import ChangeConfig, stage_features
+from dedup_app.core.change.detect import ChangeConfig
+from dedup_app.core.change.torch_maps import stage_features
 from dedup_app.core.model import PACKAGED_BACKBONE, EncoderConfig, is_int
 
 HEAD_FORMAT_VERSION = 2
