@@ -956,11 +956,23 @@ def main(argv: list[str] | None = None) -> int:
             f"| dedup-app cold scan, torch on the CPU | {rep.get('torch_cold_seconds', 0):.1f} | "
             f"{rep['images'] / rep.get('torch_cold_seconds', 1):.1f} | "
             f"{rep['phash_seconds'] / rep.get('torch_cold_seconds', 1):.2f}x pHash |\n"
-            f"| dedup-app warm rescan | {rep['warm_seconds']:.2f} | {rep['images'] / rep['warm_seconds']:.0f} | "
+            + (
+                f"| the same scan with an encoder that costs nothing (the bound for any faster encoder) | "
+                f"{rep['no_encoder_cold_seconds']:.1f} | {rep['images'] / rep['no_encoder_cold_seconds']:.1f} | "
+                f"{rep['no_encoder_vs_phash_speed_ratio']:.2f}x pHash, "
+                f"{rep['no_encoder_vs_czkawka_speed_ratio'] or 0:.2f}x Czkawka |\n"
+                if rep.get("no_encoder_cold_seconds")
+                else ""
+            )
+            + f"| dedup-app warm rescan | {rep['warm_seconds']:.2f} | {rep['images'] / rep['warm_seconds']:.0f} | "
             f"{rep['warm_speedup_over_cold']:.0f}x cold |\n"
-            + (f"| Czkawka (Python bindings, default) | {rep['czkawka_seconds']:.1f} | "
-               f"{rep['images'] / rep['czkawka_seconds']:.1f} | dedup-app cold is "
-               f"{rep['cold_vs_czkawka_speed_ratio']:.2f}x Czkawka |\n" if rep.get("czkawka_seconds") else "")
+            + (
+                f"| Czkawka (Python bindings, default) | {rep['czkawka_seconds']:.1f} | "
+                f"{rep['images'] / rep['czkawka_seconds']:.1f} | dedup-app cold is "
+                f"{rep['cold_vs_czkawka_speed_ratio']:.2f}x Czkawka |\n"
+                if rep.get("czkawka_seconds")
+                else ""
+            )
             + f"\n`dedup-app scan EMPTY_FOLDER` in a fresh process (start-up, median of 3): "
             f"**{rep.get('start_up_seconds', 0):.2f} s** (ONNX Runtime, torch not imported); with torch "
             f"{rep.get('start_up_torch_seconds', 0):.2f} s. The first run with a model exports it to ONNX once"
