@@ -48,8 +48,10 @@ def clustered(
     categories: int = 50,
     cluster_mean: float = 30.0,
     copies: float = 0.1,
+    planted_pairs: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors in clusters (see the module's description) and each vector's cluster number."""
+    """Unit vectors in clusters (see the module's description) and each vector's cluster number. With
+    ``planted_pairs`` (a list), the edited copies' (copy, original) index arrays are appended to it."""
     rng = np.random.default_rng(seed)
     basis, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     spread = np.arange(1, dim + 1) ** -0.4  # variance decays over the axes, as in the real embeddings
@@ -75,4 +77,8 @@ def clustered(
     dst, src = dst[src != dst], src[src != dst]
     edit = rng.uniform(0.1, 0.75, (len(dst), 1)) * np.linalg.norm(x[src], axis=1, keepdims=True)
     x[dst] = x[src] + edit * offsets(len(dst), 1.0)
+    if planted_pairs is not None:
+        # a photo copied twice keeps its last copy; a copy whose original was overwritten by a later copy is a copy
+        # of that copy's source, which the similarity decides; the pairs are the (copy, original) as written
+        planted_pairs.extend([dst, src])
     return _unit(x), cluster
