@@ -109,11 +109,14 @@ class DuplicateFinder:
         self._content_of = np.zeros(len(result.images), np.int64)  # image index -> its content's row in _vectors
         for c, ks in enumerate(self.contents):
             self._content_of[ks] = c
+        firsts = [c[0] for c in self.contents]
+        distinct = len(firsts) == len(result.embeddings)  # every file its own content: rows in scan order already
         self._vectors = (
-            unit_rows(result.embeddings[[c[0] for c in self.contents]])
+            unit_rows(result.embeddings if distinct else result.embeddings[firsts])
             if self.contents
             else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
         )
+        del firsts
         self.graph: SimilarityGraph | None = None
         #: the threshold the geometric check ran at (None: not run)
         self.checked_at: float | None = None

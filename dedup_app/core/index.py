@@ -2,9 +2,8 @@
 
 Embeddings are unit vectors, so inner product is cosine similarity. Up to ``exact_max`` vectors (about 100k) the
 search is exact, and uses its symmetry: each block of queries is searched only against the vectors from the
-block's start on, which halves the work. Above that, an inverted-file index with an 8-bit scalar quantiser keeps
-memory and time in bounds at the cost of a small recall loss; the similarities of the pairs it finds are then
-recomputed exactly.
+block's start on, which halves the work. Above that, an inverted-file index with 4-bit fast-scan product-quantiser
+codes gives each vector its candidates, whose similarities are then computed exactly from the vectors.
 
 A uniform collection (scanned documents, screenshots, a burst of thousands of frames) can have every pair above the
 threshold, so the number of pairs is bounded: each image keeps at most ``max_neighbors`` (K) neighbours, its most
@@ -44,29 +43,35 @@ SIMILARITY_TOLERANCE = 1e-5
 #: million pairs and peak at 1.4 / 2.4 / 4.5 GB through search and grouping (73 / 83 / 125 s): cost grows with K,
 #: mostly in the grouping, and groups of 100 near-identical images are already more than anyone reviews by hand.
 MAX_NEIGHBORS = 100
-#: Probed lists of the approximate index, and lists per square root of the collection's size. On 200,000 clustered
-#: embeddings (docs/benchmarks.md, "Approximate index recall") 16 of 1,788 lists find >= 99.6 % of the exact pairs
-#: at every threshold from 0.80 to 0.95 (8 lists: 99.1 %), in 13 s against 97 s for the exact search; 32 probes
-#: buy 0.2 % for 1.5x the time, and half as many lists (each probe scans twice as much) the same recall, slower.
-IVF_NPROBE = 16
+#: The pair search's approximate index above EXACT_MAX: inverted lists with 8-bit scalar codes (4 lists per square
+#: root of the collection's size, 16 probed per query) up to FAST_SCAN_FROM vectors; on 200,000 clustered
+#: embeddings it finds 99.6-99.9 % of the exact pairs at 0.80-0.95 (docs/benchmarks.md, "Approximate index recall").
+#: From FAST_SCAN_FROM on, 4-bit fast-scan product-quantiser codes (one list per square root, 48 probed): at
+#: 1,000,000 the 8-bit index found only 94.7 % of the edited copies, in about 124 s of search; the fast-scan one
+#: finds 99.3 % of them and groups the million in 87 s, 1.6 GB (docs/benchmarks.md, "Index choice at a million").
+#: Its scores are rough (up to 0.36 off), which costs pairs between similar shots: on 200,000 vectors it finds 94 %
+#: of the exact pairs at 0.80 and 98.4 % at 0.829 (the default threshold), so it is kept for the sizes that need it.
 IVF_LISTS_PER_SQRT = 4
-#: The approximate index's 8-bit codes move a similarity by up to 0.0075 (measured at 900 and 1,788 lists): pairs
-#: it scores this much under the threshold are recomputed exactly before they are dropped.
-_SQ8_MARGIN = 0.01
+IVF_NPROBE = 16
+FAST_SCAN_FROM = 500_000
+FAST_SCAN_NPROBE = 48
+#: Vectors added to the approximate index at once (FAISS computes residuals for a whole call).
+_ADD_BLOCK = 65_536
 
 _QUERY_BLOCK = 4096
 #: Database vectors per exact range-search call: no call returns more than _QUERY_BLOCK x _STRIPE pairs.
 _STRIPE = 1024
-#: Pairs whose exact similarity is recomputed at once (two gathered blocks of 64 MB of vectors).
-_RESCORE_CHUNK = 65_536
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` as the finder compares them: rounded to float16 as the cache stores them, then float32 rows of
     unit length (float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0)."""
-    x = np.asarray(vectors).astype(np.float16).astype(np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+    x = np.asarray(vectors)
+    x = (x if x.dtype == np.float16 else x.astype(np.float16)).astype(np.float32)
+    # no temporary the size of x (np.linalg.norm squares a whole copy): at a million images that is 1 GB each
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    x /= np.where(norms > 0, norms, 1.0)
+    return x
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class SimilarityGraph:
 
 
 def ivf_lists(n: int) -> int:
-    """Number of inverted lists of the approximate index over ``n`` vectors."""
+    """Number of inverted lists of ``find``'s persistent index over ``n`` vectors."""
     return int(min(65536, max(64, IVF_LISTS_PER_SQRT * math.sqrt(n))))
 
 
@@ -120,7 +125,7 @@ def ivf_training_rows(n: int, nlist: int) -> np.ndarray:
 
 def train_ivf_index(sample: np.ndarray, nlist: int) -> Any:
     """An empty approximate index (inverted lists with 8-bit scalar codes) trained on the unit vectors ``sample``
-    (float32)."""
+    (float32): ``find``'s persistent index."""
     import faiss
 
     quantizer = faiss.IndexFlatIP(sample.shape[1])
@@ -130,12 +135,38 @@ def train_ivf_index(sample: np.ndarray, nlist: int) -> Any:
     return ivf
 
 
-def build_ivf_index(x: np.ndarray, nlist: int | None = None) -> Any:
-    """The approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar codes."""
-    nlist = ivf_lists(len(x)) if nlist is None else nlist
-    ivf = train_ivf_index(x[ivf_training_rows(len(x), nlist)], nlist)
-    ivf.add(x)
-    return ivf
+def fast_scan(n: int) -> bool:
+    """Whether the pair search over ``n`` vectors uses the 4-bit fast-scan index (else 8-bit scalar codes)."""
+    return n >= FAST_SCAN_FROM
+
+
+def pair_lists(n: int) -> int:
+    """Number of inverted lists of the pair search's approximate index over ``n`` vectors."""
+    return int(min(65536, max(64, math.sqrt(n)))) if fast_scan(n) else ivf_lists(n)
+
+
+def pair_nprobe(n: int) -> int:
+    """Lists probed per query by the pair search's approximate index over ``n`` vectors."""
+    return FAST_SCAN_NPROBE if fast_scan(n) else IVF_NPROBE
+
+
+def build_pair_index(x: np.ndarray, nlist: int | None = None) -> Any:
+    """The pair search's approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar
+    codes, or from :data:`FAST_SCAN_FROM` vectors on with 4-bit fast-scan PQ codes (4 dimensions per code; 8-bit
+    codes where the dimension does not allow them); trained on a seeded sample, filled in blocks."""
+    import faiss
+
+    n, d = x.shape
+    nlist = pair_lists(n) if nlist is None else nlist
+    if not fast_scan(n) or d % 8:
+        index = train_ivf_index(np.ascontiguousarray(x[np.sort(ivf_training_rows(n, nlist))], np.float32), nlist)
+    else:
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, nlist * 40), replace=False))
+        index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 4}x4fs", faiss.METRIC_INNER_PRODUCT)
+        index.train(np.ascontiguousarray(x[rows], np.float32))
+    for start in range(0, n, _ADD_BLOCK):
+        index.add(np.ascontiguousarray(x[start : start + _ADD_BLOCK], np.float32))
+    return index
 
 
 def similarity_graph(
@@ -145,14 +176,15 @@ def similarity_graph(
     cancel: CancelToken | None = None,
     max_neighbors: int | None = None,
     *,
-    nprobe: int = IVF_NPROBE,
+    nprobe: int | None = None,
     ivf_index: Any = None,
 ) -> Generator[Progress, None, SimilarityGraph]:
     """Find the pairs of unit vectors with similarity >= ``min_threshold`` (within :data:`SIMILARITY_TOLERANCE`),
     at most ``max_neighbors`` (default :data:`MAX_NEIGHBORS`) per vector; yields progress per block of queries.
 
-    Above ``exact_max`` vectors the search is approximate, with ``nprobe`` lists probed per query; ``ivf_index``
-    is an index from :func:`build_ivf_index` over the same vectors, to reuse one across searches.
+    Above ``exact_max`` vectors the search is approximate, with ``nprobe`` lists probed per query (default:
+    :func:`pair_nprobe`); ``ivf_index``
+    is an index from :func:`build_pair_index` over the same vectors, to reuse one across searches.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
@@ -167,8 +199,9 @@ def similarity_graph(
     elif exact:
         i, j, s = yield from _exact_pairs(x, k, radius, overflow, cancel)
     else:
-        index = build_ivf_index(x) if ivf_index is None else ivf_index
-        i, j, s = yield from _approximate_pairs(x, index, nprobe, k, radius, overflow, cancel)
+        index = build_pair_index(x) if ivf_index is None else ivf_index
+        probes = pair_nprobe(n) if nprobe is None else nprobe
+        i, j, s = yield from _approximate_pairs(x, index, probes, k, radius, overflow, cancel)
     graph = SimilarityGraph(n, i, j, s, float(min_threshold), exact, k, overflow)
     if graph.capped:
         log.info("%d of %d images have more than %d neighbours at %.3f; kept the %d most similar of each",
@@ -324,9 +357,13 @@ def _unique_pairs(parts: list[_Pairs], n: int) -> _Pairs:
 def _approximate_pairs(
     x: np.ndarray, index: Any, nprobe: int, k: int, radius: float, overflow: np.ndarray, cancel: CancelToken | None
 ) -> Generator[Progress, None, _Pairs]:
-    """Each vector's ``k`` best neighbours above ``radius`` by the approximate index, similarities recomputed."""
+    """Each vector's ``k`` best neighbours above ``radius`` by the approximate index, every candidate re-scored
+    exactly (the codes' scores only choose the candidates)."""
+    import faiss
+
     n = len(x)
-    index.nprobe = min(index.nlist, nprobe)
+    ivf = faiss.extract_index_ivf(index)
+    ivf.nprobe = min(ivf.nlist, nprobe)
     ask = min(n, k + 2)  # the vector itself, its k best, and one more to tell whether it has more than k
     parts = []
     for start in range(0, n, _QUERY_BLOCK):
@@ -334,19 +371,23 @@ def _approximate_pairs(
             cancel.raise_if_cancelled()
         stop = min(n, start + _QUERY_BLOCK)
         queries = np.arange(start, stop)
-        approx, labels = index.search(x[start:stop], ask)
-        near = (labels >= 0) & (labels != queries[:, None]) & (approx > radius - _SQ8_MARGIN)
-        sims = np.full(labels.shape, -np.inf, np.float32)
-        sims[near] = _exact_similarities(x, np.broadcast_to(queries[:, None], labels.shape)[near], labels[near])
-        pairs, overflow[start:stop] = _best_others(queries, sims, labels, k, radius)
+        labels = index.search(x[start:stop], ask)[1]
+        pairs, overflow[start:stop] = _best_others(queries, _rescored(x, queries, labels), labels, k, radius)
         parts.append(pairs)
         yield Progress("Comparing", stop, n)
     return _unique_pairs(parts, n)
 
 
-def _exact_similarities(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    out = np.empty(len(rows), np.float32)
-    for a in range(0, len(rows), _RESCORE_CHUNK):
-        b = a + _RESCORE_CHUNK
-        out[a:b] = np.einsum("ij,ij->i", x[rows[a:b]], x[cols[a:b]])
-    return out
+def _rescored(x: np.ndarray, queries: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Exact similarities of each query with its candidates (``-inf`` for no candidate and for itself), computed
+    by FAISS from the vectors in place (about 6x NumPy's gather at 64 candidates per query)."""
+    import faiss
+
+    xq = np.ascontiguousarray(x[queries])
+    ids = np.ascontiguousarray(np.maximum(labels, 0), np.int64)
+    sims = np.empty(labels.shape, np.float32)
+    faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+        faiss.swig_ptr(sims), faiss.swig_ptr(xq), faiss.swig_ptr(x), faiss.swig_ptr(ids), x.shape[1], *labels.shape
+    )
+    sims[(labels < 0) | (labels == queries[:, None])] = -np.inf
+    return sims

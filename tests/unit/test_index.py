@@ -195,3 +195,27 @@ def test_few_neighbours_are_not_capped() -> None:
     assert g.capped == 0 and len(g.s) == 40 * 39 // 2
     g = drive(similarity_graph(x, 0.7, max_neighbors=38))
     assert g.capped == 40 and len(g.s) <= 40 * 38
+
+
+def test_the_fast_scan_index_of_large_collections_finds_the_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    # From FAST_SCAN_FROM vectors on (500,000; lowered here) the approximate index has 4-bit PQ codes, whose scores
+    # are rough: it must still find the edited copies, and the pairs at the default threshold, with the exact
+    # similarities (every candidate is re-scored).
+    from dedup_app.core import index as index_module
+
+    monkeypatch.setattr(index_module, "FAST_SCAN_FROM", 1000)
+    planted_pairs: list[np.ndarray] = []
+    x, _ = clustered(3000, seed=3, planted_pairs=planted_pairs)
+    copy, original = planted_pairs
+    index = index_module.build_pair_index(x)
+    assert "fast" in type(index).__name__.lower() or "FastScan" in type(index).__name__
+    exact = drive(similarity_graph(x, 0.8))
+    approx = drive(similarity_graph(x, 0.8, exact_max=1000, ivf_index=index))
+    assert not approx.exact
+    keys = approx.i * 3000 + approx.j
+    planted = np.einsum("ij,ij->i", x[copy], x[original]) >= 0.8
+    lo, hi = np.minimum(copy, original)[planted], np.maximum(copy, original)[planted]
+    assert np.isin(lo * 3000 + hi, keys).mean() >= 0.99
+    at_default = exact.at(0.829)
+    assert np.isin(at_default.i * 3000 + at_default.j, approx.at(0.829).i * 3000 + approx.at(0.829).j).mean() >= 0.98
+    assert np.allclose(approx.s, (x[approx.i] * x[approx.j]).sum(axis=1), atol=1e-5)
