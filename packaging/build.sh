@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-# what the bundle ships: HEIC, GeoTIFF and the training module (the window's Train action)
-.venv/bin/pip install --quiet -e '.[heif,geo,train]' 'pyinstaller>=6.5'
+# what the bundle ships: HEIC and GeoTIFF; torch (a dependency) only exports the shipped models to ONNX at build
+# time and is left out of the bundle, as is training (the pip install's 'train' extra)
+.venv/bin/pip install --quiet -e '.[heif,geo]' 'pyinstaller>=6.5'
 # Qt's X11 plugin links to libraries that PySide6 does not ship and several distributions leave out (libxcb-cursor0
 # and friends); the spec copies this machine's into the bundle, so install the missing ones first (Debian, Ubuntu).
 if [ "$(uname -s)" = Linux ]; then
