@@ -100,11 +100,11 @@ def make_tree(root: Path, n: int, per_folder: int = 1000) -> None:
     marker.touch()
 
 
-def run_rescan(n: int, work: Path) -> dict[str, object]:
+def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
     """A warm rescan of ``n`` unchanged tiny files: the cache is filled as a scan would have left it (the files'
     stat keys, a content hash each, and a clustered 256-d embedding each: embedding a million images here would
     take hours), then ``scan`` runs over the tree and must read no image. Reports its time, what it did, and the
-    cache's size per image."""
+    cache's size per image; with ``vanish``, also the rescan after that many files went away (purged)."""
     from benchmarks.synthetic import clustered
     from dedup_app.core.cache import EmbeddingCache
     from dedup_app.core.files import walk_images
@@ -150,7 +150,28 @@ def run_rescan(n: int, work: Path) -> dict[str, object]:
     size = cache_path.stat().st_size + sum(p.stat().st_size for p in work.glob(f"cache-{n}.sqlite3-*"))
     rep = {"files": n, "make_tree_seconds": made, "fill_cache_seconds": filled, "warm_scan_seconds": seconds,
            "warm_scan_cpu_seconds": cpu_seconds, "decoded": stats.decoded, "cached": stats.cached,
-           "hashed": stats.hashed, "cache_bytes_per_image": size / n}  # fmt: skip
+           "hashed": stats.hashed, "purged": stats.purged, "cache_bytes_per_image": size / n}  # fmt: skip
+    if vanish:  # the same rescan after a tenth of the files went away: their rows are purged (on a copy)
+        import shutil
+
+        folders = sorted(tree.glob("d*"))[: max(1, vanish // 1000)]
+        aside = work / "aside"
+        aside.mkdir(exist_ok=True)
+        copy = work / "cache-vanish.sqlite3"
+        shutil.copyfile(cache_path, copy)
+        for folder in folders:
+            folder.rename(aside / folder.name)
+        try:
+            with EmbeddingCache(copy) as cache:
+                started = time.perf_counter()
+                result = drive(scan([str(tree)], Encoder(), cache))  # type: ignore[arg-type]
+                rep["vanished_scan_seconds"] = time.perf_counter() - started
+                rep["vanished_purged"] = result.stats.purged
+        finally:
+            for folder in folders:
+                (aside / folder.name).rename(folder)
+            for leftover in work.glob("cache-vanish.sqlite3*"):
+                leftover.unlink()
     print(json.dumps(rep), flush=True)
     return rep
 
@@ -175,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=10_000)
     parser.add_argument("--name", default="scale-index")
     parser.add_argument("--rescan", type=int, metavar="FILES", help="instead: a warm rescan of FILES tiny files")
+    parser.add_argument("--vanish", type=int, default=0, help="--rescan: then again without this many files")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-app-bench/scale"),
                         help="where --rescan keeps its tree and cache between runs")  # fmt: skip
     args = parser.parse_args(argv)
     if args.rescan:
-        rep = run_rescan(args.rescan, args.work)
+        rep = run_rescan(args.rescan, args.work, args.vanish)
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"scale-rescan-{args.rescan}.json").write_text(json.dumps(rep, indent=1))
         return 0
