@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-geometric-check", action="store_true",
                       help="group by similarity alone: do not check look-alike pairs for the same picture geometry "
                       "(faster on a first scan; more photos of one subject grouped as copies)")  # fmt: skip
+    scan.add_argument("--cluster", metavar="ADDRESS",
+                      help="read and embed the files on a Ray cluster: 'local' (a Ray runtime on this machine) or "
+                      "ray://HOST:PORT; the workers must see the files at the same paths (needs the 'cluster' "
+                      "extra)")  # fmt: skip
     scan.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     scan.add_argument("-v", "--verbose", action="store_true", help="list unreadable files and log details")
     verify = sub.add_parser(
@@ -724,6 +728,19 @@ def run_scan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_USAGE
     try:
         options = ScanOptions(batch_size=args.batch_size, decode_workers=args.workers)
+        if args.cluster:
+            import dataclasses
+
+            from dedup_app.core.cluster import ClusterError, embed_on_cluster
+            from dedup_app.core.registry import ModelRegistry
+
+            model_file = args.model or str(ModelRegistry().active_path())
+            try:
+                remote = embed_on_cluster(args.cluster, model_file, args.device, options.max_pixels)
+            except ClusterError as exc:
+                print(f"dedup-app: error: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            options = dataclasses.replace(options, remote=remote)
         # the window's scan orchestration, searched only down to the threshold (no slider to serve here)
         search = scan_and_search(args.paths, embedder, cache, options, floor=threshold, threshold=threshold,
                                  check=not args.no_geometric_check)  # fmt: skip
@@ -819,6 +836,8 @@ def _print_summary(result, groups, decisions, threshold, elapsed, args) -> None:
         f"{count_of(st.copies, 'identical copy', 'identical copies')}, {st.failed:,} could not be read; "
         f"model {result.model_id}, threshold {threshold:.3f}."
     )
+    if getattr(args, "cluster", None):
+        print(f"{st.remote:,} of the files read were read and embedded on the Ray cluster ({args.cluster}).")
     unlisted = len(result.errors) - st.failed  # folders and links the walk could not open
     if unlisted > 0:
         print(f"{count_of(unlisted, 'other path', 'other paths')} could not be opened (missing, no permission, "

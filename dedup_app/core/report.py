@@ -7,7 +7,8 @@ The JSON shape is a contract (scripts depend on it); keys may be added, never re
      "groups": [{"kind": "exact" | "near", "keep": str, "review": bool,
                  "files": [{"path": str, "similarity": float, "width": int, "height": int, "bytes": int,
                             "pages": int, "marked": bool, "review": bool}]}],
-     "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int},
+     "stats": {"files": int, "decoded": int, "from_cache": int, "copies": int, "failed": int, "hashed": int,
+               "read_on_cluster": int},
      "kept_apart": int | null}
 
 ``kept_apart`` counts the look-alike pairs at the threshold that the geometric check kept out of the groups (two
@@ -102,6 +103,7 @@ def report_dict(
             "copies": result.stats.copies,
             "hashed": result.stats.hashed,
             "failed": result.stats.failed,
+            "read_on_cluster": result.stats.remote,
         },
     }
 

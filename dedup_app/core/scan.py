@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +43,9 @@ class ScanOptions:
     decode_workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     follow_symlinks: bool = True
+    #: Reads and embeds the files elsewhere (a Ray cluster: :func:`dedup_app.core.cluster.embed_on_cluster`):
+    #: given the files to read, yields ``(entry, (vector, content_hash, info))`` or ``(entry, exception)`` for each
+    remote: Callable[[Sequence[FileEntry]], Iterable[tuple[FileEntry, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class ScanStats:
     copies: int = 0
     purged: int = 0
     failed: int = 0
+    #: of ``decoded``: how many were read and embedded by a cluster's workers (``ScanOptions.remote``)
+    remote: int = 0
 
 
 @dataclass
@@ -208,18 +213,20 @@ def scan(
         loaded = load_for_embedding(entry.path, embedder.input_size, options.max_pixels)
         return loaded.pixels, loaded.content_hash, loaded.info
 
+    def keep(entry: FileEntry, digest: str, info: ImageInfo, half: np.ndarray) -> None:
+        cache.put_file(entry, digest, info)
+        cache.put_embedding(entry.path, embedder.model_id, half)
+        add(entry, digest, info, half)
+        for copy in waiting.pop(digest, []):
+            cache.put_file(copy, digest, info)
+            cache.put_embedding(copy.path, embedder.model_id, half)
+            add(copy, digest, info, half)
+            stats.copies += 1
+
     def flush() -> None:
         vecs = embedder.embed([b[1] for b in batch])
         for (entry, _, digest, info), vector in zip(batch, vecs, strict=True):
-            half = vector.astype(np.float16)
-            cache.put_file(entry, digest, info)
-            cache.put_embedding(entry.path, embedder.model_id, half)
-            add(entry, digest, info, half)
-            for copy in waiting.pop(digest, []):
-                cache.put_file(copy, digest, info)
-                cache.put_embedding(copy.path, embedder.model_id, half)
-                add(copy, digest, info, half)
-                stats.copies += 1
+            keep(entry, digest, info, vector.astype(np.float16))
         cache.commit()
         batch.clear()
 
@@ -240,6 +247,14 @@ def scan(
                 for copy in waiting.pop(hashes.get(entry.path, ""), []):
                     errors.append(FileError(copy.path, reason))
                     stats.failed += 1
+            elif options.remote is not None:  # read and embedded already: keep it as a batch would
+                stats.decoded += 1
+                stats.remote += 1
+                vector, digest, info = outcome
+                keep(entry, digest, info, vector.astype(np.float16))
+                if done % options.batch_size == 0:
+                    cache.commit()
+                    yield Progress("Reading images", done, total)
             else:
                 stats.decoded += 1
                 pixels, digest, info = outcome
@@ -250,7 +265,10 @@ def scan(
             cancel.raise_if_cancelled()
 
     in_flight = max(2 * options.batch_size, 4 * options.decode_workers)
-    decoded = bounded_map(load, to_embed, options.decode_workers, in_flight)
+    if options.remote is not None and to_embed:
+        decoded: Any = (item for item in options.remote(to_embed))  # a generator: closed when the scan stops
+    else:
+        decoded = bounded_map(load, to_embed, options.decode_workers, in_flight)
     with closing(decoded):
         yield from _embed_all(decoded)
     if batch:
