@@ -176,6 +176,81 @@ def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
     return rep
 
 
+def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
+    """The window with a scan result of ``n`` files (clustered synthetic embeddings through the finder, as a scan
+    hands them over): how long the UI thread is held while the results are shown (the groups set into the model,
+    the tree expanded) and until the first paint, then one slider move, and the process's memory. A baseline for
+    issue 13's window item (the groups model builds every row at once today)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from benchmarks.synthetic import clustered
+    from dedup_app.controllers.review import ScanOutcome, grouping
+    from dedup_app.core.duplicates import DuplicateFinder
+    from dedup_app.core.imageio import ImageInfo
+    from dedup_app.core.labels import LabelStore
+    from dedup_app.core.progress import drive
+    from dedup_app.core.scan import ImageRecord, ScanResult
+    from dedup_app.ui import settings as S
+    from dedup_app.ui.main_window import AppContext, MainWindow
+
+    x, _ = clustered(n)
+    info = ImageInfo(4000, 3000, "JPEG")
+    images = [ImageRecord(f"/photos/d{k // 1000:04d}/{k:07d}.jpg", 2_000_000 + k, 0, f"{k:032x}", info)
+              for k in range(n)]  # fmt: skip
+    result = ScanResult(["/photos"], "synthetic", threshold, images, x.astype(np.float16), [])
+    del x
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:  # the peak from here on (making the vectors goes through float64)
+        f.write("5")
+    started = time.perf_counter()
+    finder = DuplicateFinder(result)
+    drive(finder.search(threshold))
+    first = grouping(finder, threshold, "best", [])
+    prepared = time.perf_counter() - started
+    app = QApplication.instance() or QApplication([])
+    tmp = tempfile.mkdtemp()
+    prefs = QSettings(os.path.join(tmp, "p.ini"), QSettings.Format.IniFormat)
+    state = QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(AppContext(S.Preferences(prefs), state, LabelStore(":memory:"), ":memory:"))
+    window.resize(1600, 900)
+    window.show()
+    app.processEvents()
+    started = time.perf_counter()
+    window._scan_done(ScanOutcome(finder, "synthetic", threshold, threshold, first))
+    shown = time.perf_counter() - started
+    app.processEvents()  # the first paint
+    painted = time.perf_counter() - started
+    started = time.perf_counter()
+    window._set_slider(threshold + 0.05)
+    window.regroup()
+    app.processEvents()
+    slider = time.perf_counter() - started
+    files = sum(len(g.members) for g in window.model.groups)
+    rep = {"files": n, "groups": len(window.model.groups), "files_in_groups": files,
+           "search_and_first_grouping_seconds": prepared, "ui_thread_show_seconds": shown,
+           "first_paint_seconds": painted, "slider_regroup_on_ui_thread_seconds": slider,
+           "peak_rss_mb": _peak_mb()}  # fmt: skip
+    print(json.dumps(rep), flush=True)
+    window.shutdown()
+    return rep
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory since the last reset (``VmHWM``), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def table(rep: dict[str, object]) -> str:
     rows = ["| index | probed lists | train s | add s | search s (all vectors) | copies found from the copy | "
             "copies found (either end) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -199,7 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vanish", type=int, default=0, help="--rescan: then again without this many files")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-app-bench/scale"),
                         help="where --rescan keeps its tree and cache between runs")  # fmt: skip
+    parser.add_argument("--window", type=int, metavar="FILES", help="instead: the window with FILES files")
     args = parser.parse_args(argv)
+    if args.window:
+        rep = run_window(args.window)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / f"scale-window-{args.window}.json").write_text(json.dumps(rep, indent=1))
+        return 0
     if args.rescan:
         rep = run_rescan(args.rescan, args.work, args.vanish)
         RESULTS.mkdir(exist_ok=True)
