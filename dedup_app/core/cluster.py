@@ -25,8 +25,6 @@ import numpy as np
 from dedup_app.core.files import FileEntry
 from dedup_app.core.imageio import ImageLoadError
 
-log = logging.getLogger(__name__)
-
 #: Files per ``map_batches`` call on a worker.
 CLUSTER_BATCH = 16
 
@@ -91,7 +89,7 @@ def connect(address: str) -> None:
         raise ClusterError(f"cannot reach the Ray cluster at {address}: {exc}") from None
 
 
-def embed_on_cluster(address: str, model_file: str, device: str, max_pixels: int | None) -> Any:
+def embed_on_cluster(address: str, model_file: str, device: str, max_pixels: int) -> Any:
     """The scan's hook (:attr:`~dedup_app.core.scan.ScanOptions.remote`): given the files to read, yields
     ``(entry, (vector, content_hash, info))`` or ``(entry, exception)`` per file as the workers finish them."""
     connect(address)

@@ -2,8 +2,9 @@
 
 Embeddings are unit vectors, so inner product is cosine similarity. Up to ``exact_max`` vectors (about 100k) the
 search is exact, and uses its symmetry: each block of queries is searched only against the vectors from the
-block's start on, which halves the work. Above that, an inverted-file index with 4-bit fast-scan product-quantiser
-codes gives each vector its candidates, whose similarities are then computed exactly from the vectors.
+block's start on, which halves the work. Above that, an inverted-file index gives each vector its candidates (8-bit
+scalar codes; from half a million vectors on, 4-bit fast-scan product-quantiser codes), whose similarities are then
+computed exactly from the vectors.
 
 A uniform collection (scanned documents, screenshots, a burst of thousands of frames) can have every pair above the
 threshold, so the number of pairs is bounded: each image keeps at most ``max_neighbors`` (K) neighbours, its most
@@ -48,7 +49,7 @@ MAX_NEIGHBORS = 100
 #: embeddings it finds 99.6-99.9 % of the exact pairs at 0.80-0.95 (docs/benchmarks.md, "Approximate index recall").
 #: From FAST_SCAN_FROM on, 4-bit fast-scan product-quantiser codes (one list per square root, 48 probed): at
 #: 1,000,000 the 8-bit index found only 94.7 % of the edited copies, in about 124 s of search; the fast-scan one
-#: finds 99.3 % of them and groups the million in 87 s, 1.6 GB (docs/benchmarks.md, "Index choice at a million").
+#: finds 99.4 % of them and groups the million in 100 s, 1.6 GB (docs/benchmarks.md, "Index choice at a million").
 #: Its scores are rough (up to 0.36 off), which costs pairs between similar shots: on 200,000 vectors it finds 94 %
 #: of the exact pairs at 0.80 and 98.4 % at 0.829 (the default threshold), so it is kept for the sizes that need it.
 IVF_LISTS_PER_SQRT = 4
@@ -183,8 +184,8 @@ def similarity_graph(
     at most ``max_neighbors`` (default :data:`MAX_NEIGHBORS`) per vector; yields progress per block of queries.
 
     Above ``exact_max`` vectors the search is approximate, with ``nprobe`` lists probed per query (default:
-    :func:`pair_nprobe`); ``ivf_index``
-    is an index from :func:`build_pair_index` over the same vectors, to reuse one across searches.
+    :func:`pair_nprobe`); ``ivf_index`` is an index from :func:`build_pair_index` over the same vectors, to reuse
+    one across searches.
     """
     x = np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)

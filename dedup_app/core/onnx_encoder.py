@@ -88,8 +88,8 @@ def export_folder() -> Path:
 
 def shipped_folder() -> Path:
     """Exports made when the app was built (``resources/onnx``: the bundle's, made by ``packaging/dedup-app.spec``
-    with :func:`make_shipped_exports`): read-only, consulted after the user's folder. With them the bundle embeds,
-    and maps changes with its shipped heads, without torch."""
+    with :func:`dedup_app.core.shipped_exports.make_shipped_exports`): read-only, consulted after the user's
+    folder. With them the bundle embeds, and maps changes with its shipped heads, without torch."""
     from dedup_app.core.resources import resources_dir
 
     return resources_dir() / "onnx"
@@ -350,13 +350,15 @@ def write_model_facts(model_file: Path, checkpoint: Checkpoint, folder: Path | N
     write_file_facts(model_file, facts, folder)
 
 
-def _read_facts(model_file: Path) -> ModelFacts | None:
+def read_model_facts(model_file: Path) -> ModelFacts | None:
+    """The facts kept of the model file ``model_file`` (:func:`read_file_facts`), or None."""
     data = read_file_facts(model_file)
+    if data is None or data.get("kind", "model") != "model":
+        return None
     try:
-        assert data is not None and data.get("kind", "model") == "model"
         facts = ModelFacts(str(data["model_id"]), str(data["name"]), float(data["threshold"]),
                            int(data["input_size"]), int(data["dim"]), dict(data["metrics"]))  # fmt: skip
-    except (AssertionError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
     return facts if 0 < facts.threshold <= 1 and facts.dim > 0 and facts.input_size > 0 else None
 
@@ -435,7 +437,7 @@ def open_embedder(path: str | os.PathLike[str] | None = None, device: str = "aut
                 from dedup_app.core.registry import ModelRegistry
 
                 model_file = ModelRegistry().active_path()
-            facts = _read_facts(model_file)
+            facts = read_model_facts(model_file)
             onnx_file = find_export(facts.model_id) if facts is not None else None
             if facts is not None and onnx_file is not None:
                 return OrtEmbedder(facts, onnx_file, model_file)

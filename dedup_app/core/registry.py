@@ -325,11 +325,11 @@ class ModelRegistry(Registry):
         active = self._effective_active(data)
         if active:
             return active
-        from dedup_app.core.onnx_encoder import read_file_facts
+        from dedup_app.core.onnx_encoder import read_model_facts
 
-        facts = read_file_facts(default_model_path())  # the id without torch, where the model was seen before
-        if facts and facts.get("kind", "model") == "model" and isinstance(facts.get("model_id"), str):
-            return str(facts["model_id"])
+        facts = read_model_facts(default_model_path())  # the id without torch, where the model was seen before
+        if facts is not None:
+            return facts.model_id
         from dedup_app.core.model_files import read_checkpoint
 
         return read_checkpoint(default_model_path()).model_id

@@ -9,6 +9,7 @@ maps changes. Training needs torch, so it stays with a pip install.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -56,7 +57,6 @@ def pool_weights(folder: Path) -> int:
     instead of four times (about 36 MB less). Each graph is checked to give the same outputs afterwards, and its
     sidecar gets the new checksum and the pool's. Returns the bytes saved. Needs the ``onnx`` package."""
     import hashlib
-    import json
 
     import onnx
     from onnx.external_data_helper import set_external_data
@@ -103,8 +103,9 @@ def _outputs(onnx_file: Path) -> list[np.ndarray]:
     if onnx_file.name.startswith(("change-", "features-")):
         session = onnx_encoder.Session(onnx_file, 1, "pair", "probability")
         return [session.run(probe_pair(192, 320))]
+    size = int(json.loads(onnx_file.with_suffix(".json").read_text())["input_size"])  # the encoder's, in its sidecar
     session = onnx_encoder.Session(onnx_file, 1)
-    return [session.run(onnx_encoder.probe_images(160, 4, seed=3))]
+    return [session.run(onnx_encoder.probe_images(size, 4, seed=3))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -178,6 +178,7 @@ class HeadFacts:
     config: ChangeConfig
     name: str
     key: str
+    export: Path  # the export, found whole
 
     @property
     def threshold(self) -> float:
@@ -192,10 +193,11 @@ class HeadFacts:
             data = onnx_encoder.read_file_facts(head_file)
             if not data or data.get("kind") != "change-head" or data.get("model_id") != model_id:
                 return None
-            facts = cls(ChangeConfig.from_dict(data["config"]), str(data["name"]), str(data["key"]))
+            config, name, key = ChangeConfig.from_dict(data["config"]), str(data["name"]), str(data["key"])
         except (OSError, KeyError, TypeError, ValueError):
             return None
-        return facts if onnx_encoder.find_export(facts.key) is not None else None
+        export = onnx_encoder.find_export(key)
+        return cls(config, name, key, export) if export is not None else None
 
 
 def open_change_detector(embedder: Any, head_file: Path | None, method: str = "features") -> ChangeDetector:
@@ -312,14 +314,7 @@ class ChangeDetector:
             if onnx_encoder.wanted_backend() == "torch" and has_torch and not isinstance(head, HeadFacts):
                 return None
             try:
-                if has_torch:
-                    key, path = self.export_tile()
-                else:
-                    key = self._tile_key()
-                    found = onnx_encoder.find_export(key)
-                    if found is None:
-                        raise onnx_encoder.ExportError(f"the change map {key} has no ONNX export here")
-                    path = found
+                key, path = self.export_tile()
                 if head is not None and not isinstance(head, HeadFacts) and self.head_file is not None:
                     self.keep_facts(self.head_file, key)
                 self._session = onnx_encoder.Session(path, input_name="pair", output_name="probability")
@@ -336,8 +331,6 @@ class ChangeDetector:
         of a format-2 head's config and weights (:func:`~dedup_app.core.change.torch_maps.head_key`), and the
         output stride."""
         head = self.head_checkpoint
-        if isinstance(head, HeadFacts):
-            return head.key
         if head is None:
             h = hashlib.sha256(json.dumps(dataclasses.asdict(self.config), sort_keys=True, default=str).encode())
             return f"features-{self.embedder.model_id}-{h.hexdigest()[:12]}-s{self.output_stride}"
@@ -347,12 +340,18 @@ class ChangeDetector:
 
     def export_tile(self, folder: Path | None = None) -> tuple[str, Path]:
         """The ONNX export of the tile map (made now, with torch, unless it is there already, in ``folder`` when
-        given): its key and file. Checked against torch to 1e-4 on probe pairs of two sizes (``ExportError``)."""
+        given): its key and file. Checked against torch to 1e-4 on probe pairs of two sizes. ``ExportError`` when
+        it cannot be made: a format-1 head, or no torch (the bundle) for a map that has no export."""
         from dedup_app.core import onnx_encoder
 
+        head = self.head_checkpoint
+        if isinstance(head, HeadFacts):  # found whole when the facts were read
+            return head.key, head.export
         key = self._tile_key()
         path = onnx_encoder.find_export(key, folder)
         if path is None:
+            if not onnx_encoder.torch_installed():
+                raise onnx_encoder.ExportError(f"the change map {key} has no ONNX export here")
             module = self.torch_tile()
             if module is None:
                 raise onnx_encoder.ExportError(f"{self.model_name}: a format-1 change head is not exported")
