@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Generator, Sequence
+from collections.abc import Callable, Collection, Generator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dedup_app.controllers.models import ModelService
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup
@@ -48,6 +49,8 @@ class ScanOutcome:
     threshold: float
     grouping: Grouping
     cache_problem: str = ""
+    #: the grouping made ready to show, on the worker (the window's ``prepare`` hook), or None
+    prepared: Any = None
 
 
 def grouping(
@@ -72,6 +75,7 @@ class Review:
         self.finder: DuplicateFinder | None = None
         self.model_id: str | None = None  # the model that embedded the finder's images
         self.slider_range = slider_range
+        self._paths: tuple[DuplicateFinder, set[str]] | None = None  # the finder's paths, once files were removed
 
     def scan_job(
         self,
@@ -81,8 +85,10 @@ class Review:
         not_duplicates: Collection[frozenset[str]],
         rule: str,
         references: Sequence[str],
+        prepare: Callable[[Grouping], Any] | None = None,
     ) -> Job:
-        """The job that scans ``roots`` with the active model and returns a :class:`ScanOutcome`.
+        """The job that scans ``roots`` with the active model and returns a :class:`ScanOutcome`; ``prepare``
+        (optional, run on the worker too) turns the first grouping into what the window shows.
 
         With the default cache unusable (damaged and not movable, read-only) it scans without one and says why; a
         cache the user chose (``cache_path``) that cannot be used is an error.
@@ -110,7 +116,9 @@ class Review:
             threshold = min(max(wanted, self.floor_of(finder)), high)
             yield Progress("Grouping", 0, None)
             first = grouping(finder, threshold, rule, references, (), not_duplicates)
-            return ScanOutcome(finder, embedder.model_id, float(embedder.threshold), threshold, first, problem)
+            prepared = prepare(first) if prepare is not None else None
+            return ScanOutcome(finder, embedder.model_id, float(embedder.threshold), threshold, first, problem,
+                               prepared)  # fmt: skip
 
         return job
 
@@ -138,9 +146,9 @@ class Review:
         """A short note when, at ``threshold``, some images had more similar images than the search keeps (their
         groups may be split), else ''."""
         graph = self.finder.graph if self.finder is not None else None
-        if graph is None or not graph.at(threshold).capped:
+        n = graph.at(threshold).capped if graph is not None else 0
+        if graph is None or not n:
             return ""
-        n = graph.at(threshold).capped
         return (f"{count_of(n, 'image')} with over {graph.max_neighbors} similar images: large groups may be "
                 "split")  # fmt: skip
 
@@ -148,7 +156,12 @@ class Review:
         """Images of the scan still in place."""
         if self.finder is None:
             return 0
-        return len(self.finder.result.images) - sum(1 for r in self.finder.result.images if r.path in removed)
+        images = self.finder.result.images
+        if not removed:  # the common case, and the only cheap one at a million files
+            return len(images)
+        if self._paths is None or self._paths[0] is not self.finder:
+            self._paths = (self.finder, {r.path for r in images})
+        return len(images) - sum(1 for p in removed if p in self._paths[1])
 
     def errors(self) -> list[FileError]:
         """The files the last scan could not read."""

@@ -191,8 +191,12 @@ class DuplicateFinder:
             ("exact", [c]) for c in range(len(self.contents)) if len(self.contents[c]) > 1 and c not in in_near
         ]
         out = [g for kind, ids in candidates if (g := self._group(kind, ids, removed)) is not None]
-        out.sort(key=lambda g: (-g.reclaimable_bytes, -len(g.members), g.keep.path))
-        return out
+        # largest reclaimable size, then most members, then path: sorted by NumPy (it sorts without holding Python's
+        # interpreter lock; a list sort of 200,000 tuples holds it for a good part of a second)
+        freed = np.fromiter((g.reclaimable_bytes for g in out), np.int64, len(out))
+        count = np.fromiter((len(g.members) for g in out), np.int64, len(out))
+        paths = np.array([g.keep.path for g in out], dtype=str)
+        return [out[k] for k in np.lexsort((paths, -count, -freed)).tolist()]
 
     def labelled_apart(self, threshold: float, not_duplicates: set[frozenset[str]]) -> int:
         """How many pairs at or above ``threshold`` the "not duplicate" labels keep out of the groups."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from dedup_app.core.index import SimilarityGraph
 
 
@@ -32,7 +34,14 @@ def clique_groups(graph: SimilarityGraph) -> list[list[int]]:
     Singletons are not returned. Each node is in at most one group.
     """
     adj = adjacency(graph)
-    order = sorted(adj, key=lambda v: (-len(adj[v]), -sum(adj[v].values()), v))
+    # hubs by degree, then total similarity, then index: sorted by NumPy, which does not hold Python's interpreter
+    # lock while it sorts (at a million images this runs on a pool thread beside the window)
+    ends = np.concatenate([graph.i, graph.j]).astype(np.int64)
+    sims = np.concatenate([graph.s, graph.s]).astype(np.float64)
+    degree = np.bincount(ends, minlength=graph.n)
+    total = np.bincount(ends, weights=sims, minlength=graph.n)
+    nodes = np.flatnonzero(degree)
+    order = nodes[np.lexsort((nodes, -total[nodes], -degree[nodes]))].tolist()
     assigned: set[int] = set()
     groups: list[list[int]] = []
     for hub in order:

@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from dedup_app.ui.compare import PREVIEW, CompareWidget
 from dedup_app.ui.find_similar import FindSimilarField
 from dedup_app.ui.geometry import place_window
 from dedup_app.ui.jobs import PRELOAD, JobRunner
-from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel
+from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel, PreparedGroups
 from dedup_app.ui.panels import ErrorsDialog, ProgressPanel
 from dedup_app.ui.sources import SourcesPanel
 from dedup_app.ui.thumbnails import ImageLoader
@@ -73,6 +73,8 @@ from dedup_app.ui.worker import Worker
 log = logging.getLogger(__name__)
 
 SLIDER_MIN, SLIDER_MAX = 0.70, 0.99
+#: How long the similarity slider must rest before the groups are worked out again at its value.
+SLIDER_REST_MS = 150
 #: what the slider shows before any model was ever loaded (the shipped model's calibrated threshold)
 FIRST_THRESHOLD = 0.829
 #: images the file picker of Find similar offers
@@ -137,6 +139,12 @@ class MainWindow(QMainWindow):
         self._pastes = 0
         self._regroup_request = 0
         self._regroup_calls = BackgroundCalls(1, self)
+        # a slider drag regroups once it rests a moment, not at every value it passes (a regroup of a million files
+        # takes seconds of a pool thread, and each one competes with the window for Python's interpreter lock)
+        self._slider_rest = QTimer(self)
+        self._slider_rest.setSingleShot(True)
+        self._slider_rest.setInterval(SLIDER_REST_MS)
+        self._slider_rest.timeout.connect(lambda: self.regroup(background=True))
         self.loader = ImageLoader(parent=self)
 
         self._build_actions()
@@ -387,6 +395,12 @@ class MainWindow(QMainWindow):
         self.rule_box.currentIndexChanged.connect(self._rule_changed)
         self.tree.selectionModel().currentChanged.connect(self._current_changed)
         self.model.marks_changed.connect(self._update_enabled)
+        # the model hands the view its group rows a chunk at a time: each arrives expanded, and a sort or a regroup
+        # keeps the selected file selected
+        self.model.rowsInserted.connect(self._expand_new_groups)
+        self.model.modelAboutToBeReset.connect(self._remember_current)
+        self.model.modelReset.connect(self._after_reset)
+        self._current_path: tuple[str, bool] | None = None
         self.compare.label_requested.connect(self.label_pair)
         self.compare.find_similar_requested.connect(self.find_similar)
 
@@ -533,7 +547,8 @@ class MainWindow(QMainWindow):
             return
         self.labels.refresh()  # labels written elsewhere meanwhile (the command line, another window) count too
         job = self.review.scan_job(roots, self.models, self.ctx.cache_path, self.labels.not_duplicates(),
-                                   self.rule_box.currentData(), self.reference_folders())  # fmt: skip
+                                   self.rule_box.currentData(), self.reference_folders(),
+                                   self._preparer())  # fmt: skip
         self.center.setCurrentWidget(self.tree)
         self.run_job("scan", job, self._scan_done, "Scanning")
 
@@ -550,9 +565,9 @@ class MainWindow(QMainWindow):
         self._set_slider(outcome.threshold)
         result = outcome.finder.result
         self.source_panel.set_error_count(len(result.errors))
-        self.model.marks.remember_user_choices()
         self._regroup_request += 1
-        self._show_groups(self._regroup_request, outcome.grouping)
+        prepared = outcome.prepared if outcome.prepared is not None else self._preparer()(outcome.grouping)
+        self._show_prepared(self._regroup_request, prepared)
         self._show_center()
         st = result.stats
         parts = [f"{st.decoded:,} read", f"{st.cached:,} from the cache"]
@@ -713,7 +728,7 @@ class MainWindow(QMainWindow):
         self.slider_label.setText(f"{value / 1000:.3f}")
         shown = self.review.model_id or (self.models.embedder.model_id if self.models.embedder else None)
         self.models.user_chose_threshold(shown, value / 1000)
-        self.regroup(background=True)
+        self._slider_rest.start()
 
     def _rule_changed(self) -> None:
         self.ctx.prefs.set(S.RULE, self.rule_box.currentData())
@@ -724,50 +739,98 @@ class MainWindow(QMainWindow):
         """Regroup from memory at the slider's threshold, without the removed files and the "not duplicate"
         pairs (no model, no index search).
 
-        With ``background`` (slider moves) the grouping runs on a pool thread and the newest request wins, so
-        dragging the slider never holds up the UI thread; otherwise it runs here and now.
+        With ``background`` (slider moves) the grouping, the marks and the order run on a pool thread and the
+        newest request wins, so dragging the slider never holds up the UI thread; otherwise it runs here and now.
         """
-        finder = self.review.finder
-        if finder is None:  # no scan in this window: a Find similar result may be shown all the same
-            if self.similar.result is not None or self.model.groups:
-                self.model.marks.remember_user_choices()
-                self._regroup_request += 1
-                refs = tuple(self.reference_folders())
-                self._show_groups(self._regroup_request, Grouping([], self.rule_box.currentData(), refs, []))
-            return
-        self.model.marks.remember_user_choices()
         self._regroup_request += 1
         request = self._regroup_request
-        args = (finder, self.threshold, self.rule_box.currentData(), self.reference_folders(),
-                frozenset(self.file_actions.removed), self.labels.not_duplicates())  # fmt: skip
-        if background:  # the finder's search results are immutable: grouping may run on a pool thread
-            self._regroup_calls.submit(lambda: grouping(*args), lambda out, err: self._regrouped(request, out, err))
-        else:
-            self._show_groups(request, grouping(*args))
-
-    def _regrouped(self, request: int, out: Grouping | None, error: BaseException | None) -> None:
-        if error is not None or out is None:
-            log.error("regrouping failed", exc_info=error)
+        finder = self.review.finder
+        similar = self.similar.group(self.threshold, self.file_actions.removed)
+        if finder is None and similar is None and not self.model.groups:
+            return  # no scan in this window, and no Find similar result to show either
+        prepare = self._preparer(similar, shown=self.model.groups)
+        rule, refs = self.rule_box.currentData(), self.reference_folders()
+        if finder is None:
+            self._show_prepared(request, prepare(Grouping([], rule, tuple(refs), [])))
             return
-        self._show_groups(request, out)
+        args = (finder, self.threshold, rule, refs, frozenset(self.file_actions.removed),
+                self.labels.not_duplicates())  # fmt: skip
+        if background:  # the finder's search results are immutable: grouping may run on a pool thread
 
-    def _show_groups(self, request: int, result: Grouping) -> None:
+            def work() -> PreparedGroups | None:
+                if request != self._regroup_request:
+                    return None  # a newer one is queued behind this one: skip it
+                return prepare(grouping(*args))
+
+            garbage_collector.pause()  # no collection walking what the pool thread builds
+            self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err))
+        else:
+            self._show_prepared(request, prepare(grouping(*args)))
+
+    def _preparer(
+        self, similar: SimilarGroup | None = None, shown: Sequence[DuplicateGroup] | None = None
+    ) -> Callable[[Grouping], PreparedGroups]:
+        """What turns a grouping into groups ready to show, with the user's choices and the sort order as they are
+        now (copied here, on the UI thread); the function may run on any thread."""
+        choices, sort = self.model.marks.choices(), self.model.sort_order
+
+        def prepare(result: Grouping) -> PreparedGroups:
+            groups, marks = result.groups, result.marks
+            if similar is not None:  # the Find similar result, on top
+                groups, marks = [similar, *groups], [similar_marks(similar), *marks]
+            return GroupsModel.prepare(groups, result.rule, result.references, marks, choices, sort, shown)
+
+        return prepare
+
+    def _regrouped(self, request: int, out: PreparedGroups | None, error: BaseException | None) -> None:
+        garbage_collector.resume()
+        if error is not None:
+            log.error("regrouping failed", exc_info=error)
+        elif out is not None:  # (None: skipped, a newer one followed)
+            self._show_prepared(request, out)
+
+    def _show_prepared(self, request: int, prepared: PreparedGroups) -> None:
         if request != self._regroup_request:
             return  # a newer regroup is on its way
         rule, references = self.rule_box.currentData(), self.reference_folders()
-        similar = self.similar.group(self.threshold, self.file_actions.removed)
-        if similar is not None:  # the Find similar result, on top
-            result = Grouping([similar, *result.groups], result.rule, result.references,
-                              [similar_marks(similar), *result.marks])  # fmt: skip
-        if _same_groups(result.groups, self.model.groups) and self.model.reference_folders == references:
+        if prepared.same_as_shown and self.model.reference_folders == references:
             self._update_summary()
             self.groups_changed.emit()
             return  # the slider moved within a range where nothing changes: keep the view as it is
         self.tree.setUpdatesEnabled(False)  # one repaint for the reset and the expansion, not two
-        self.model.set_groups(result.groups, rule, references, result.marks if result.fits(rule, references) else None)
-        self.tree.expandAll()
+        if (prepared.marks.rule, prepared.marks.reference_folders) == (rule, references):
+            self.model.adopt(prepared)
+        else:  # the rule or the reference folders changed meanwhile: marked again, here
+            self.model.set_groups(prepared.marks.groups, rule, references)
         self.tree.setUpdatesEnabled(True)
+        if self.review.finder is not None:  # a large result: later collections need not walk it
+            garbage_collector.settle(len(self.review.finder.result.images))
         self._after_groups_changed()
+
+    def _expand_new_groups(self, parent: QModelIndex, first: int, last: int) -> None:
+        if not parent.isValid():
+            for row in range(first, last + 1):
+                self.tree.expand(self.model.index(row, 0))
+
+    def _remember_current(self) -> None:
+        _gi, member = self.model.member(self.tree.currentIndex())
+        gi = _gi
+        if member is not None:
+            self._current_path = (member.image.path, False)
+        elif gi >= 0:
+            self._current_path = (self.model.kept(gi), True)
+        else:
+            self._current_path = None
+
+    def _after_reset(self) -> None:
+        self._expand_new_groups(QModelIndex(), 0, self.model.fetched() - 1)
+        remembered, self._current_path = self._current_path, None
+        if remembered is None:
+            return
+        index = self.model.locate(remembered[0])
+        if index.isValid():
+            self.tree.setCurrentIndex(index.parent() if remembered[1] else index)
+            self.tree.scrollTo(self.tree.currentIndex())
 
     def _show_center(self) -> None:
         """The groups; or, when there are none, a page saying why (no folders, no images, no duplicates)."""
@@ -810,19 +873,19 @@ class MainWindow(QMainWindow):
         return [g for g in self.model.groups if not isinstance(g, SimilarGroup)]
 
     def _update_summary(self) -> None:
-        groups = self.duplicate_groups()
+        groups = self.model.duplicate_count()
         images = self.review.images_left(self.file_actions.removed)
-        reclaim = sum(g.reclaimable_bytes for g in groups)
+        reclaim = self.model.reclaimable_bytes
         notes = [n for n in (self.review.apart_note(self.threshold), self.review.crowded_note(self.threshold)) if n]
         self.summary.setText(
-            f"{count_of(images, 'image')} · {count_of(len(groups), 'group')} · {format_bytes(reclaim)} reclaimable · "
+            f"{count_of(images, 'image')} · {count_of(groups, 'group')} · {format_bytes(reclaim)} reclaimable · "
             + "".join(f"{n} · " for n in notes)
             + f"{self.models.model_label()} · {self.labels.summary()}"
         )
 
     def _update_enabled(self) -> None:
         busy = self.jobs.busy
-        marked = self.model.marked_in_view()
+        marked = self.model.marks.count()
         reviewing = not hasattr(self, "tabs") or self.tabs.currentWidget() is self.splitter
         for act in self.review_actions:
             act.setEnabled(reviewing)
@@ -831,11 +894,11 @@ class MainWindow(QMainWindow):
         self.act_trash.setEnabled(reviewing and not busy and bool(marked))
         self.act_move.setEnabled(reviewing and not busy and bool(marked))
         self.act_trash.setText(
-            f"Trash {len(marked)} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
+            f"Trash {marked} ({format_bytes(self.model.marked_bytes())})" if marked else "Trash marked"
         )
         # on the Changes tab Ctrl+Z undoes painting (both enabled, Qt would run neither); trash/move undo waits
         self.act_undo.setEnabled(reviewing and not busy and self.file_actions.can_undo)
-        self.act_export.setEnabled(bool(self.duplicate_groups()))
+        self.act_export.setEnabled(self.model.duplicate_count() > 0)
         self.act_find.setEnabled(not busy)
         self.act_find_paste.setEnabled(not busy)
         self.act_close_find.setEnabled(self.similar.result is not None)
@@ -923,7 +986,7 @@ class MainWindow(QMainWindow):
         for g in range(gi, len(self.model.groups)):
             members = self.model.groups[g].members
             for r in range(row + 1 if g == gi else 0, len(members)):
-                if members[r].image.path != self.model.keep.get(g):
+                if members[r].image.path != self.model.kept(g) and self.model.ensure_fetched(g):
                     self.tree.setCurrentIndex(self.model.index(r, 0, self.model.index(g, 0)))
                     return
 
@@ -1017,7 +1080,7 @@ class MainWindow(QMainWindow):
             self.show_failures(f"{count_of(len(where), 'file')} moved to the system trash", where, save)
 
     def export(self) -> None:
-        if self.review.finder is None or not self.duplicate_groups():
+        if self.review.finder is None or not self.model.duplicate_count():
             return
         path, _ = QFileDialog.getSaveFileName(
             self, "Export groups", os.path.expanduser("~/duplicates.csv"), "CSV (*.csv);;JSON (*.json)"
@@ -1254,18 +1317,3 @@ class MainWindow(QMainWindow):
         state.setValue("window/splitter", self.splitter.saveState())
         state.setValue("window/groups_header", self.tree.header().saveState())
         state.sync()
-
-
-def _same_groups(a: list[DuplicateGroup], b: list[DuplicateGroup]) -> bool:
-    if len(a) != len(b):
-        return False
-    return all(
-        ga.kind == gb.kind
-        and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
-        and getattr(ga, "copies", None) == getattr(gb, "copies", None)  # a Find similar result at another threshold
-        for ga, gb in zip(sorted(a, key=_group_key), sorted(b, key=_group_key), strict=True)
-    )
-
-
-def _group_key(group: DuplicateGroup) -> str:
-    return group.members[0].image.path

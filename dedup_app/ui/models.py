@@ -8,15 +8,18 @@ only when a row is painted.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPalette, QPixmap
 from PySide6.QtWidgets import QApplication
 
-from dedup_app.controllers.marks import MarkState
+from dedup_app.controllers.marks import Choices, MarkState, Prepared, prepare_marks
 from dedup_app.controllers.similar import SimilarGroup, probability_text
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import Marks
@@ -41,6 +44,80 @@ _SIMILAR_ROLES = (Qt.ItemDataRole.ForegroundRole, Qt.ItemDataRole.ToolTipRole)
 _FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
 _FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
 
+#: Group rows handed to the view at a time (:meth:`GroupsModel.fetchMore`): a few screens' worth. The view lays out,
+#: expands and indexes only the rows it has been given, so a million files open as fast as a hundred.
+CHUNK = 128
+#: After a sort or a regroup the selected file stays selected when its group lands within this many rows of the
+#: top; further down, the view starts at the top (handing the view that many rows at once would hold it up).
+FOLLOW = 2000
+
+
+@dataclass
+class PreparedGroups:
+    """Groups ready to show: the marks (:func:`prepare_marks`) and the display order, worked out on any thread by
+    :meth:`GroupsModel.prepare`, taken over by :meth:`GroupsModel.adopt` in constant time."""
+
+    marks: Prepared
+    #: sort key per group (in ``marks.groups`` order) for each sortable column, and the rank of each kept path
+    keys: dict[int, np.ndarray]
+    sort: tuple[int, Qt.SortOrder]
+    order: np.ndarray  # display row -> index into marks.groups
+    base_index: dict[int, int]  # id of a group -> its index in marks.groups
+    pinned: int  # Find similar results at the top, whatever the order
+    reclaimable: int  # bytes freed by removing all but the kept suggestion of every duplicate group
+    #: whether these are the groups already on screen (the slider moved within a range where nothing changes)
+    same_as_shown: bool = False
+
+
+class DisplayOrder(Sequence[DuplicateGroup]):
+    """The groups in display order, as a view of the prepared list through a permutation: a sort makes no new list
+    of a hundred thousand groups on the UI thread."""
+
+    def __init__(self, base: list[DuplicateGroup], order: np.ndarray) -> None:
+        self._base, self._order = base, order.tolist()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def,override]
+        if isinstance(i, slice):
+            return [self._base[k] for k in self._order[i]]
+        return self._base[self._order[i]]
+
+    def __iter__(self) -> Iterator[DuplicateGroup]:
+        return map(self._base.__getitem__, self._order)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or len(other) != len(self):
+            return False
+        return all(a is b or a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _sort_keys(groups: Sequence[DuplicateGroup]) -> dict[int, np.ndarray]:
+    """The sort key of each group per column: members, lowest similarity, bytes freed, and (for the other columns)
+    the rank of the kept suggestion's path. (NumPy sorts without holding Python's interpreter lock, so the window
+    stays live while a pool thread prepares.)"""
+    rank = np.empty(len(groups), np.int64)
+    rank[np.argsort(np.array([g.keep.path for g in groups], dtype=str), kind="stable")] = np.arange(len(groups))
+    return {
+        COL_FILE: np.fromiter((len(g.members) for g in groups), np.int64, len(groups)),
+        COL_SIM: np.fromiter((g.min_similarity for g in groups), np.float64, len(groups)),
+        COL_SIZE: np.fromiter((g.reclaimable_bytes for g in groups), np.int64, len(groups)),
+        -1: rank,
+    }
+
+
+def _order(keys: dict[int, np.ndarray], pinned: int, sort: tuple[int, Qt.SortOrder]) -> np.ndarray:
+    """Display order: the pinned groups first, then the others by ``sort`` (stable; NumPy, so a few milliseconds at
+    100,000 groups)."""
+    column, order = sort
+    key = keys.get(column, keys[-1])[pinned:]
+    descending = order == Qt.SortOrder.DescendingOrder
+    rest = np.argsort(-key if descending else key, kind="stable") + pinned
+    return np.concatenate([np.arange(pinned), rest]).astype(np.int64)
+
 
 class GroupsModel(QAbstractItemModel):
     """Groups and their members. Internal ids: 0 for a group row, group index + 1 for its file rows.
@@ -56,8 +133,9 @@ class GroupsModel(QAbstractItemModel):
         self.loader = loader
         self.marks = MarkState()
         self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
-        self._rows_of_path: dict[str, QModelIndex] = {}
-        self._group_rows: dict[int, int] = {}  # id of a group -> its row
+        self._fetched = 0  # group rows the view has been given
+        self._shown = self.prepare([], "best", [], None, self.marks.choices(), self._sort)
+        self._row_of = np.zeros(0, np.int64)  # index into the prepared groups -> display row
         self._placeholder = QPixmap(THUMB, THUMB)
         self._placeholder.fill(Qt.GlobalColor.transparent)
         loader.loaded.connect(self._thumbnail_loaded)
@@ -65,7 +143,7 @@ class GroupsModel(QAbstractItemModel):
     # -- content ------------------------------------------------------------------------------------------------
 
     @property
-    def groups(self) -> list[DuplicateGroup]:
+    def groups(self) -> Sequence[DuplicateGroup]:
         """The groups shown, in display order."""
         return self.marks.groups
 
@@ -86,9 +164,39 @@ class GroupsModel(QAbstractItemModel):
         return self.marks.reference_folders
 
     @property
-    def keep(self) -> dict[int, str]:
-        """The kept path per group row."""
-        return {gi: self.marks.keep_of(g) for gi, g in enumerate(self.groups)}
+    def sort_order(self) -> tuple[int, Qt.SortOrder]:
+        """The column and order the groups are sorted by."""
+        return self._sort
+
+    @property
+    def reclaimable_bytes(self) -> int:
+        """Bytes freed by removing all but the kept suggestion of every duplicate group shown."""
+        return self._shown.reclaimable
+
+    def duplicate_count(self) -> int:
+        """How many duplicate groups are shown (a Find similar result on top is not one)."""
+        return len(self.groups) - self._shown.pinned
+
+    @staticmethod
+    def prepare(
+        groups: Sequence[DuplicateGroup],
+        rule: str,
+        reference_folders: Sequence[str],
+        rule_marks: Sequence[Marks] | None,
+        choices: Choices,
+        sort: tuple[int, Qt.SortOrder],
+        shown: Sequence[DuplicateGroup] | None = None,
+    ) -> PreparedGroups:
+        """Everything :meth:`adopt` needs to show ``groups``, worked out on any thread (it reads only its
+        arguments). ``shown``: the groups on screen now, to tell whether anything changed."""
+        marks = prepare_marks(groups, rule, reference_folders, rule_marks, choices)
+        groups = marks.groups
+        pinned = sum(1 for _ in itertools.takewhile(lambda g: isinstance(g, SimilarGroup), groups))
+        keys = _sort_keys(groups)
+        reclaim = int(keys[COL_SIZE][pinned:].sum())
+        same = shown is not None and same_groups(groups, shown)
+        return PreparedGroups(marks, keys, sort, _order(keys, pinned, sort), {id(g): i for i, g in enumerate(groups)},
+                              pinned, reclaim, same)  # fmt: skip
 
     def set_groups(
         self,
@@ -98,21 +206,77 @@ class GroupsModel(QAbstractItemModel):
         rule_marks: Sequence[Marks] | None = None,
     ) -> None:
         """Show ``groups`` marked by ``rule``, with the user's remembered choices applied again where they fit
-        (see :class:`MarkState`); ``rule_marks`` may bring the rule's marks worked out off the UI thread."""
+        (see :class:`MarkState`); ``rule_marks`` may bring the rule's marks worked out off the UI thread. Works
+        everything out here: the window prepares large results off the UI thread (:meth:`prepare`, :meth:`adopt`)."""
+        self.adopt(self.prepare(groups, rule, reference_folders, rule_marks, self.marks.choices(), self._sort))
+
+    def adopt(self, prepared: PreparedGroups) -> None:
+        """Show ``prepared`` (see :meth:`prepare`): a model reset that hands the view only the first rows."""
+        if not self.marks.fresh(prepared.marks):  # the user changed a mark while it was worked out
+            m = prepared.marks
+            prepared = self.prepare(m.groups, m.rule, m.reference_folders, list(m.precomputed.values()) or None,
+                                    self.marks.choices(), self._sort)  # fmt: skip
+        elif prepared.sort != self._sort:  # or the sort
+            prepared.order, prepared.sort = _order(prepared.keys, prepared.pinned, self._sort), self._sort
         self.beginResetModel()
-        self.marks.set_groups(groups, rule, reference_folders, rule_marks)
-        self._sort_groups()
+        self.marks.adopt(prepared.marks)
+        self._shown = prepared
+        self._apply_order(prepared.order)
+        self._fetched = min(CHUNK, len(self.groups))
         self.endResetModel()
-        self._index_paths()
         self.marks_changed.emit()
+
+    def _apply_order(self, order: np.ndarray) -> None:
+        self._shown.order = order
+        self.marks.groups = DisplayOrder(self._shown.marks.groups, order)
+        self._row_of = np.empty(len(order), np.int64)
+        self._row_of[order] = np.arange(len(order))
 
     def set_rule(self, rule: str) -> None:
         """Re-mark every group with ``rule`` (the user's own choices are dropped: they asked for the rule)."""
-        self.beginResetModel()
-        self.marks.set_rule(rule)
-        self.endResetModel()
-        self._index_paths()
-        self.marks_changed.emit()
+        self.marks.forget_user_choices()
+        self.set_groups(self._shown.marks.groups, rule, self.marks.reference_folders)
+
+    def row_of(self, group: DuplicateGroup) -> int:
+        """The display row of a shown group (-1 when it is not shown)."""
+        i = self._shown.base_index.get(id(group))
+        return -1 if i is None else int(self._row_of[i])
+
+    def fetched(self) -> int:
+        """How many group rows the view has been given."""
+        return self._fetched
+
+    def ensure_fetched(self, row: int) -> bool:
+        """Hand the view group rows up to ``row`` (a whole chunk more); False when there is no such row."""
+        if not 0 <= row < len(self.groups):
+            return False
+        if row >= self._fetched:
+            self._fetch_to(min(len(self.groups), (row // CHUNK + 1) * CHUNK))
+        return True
+
+    def locate(self, path: str, limit: int = FOLLOW) -> QModelIndex:
+        """The row of ``path`` in its group (its group's row for a group's kept-file row), fetching rows up to it
+        when it lies within ``limit`` group rows of the top; invalid otherwise."""
+        group = self.marks.group_of(path)
+        gi = -1 if group is None else self.row_of(group)
+        if gi < 0 or gi >= max(limit, self._fetched) or not self.ensure_fetched(gi):
+            return QModelIndex()
+        row = next(r for r, m in enumerate(group.members) if m.image.path == path)  # type: ignore[union-attr]
+        return self.createIndex(row, 0, gi + 1)
+
+    def canFetchMore(self, parent: AnyIndex) -> bool:  # noqa: N802
+        return not parent.isValid() and self._fetched < len(self.groups)
+
+    def fetchMore(self, parent: AnyIndex) -> None:  # noqa: N802
+        if not parent.isValid():
+            self._fetch_to(min(len(self.groups), self._fetched + CHUNK))
+
+    def _fetch_to(self, rows: int) -> None:
+        if rows <= self._fetched:
+            return
+        self.beginInsertRows(QModelIndex(), self._fetched, rows - 1)
+        self._fetched = rows
+        self.endInsertRows()
 
     def member(self, index: AnyIndex) -> tuple[int, GroupMember | None]:
         """(group index, member or None for a group row) of an index."""
@@ -143,7 +307,10 @@ class GroupsModel(QAbstractItemModel):
         group = self.marks.set_keep(path)
         if group is None:
             return
-        gi = self.groups.index(group)
+        gi = self.row_of(group)
+        if not 0 <= gi < self._fetched:
+            self.marks_changed.emit()
+            return
         self.dataChanged.emit(self.index(0, 0, self.index(gi, 0)),
                               self.index(len(group.members) - 1, len(COLUMNS) - 1, self.index(gi, 0)))  # fmt: skip
         self.dataChanged.emit(self.index(gi, 0), self.index(gi, len(COLUMNS) - 1))
@@ -184,23 +351,24 @@ class GroupsModel(QAbstractItemModel):
     def marked_bytes(self) -> int:
         return self.marks.marked_bytes()
 
-    def _index_paths(self) -> None:
-        self._group_rows = {id(g): gi for gi, g in enumerate(self.groups)}
-        self._rows_of_path = {
-            m.image.path: self.createIndex(r, 0, gi + 1)
-            for gi, g in enumerate(self.groups)
-            for r, m in enumerate(g.members)
-        }
+    def _index_of(self, path: str) -> QModelIndex:
+        """The row of ``path`` in its own group, when the view has that row; invalid otherwise."""
+        group = self.marks.group_of(path)
+        gi = -1 if group is None else self.row_of(group)
+        if not 0 <= gi < self._fetched:
+            return QModelIndex()
+        row = next(r for r, m in enumerate(group.members) if m.image.path == path)  # type: ignore[union-attr]
+        return self.createIndex(row, 0, gi + 1)
 
     def _changed(self, path: str) -> None:
-        idx = self._rows_of_path.get(path)
-        if idx is not None:
+        idx = self._index_of(path)
+        if idx.isValid():
             self.dataChanged.emit(idx, idx.siblingAtColumn(len(COLUMNS) - 1))
             self.dataChanged.emit(idx.parent(), idx.parent())
 
     def _thumbnail_loaded(self, path: str, size: int) -> None:
-        if size == THUMB and path in self._rows_of_path:
-            idx = self._rows_of_path[path]
+        idx = self._index_of(path) if size == THUMB else QModelIndex()
+        if idx.isValid():
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
             gi = idx.internalId() - 1
             if self.kept(gi) == path:
@@ -214,8 +382,8 @@ class GroupsModel(QAbstractItemModel):
         if row < 0 or not 0 <= column < len(COLUMNS):
             return QModelIndex()
         if not parent.isValid():
-            return self.createIndex(row, column, 0) if row < len(self.groups) else QModelIndex()
-        if parent.internalId() != 0 or parent.row() >= len(self.groups):
+            return self.createIndex(row, column, 0) if row < self._fetched else QModelIndex()
+        if parent.internalId() != 0 or parent.row() >= self._fetched:
             return QModelIndex()
         if row >= len(self.groups[parent.row()].members):
             return QModelIndex()
@@ -228,7 +396,7 @@ class GroupsModel(QAbstractItemModel):
 
     def rowCount(self, parent: AnyIndex = QModelIndex()) -> int:  # noqa: B008,N802
         if not parent.isValid():
-            return len(self.groups)
+            return self._fetched
         if parent.internalId() == 0 and parent.column() == 0:
             return len(self.groups[parent.row()].members)
         return 0
@@ -341,8 +509,8 @@ class GroupsModel(QAbstractItemModel):
                  else "in a reference folder: never marked" if self.is_reference(path)
                  else "kept in its own group: never marked")  # fmt: skip
         own = self.marks.group_of(path)
-        if own is not None and own is not group and id(own) in self._group_rows:
-            state += f" (also in group {self._group_rows[id(own)] + 1})"
+        if own is not None and own is not group and self.row_of(own) >= 0:
+            state += f" (also in group {self.row_of(own) + 1})"
         return f"{path}\nsimilarity {member.similarity:.3f}{chance}: {verdict}\n{state}"
 
     def _similar_group_data(self, group: SimilarGroup, col: int, role: int) -> Any:
@@ -417,32 +585,29 @@ class GroupsModel(QAbstractItemModel):
         return True
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
+        """Sort the groups (members keep their order within a group): a reset, so the view is handed the first
+        rows again; the window keeps the selected file selected (see :data:`FOLLOW`)."""
+        if (column, order) == self._sort == self._shown.sort:
+            return  # QTreeView.sortByColumn asks twice (through the header's sort indicator, then itself)
         self._sort = (column, order)
-        self.layoutAboutToBeChanged.emit()
-        before = {id(g): gi for gi, g in enumerate(self.groups)}
-        self._sort_groups()
-        moved_to = {before[id(g)]: gi for gi, g in enumerate(self.groups)}
-        # the selection and current row follow their groups (members keep their order within a group)
-        old = self.persistentIndexList()
-        new = [
-            self.createIndex(moved_to[i.row()], i.column(), 0)
-            if i.internalId() == 0
-            else self.createIndex(i.row(), i.column(), moved_to[i.internalId() - 1] + 1)
-            for i in old
-        ]
-        self.changePersistentIndexList(old, new)
-        self.layoutChanged.emit()
-        self._index_paths()
+        self._shown.sort = self._sort
+        self.beginResetModel()
+        self._apply_order(_order(self._shown.keys, self._shown.pinned, self._sort))
+        self._fetched = min(CHUNK, len(self.groups))
+        self.endResetModel()
 
-    def _sort_groups(self) -> None:
-        column, order = self._sort
-        keys = {
-            COL_FILE: lambda g: len(g.members),
-            COL_SIM: lambda g: g.min_similarity,
-            COL_SIZE: lambda g: g.reclaimable_bytes,
-        }
-        key = keys.get(column, lambda g: g.keep.path)
-        self.groups.sort(key=key, reverse=order == Qt.SortOrder.DescendingOrder)  # kept files follow (by group)
-        pinned = [g for g in self.groups if isinstance(g, SimilarGroup)]
-        if pinned:  # a Find similar result stays on top
-            self.groups[:] = pinned + [g for g in self.groups if not isinstance(g, SimilarGroup)]
+
+def same_groups(a: Sequence[DuplicateGroup], b: Sequence[DuplicateGroup]) -> bool:
+    """Whether two lists hold the same groups (same kind and members, in any order)."""
+    if len(a) != len(b):
+        return False
+    return all(
+        ga.kind == gb.kind
+        and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
+        and getattr(ga, "copies", None) == getattr(gb, "copies", None)  # a Find similar result at another threshold
+        for ga, gb in zip(sorted(a, key=_group_key), sorted(b, key=_group_key), strict=True)
+    )
+
+
+def _group_key(group: DuplicateGroup) -> str:
+    return group.members[0].image.path

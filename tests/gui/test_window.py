@@ -206,7 +206,7 @@ def test_auto_mark_rules_and_reference_folder(qtbot, make_window, tmp_path: Path
     assert len(window.model.groups) == 1
 
     def kept() -> str:
-        return Path(window.model.keep[0]).name
+        return Path(window.model.kept(0)).name
 
     def marked() -> set[str]:
         return {Path(p).name for p in window.model.marked}

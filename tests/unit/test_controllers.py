@@ -335,8 +335,7 @@ def test_user_choices_survive_a_regroup_and_go_with_a_new_rule() -> None:
     marks = MarkState()
     first = grouping(finder, 0.9, "resolution", (), (), ())
     marks.set_groups(first.groups, "resolution", [], first.marks)
-    marks.set_keep("/c.jpg")
-    marks.remember_user_choices()
+    marks.set_keep("/c.jpg")  # remembered as it is made: nothing to call before the regroup
     again = grouping(finder, 0.95, "resolution", (), (), ())
     marks.set_groups(again.groups, "resolution", [], again.marks)
     assert marks.keep_of(marks.groups[0]) == "/c.jpg"
