@@ -803,6 +803,8 @@ class MainWindow(QMainWindow):
         else:  # the rule or the reference folders changed meanwhile: marked again, here
             self.model.set_groups(prepared.marks.groups, rule, references)
         self.tree.setUpdatesEnabled(True)
+        retired, self.model.retired = self.model.retired, []
+        self._regroup_calls.submit(retired.clear, lambda _out, _err: None)  # freed there, not here
         if self.review.finder is not None:  # a large result: later collections need not walk it
             garbage_collector.settle(len(self.review.finder.result.images))
         self._after_groups_changed()

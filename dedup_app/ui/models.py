@@ -46,10 +46,11 @@ _FLAGS_CHECKABLE = _FLAGS | Qt.ItemFlag.ItemIsUserCheckable
 
 #: Group rows handed to the view at a time (:meth:`GroupsModel.fetchMore`): a few screens' worth. The view lays out,
 #: expands and indexes only the rows it has been given, so a million files open as fast as a hundred.
-CHUNK = 128
+CHUNK = 64
 #: After a sort or a regroup the selected file stays selected when its group lands within this many rows of the
-#: top; further down, the view starts at the top (handing the view that many rows at once would hold it up).
-FOLLOW = 2000
+#: top; further down, the view starts at the top (each chunk handed over and expanded costs the UI thread some
+#: 15 ms at a million files, so following a file 2,000 rows down held it for over 200 ms).
+FOLLOW = 3 * CHUNK
 
 
 @dataclass
@@ -134,6 +135,9 @@ class GroupsModel(QAbstractItemModel):
         self.marks = MarkState()
         self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
         self._fetched = 0  # group rows the view has been given
+        #: what the last adopt replaced: the window lets it go on a pool thread (freeing a million objects takes a
+        #: good part of a second, and on the UI thread that is a stall)
+        self.retired: list[PreparedGroups] = []
         self._shown = self.prepare([], "best", [], None, self.marks.choices(), self._sort)
         self._row_of = np.zeros(0, np.int64)  # index into the prepared groups -> display row
         self._placeholder = QPixmap(THUMB, THUMB)
@@ -220,6 +224,7 @@ class GroupsModel(QAbstractItemModel):
             prepared.order, prepared.sort = _order(prepared.keys, prepared.pinned, self._sort), self._sort
         self.beginResetModel()
         self.marks.adopt(prepared.marks)
+        self.retired.append(self._shown)
         self._shown = prepared
         self._apply_order(prepared.order)
         self._fetched = min(CHUNK, len(self.groups))

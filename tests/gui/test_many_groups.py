@@ -81,12 +81,13 @@ def test_a_sort_keeps_the_selected_file_and_orders_every_group(qtbot, make_windo
     # sorted by bytes freed, largest first (the default), across all the groups, not only those fetched
     freed = [g.reclaimable_bytes for g in model.groups]
     assert freed == sorted(freed, reverse=True)
-    tree.setCurrentIndex(model.index(1, 0, model.index(5, 0)))
-    chosen = window.current_member()[1].image.path  # type: ignore[union-attr]
+    assert len(set(freed)) == GROUPS  # no ties: ascending is the reverse
+    chosen = model.groups[GROUPS - 1 - (CHUNK + 5)].members[1].image.path  # lands on row CHUNK + 5 ascending
+    tree.setCurrentIndex(model.locate(chosen))
     tree.sortByColumn(COL_SIZE, Qt.SortOrder.AscendingOrder)
     assert [g.reclaimable_bytes for g in model.groups] == sorted(freed)
     assert window.current_member()[1].image.path == chosen  # type: ignore[union-attr]
-    assert model.row_of(model.marks.group_of(chosen)) >= CHUNK  # it moved past the first chunk, which was fetched
+    assert model.row_of(model.marks.group_of(chosen)) == CHUNK + 5  # past the first chunk: fetched to follow it
     assert tree.isExpanded(tree.currentIndex().parent())
     tree.sortByColumn(COL_FILE, Qt.SortOrder.DescendingOrder)  # the groups of three first
     sizes = [len(g.members) for g in model.groups]
@@ -99,8 +100,13 @@ def test_a_selection_far_down_does_not_make_the_view_take_every_row(qtbot, make_
     model = window.model
     far = model.groups[-1].members[1].image.path
     given = model.rowCount()
-    assert given < GROUPS - 1 and not model.locate(far, limit=given).isValid() and model.rowCount() == given
-    found = model.locate(far, limit=FOLLOW)
+    assert FOLLOW < GROUPS - 1 and not model.locate(far).isValid() and model.rowCount() == given
+    tree = window.tree
+    tree.setCurrentIndex(model.index(1, 0, model.index(0, 0)))
+    tree.sortByColumn(COL_SIZE, Qt.SortOrder.AscendingOrder)  # the selected group goes to the last row: not followed
+    assert model.rowCount() < GROUPS and window.current_member()[0] in (-1, 0)
+    far = model.groups[-1].members[1].image.path
+    found = model.locate(far, limit=GROUPS)
     assert found.isValid() and model.member(found)[1].image.path == far  # type: ignore[union-attr]
     assert model.rowCount() == len(model.groups)
 
