@@ -249,9 +249,9 @@ def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
     bar = window.tree.verticalScrollBar()
     scroll = [step(lambda: bar.setValue(bar.value() + bar.pageStep())) for _ in range(300)]
     scrolled_to = window.model.fetched()
+    up, down = Qt.SortOrder.AscendingOrder, Qt.SortOrder.DescendingOrder
     sorts = {f"{c}-{o.name}": step(lambda c=c, o=o: window.tree.sortByColumn(c, o))
-             for c, o in ((COL_SIM, Qt.SortOrder.AscendingOrder), (COL_FILE, Qt.SortOrder.DescendingOrder),
-                          (COL_DATE, Qt.SortOrder.AscendingOrder), (COL_SIZE, Qt.SortOrder.DescendingOrder))}  # fmt: skip
+             for c, o in ((COL_SIM, up), (COL_FILE, down), (COL_DATE, up), (COL_SIZE, down))}  # fmt: skip
     slider_moves = []
     for value in (threshold + 0.05, threshold + 0.1, threshold + 0.02):
         loop = QEventLoop()
