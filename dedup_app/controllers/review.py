@@ -33,10 +33,6 @@ class Grouping:
     references: tuple[str, ...]
     marks: list[Marks]
 
-    def fits(self, rule: str, references: Sequence[str]) -> bool:
-        """Whether the marks were worked out with these settings (they may have changed meanwhile)."""
-        return (rule, tuple(references)) == (self.rule, self.references)
-
 
 @dataclass(frozen=True)
 class ScanOutcome:

@@ -803,8 +803,6 @@ class MainWindow(QMainWindow):
         else:  # the rule or the reference folders changed meanwhile: marked again, here
             self.model.set_groups(prepared.marks.groups, rule, references)
         self.tree.setUpdatesEnabled(True)
-        retired, self.model.retired = self.model.retired, []
-        self._regroup_calls.submit(retired.clear, lambda _out, _err: None)  # freed there, not here
         if self.review.finder is not None:  # a large result: later collections need not walk it
             garbage_collector.settle(len(self.review.finder.result.images))
         self._after_groups_changed()
@@ -815,8 +813,7 @@ class MainWindow(QMainWindow):
                 self.tree.expand(self.model.index(row, 0))
 
     def _remember_current(self) -> None:
-        _gi, member = self.model.member(self.tree.currentIndex())
-        gi = _gi
+        gi, member = self.model.member(self.tree.currentIndex())
         if member is not None:
             self._current_path = (member.image.path, False)
         elif gi >= 0:
@@ -825,6 +822,9 @@ class MainWindow(QMainWindow):
             self._current_path = None
 
     def _after_reset(self) -> None:
+        if self.model.retired:  # the result this reset replaced (any adopt: a regroup, a rule, a trash)
+            retired, self.model.retired = self.model.retired, []
+            self._regroup_calls.submit(retired.clear, lambda _out, _err: None)  # freed there, not here
         self._expand_new_groups(QModelIndex(), 0, self.model.fetched() - 1)
         remembered, self._current_path = self._current_path, None
         if remembered is None:

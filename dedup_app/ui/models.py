@@ -135,8 +135,8 @@ class GroupsModel(QAbstractItemModel):
         self.marks = MarkState()
         self._sort = (COL_SIZE, Qt.SortOrder.DescendingOrder)
         self._fetched = 0  # group rows the view has been given
-        #: what the last adopt replaced: the window lets it go on a pool thread (freeing a million objects takes a
-        #: good part of a second, and on the UI thread that is a stall)
+        #: what adopting replaced: the window lets it go on a pool thread after each reset (freeing a million objects
+        #: takes a good part of a second, and on the UI thread that is a stall)
         self.retired: list[PreparedGroups] = []
         self._shown = self.prepare([], "best", [], None, self.marks.choices(), self._sort)
         self._row_of = np.zeros(0, np.int64)  # index into the prepared groups -> display row
@@ -227,15 +227,16 @@ class GroupsModel(QAbstractItemModel):
         self.retired.append(self._shown)
         self._shown = prepared
         self._apply_order(prepared.order)
-        self._fetched = min(CHUNK, len(self.groups))
         self.endResetModel()
         self.marks_changed.emit()
 
     def _apply_order(self, order: np.ndarray) -> None:
+        """Show the prepared groups in ``order``, from the first chunk (inside a model reset)."""
         self._shown.order = order
         self.marks.groups = DisplayOrder(self._shown.marks.groups, order)
         self._row_of = np.empty(len(order), np.int64)
         self._row_of[order] = np.arange(len(order))
+        self._fetched = min(CHUNK, len(order))
 
     def set_rule(self, rule: str) -> None:
         """Re-mark every group with ``rule`` (the user's own choices are dropped: they asked for the rule)."""
@@ -356,23 +357,14 @@ class GroupsModel(QAbstractItemModel):
     def marked_bytes(self) -> int:
         return self.marks.marked_bytes()
 
-    def _index_of(self, path: str) -> QModelIndex:
-        """The row of ``path`` in its own group, when the view has that row; invalid otherwise."""
-        group = self.marks.group_of(path)
-        gi = -1 if group is None else self.row_of(group)
-        if not 0 <= gi < self._fetched:
-            return QModelIndex()
-        row = next(r for r, m in enumerate(group.members) if m.image.path == path)  # type: ignore[union-attr]
-        return self.createIndex(row, 0, gi + 1)
-
     def _changed(self, path: str) -> None:
-        idx = self._index_of(path)
+        idx = self.locate(path, limit=0)  # only a row the view has
         if idx.isValid():
             self.dataChanged.emit(idx, idx.siblingAtColumn(len(COLUMNS) - 1))
             self.dataChanged.emit(idx.parent(), idx.parent())
 
     def _thumbnail_loaded(self, path: str, size: int) -> None:
-        idx = self._index_of(path) if size == THUMB else QModelIndex()
+        idx = self.locate(path, limit=0) if size == THUMB else QModelIndex()
         if idx.isValid():
             self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
             gi = idx.internalId() - 1
@@ -598,7 +590,6 @@ class GroupsModel(QAbstractItemModel):
         self._shown.sort = self._sort
         self.beginResetModel()
         self._apply_order(_order(self._shown.keys, self._shown.pinned, self._sort))
-        self._fetched = min(CHUNK, len(self.groups))
         self.endResetModel()
 
 

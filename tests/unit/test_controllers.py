@@ -188,7 +188,7 @@ def test_removing_a_file_regroups_what_is_left() -> None:
     assert {m.image.path for m in after.members} == {"/y.jpg", "/z.jpg"}
     shown = grouping(finder, 0.85, "resolution", (), {"/x.jpg"}, ())
     assert [{m.image.path for m in g.members} for g in shown.groups] == [{"/y.jpg", "/z.jpg"}]
-    assert len(shown.marks) == 1 and shown.fits("resolution", [])
+    assert len(shown.marks) == 1 and (shown.rule, shown.references) == ("resolution", ())
 
 
 def test_labels_split_pairs_and_say_how_many() -> None:
