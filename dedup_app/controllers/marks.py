@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from dedup_app.controllers.similar import SimilarGroup, similar_marks
 from dedup_app.core.duplicates import DuplicateGroup
-from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, Marks, in_folders, mark_group
+from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, Marks, in_folders, mark_groups
 
 
 @dataclass
@@ -73,8 +73,10 @@ def prepare_marks(
     marked: set[str] = set()
     review: dict[int, int] = {}
     unsure: set[str] = set()
+    missing = [g for g in groups if id(g) not in precomputed]
+    worked_out = dict(zip(map(id, missing), _rule_marks(missing, rule, folders, references, sure), strict=True))
     for group in groups:
-        marks = precomputed.get(id(group)) or _rule_marks(group, rule, folders, references, sure)
+        marks = precomputed.get(id(group)) or worked_out[id(group)]
         if marks.review:
             review[id(group)] = len(marks.unsure)
             unsure |= marks.unsure
@@ -94,10 +96,13 @@ def prepare_marks(
                     sum(sizes[p] for p in marked), choices.version)  # fmt: skip
 
 
-def _rule_marks(group: DuplicateGroup, rule: str, folders: Sequence[str], references: set[str], sure: float) -> Marks:
-    if isinstance(group, SimilarGroup):
-        return similar_marks(group)
-    return mark_group(group, rule, folders, references, sure)
+def _rule_marks(
+    groups: Sequence[DuplicateGroup], rule: str, folders: Sequence[str], references: set[str], sure: float
+) -> list[Marks]:
+    """What the rule does to each of ``groups`` (a Find similar result keeps its query)."""
+    duplicates = iter(mark_groups([g for g in groups if not isinstance(g, SimilarGroup)], rule, folders, references,
+                                  sure))  # fmt: skip
+    return [similar_marks(g) if isinstance(g, SimilarGroup) else next(duplicates) for g in groups]
 
 
 class MarkState:
@@ -167,7 +172,7 @@ class MarkState:
         known = self._precomputed.get(id(group))
         if known is not None:
             return known
-        return _rule_marks(group, self.rule, self.reference_folders, self.references, self.sure)
+        return _rule_marks([group], self.rule, self.reference_folders, self.references, self.sure)[0]
 
     def forget_user_choices(self) -> None:
         """Drop the remembered choices (a new scan, another rule)."""

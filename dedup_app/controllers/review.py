@@ -17,7 +17,7 @@ from typing import Any
 from dedup_app.controllers.models import ModelService
 from dedup_app.core.duplicates import DuplicateFinder, DuplicateGroup
 from dedup_app.core.files import FileError
-from dedup_app.core.marking import SURE_SIMILARITY, Marks, mark_group
+from dedup_app.core.marking import SURE_SIMILARITY, Marks, mark_groups
 from dedup_app.core.progress import CancelToken, Job, Progress
 from dedup_app.core.units import count_of
 
@@ -61,7 +61,7 @@ def grouping(
     marks (files below :data:`SURE_SIMILARITY` to the kept one left for review). Thread-safe."""
     groups = finder.groups(threshold, set(not_duplicates), set(removed))
     refs = tuple(references)
-    return Grouping(groups, rule, refs, [mark_group(g, rule, refs, None, SURE_SIMILARITY) for g in groups])
+    return Grouping(groups, rule, refs, mark_groups(groups, rule, refs, None, SURE_SIMILARITY))
 
 
 class Review:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dedup_app.core.bulk import drain, flat_array, text_array
 from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
 from dedup_app.core.index import EXACT_MAX, SIMILARITY_TOLERANCE, SimilarityGraph, similarity_graph, unit_rows
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 #: How far under the checked threshold a pair that fails the geometric check is put: it joins a group again only
 #: when the user lowers the threshold by more than this.
 APART = 0.001
+#: Member similarities worked out per NumPy call when groups are made (64 MB of gathered vectors per side)
+_DOT_BLOCK = 65_536
 
 
 @dataclass(frozen=True)
@@ -54,24 +57,21 @@ class DuplicateGroup:
 
     kind: str  # "exact" or "near"
     members: tuple[GroupMember, ...]
-    #: the members' embeddings (row k belongs to members[k]), for similarities between any two of them
-    vectors: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: the members' embeddings as rows of a matrix all groups of one search share: ``(matrix, row per member)``
+    #: (no copy per group: at a million files the groups' own copies were half a gigabyte)
+    rows: tuple[np.ndarray, tuple[int, ...]] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def vectors(self) -> np.ndarray | None:
+        """The members' embeddings (row k belongs to members[k]), for similarities between any two of them."""
+        return None if self.rows is None else self.rows[0][list(self.rows[1])]
 
     def similarities_to(self, k: int) -> np.ndarray:
         """Cosine similarity of every member to member ``k`` (1.0 for byte copies of it, and for ``k`` itself).
 
-        Without stored vectors, only the representative's (``k == 0``) are known; other rows are NaN."""
-        ref = self.members[k].image.content_hash
-        if self.vectors is not None:
-            v = self.vectors.astype(np.float32)
-            sims = np.minimum(v @ v[k], 1.0)
-        elif k == 0:
-            sims = np.array([m.similarity for m in self.members], np.float32)
-        else:
-            sims = np.full(len(self.members), np.nan, np.float32)
-        identical = np.array([m.image.content_hash == ref for m in self.members])
-        sims[identical] = 1.0
-        return sims
+        Without stored vectors, only the representative's (``k == 0``) are known; other rows are NaN. (For many
+        groups at once: :func:`similarities_to_members`.)"""
+        return similarities_to_members([self], [k])[0]
 
     @property
     def keep(self) -> ImageRecord:
@@ -87,6 +87,45 @@ class DuplicateGroup:
     def min_similarity(self) -> float:
         """Lowest similarity of a member to the representative."""
         return min(m.similarity for m in self.members[1:]) if len(self.members) > 1 else 1.0
+
+
+def similarities_to_members(groups: Sequence[DuplicateGroup], ks: Sequence[int]) -> list[np.ndarray]:
+    """``groups[g].similarities_to(ks[g])`` for every group, the vector arithmetic of all of them in a few large
+    NumPy calls (:func:`row_dots`)."""
+    out: list[np.ndarray] = []
+    work: dict[int, list[int]] = defaultdict(list)  # groups with vectors, by the matrix they share
+    for g, (group, k) in enumerate(zip(groups, ks, strict=True)):
+        if k == 0:  # worked out when the group was made
+            sims = np.array([m.similarity for m in group.members], np.float32)
+        else:  # from the vectors, below; without them only the representative's are known
+            sims = np.full(len(group.members), np.nan, np.float32)
+            if group.rows is not None:
+                work[id(group.rows[0])].append(g)
+        ref = group.members[k].image.content_hash
+        sims[[m.image.content_hash == ref for m in group.members]] = 1.0
+        out.append(sims)
+    for todo in work.values():
+        matrix = groups[todo[0]].rows[0]  # type: ignore[index]
+        rows = np.fromiter((r for g in todo for r in groups[g].rows[1]), np.int64)  # type: ignore[index]
+        sizes = [len(groups[g].members) for g in todo]
+        refs = np.repeat([groups[g].rows[1][ks[g]] for g in todo], sizes)  # type: ignore[index]
+        sims = np.where(rows == refs, np.float32(1.0), np.minimum(row_dots(matrix, rows, refs), np.float32(1.0)))
+        for g, part in zip(todo, np.split(sims, np.cumsum(sizes)[:-1]), strict=True):
+            out[g] = part
+    return out
+
+
+def row_dots(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``matrix[a[i]] . matrix[b[i]]`` for every i, in blocks of :data:`_DOT_BLOCK` (float32).
+
+    One small matrix product per group lets go of Python's interpreter lock and takes it back thousands of times a
+    second, and a window waiting for the lock meanwhile (a slider regroup runs on a pool thread) waited for a
+    quarter of a second; a few large products let it in."""
+    out = np.empty(len(a), np.float32)
+    for start in range(0, len(a), _DOT_BLOCK):
+        part = slice(start, start + _DOT_BLOCK)
+        out[part] = np.einsum("ij,ij->i", matrix[a[part]], matrix[b[part]], dtype=np.float32)
+    return out
 
 
 def keep_order(image: ImageRecord) -> tuple[int, int, int, str]:
@@ -109,6 +148,8 @@ class DuplicateFinder:
         self._content_of = np.zeros(len(result.images), np.int64)  # image index -> its content's row in _vectors
         for c, ks in enumerate(self.contents):
             self._content_of[ks] = c
+        #: contents with byte copies (an "exact" group where no near group holds them)
+        self._copied = [c for c, ks in enumerate(self.contents) if len(ks) > 1]
         firsts = [c[0] for c in self.contents]
         distinct = len(firsts) == len(result.embeddings)  # every file its own content: rows in scan order already
         self._vectors = (
@@ -185,17 +226,19 @@ class DuplicateFinder:
         if removed:
             graph = self._without_contents(graph, self._gone(removed))
         near = clique_groups(graph)
-        in_near = {c for group in near for c in group}
+        in_near = np.zeros(len(self.contents), bool)
+        in_near[flat_array(near)] = True
         candidates = [("near", group) for group in near]
-        candidates += [
-            ("exact", [c]) for c in range(len(self.contents)) if len(self.contents[c]) > 1 and c not in in_near
-        ]
-        out = [g for kind, ids in candidates if (g := self._group(kind, ids, removed)) is not None]
+        del near
+        candidates += [("exact", [c]) for c in self._copied if not in_near[c]]
+        picked = [(kind, members) for kind, ids in candidates if (members := self._members(ids, removed)) is not None]
+        drain(candidates)
+        out = self._made(picked)
         # largest reclaimable size, then most members, then path: sorted by NumPy (it sorts without holding Python's
         # interpreter lock; a list sort of 200,000 tuples holds it for a good part of a second)
         freed = np.fromiter((g.reclaimable_bytes for g in out), np.int64, len(out))
         count = np.fromiter((len(g.members) for g in out), np.int64, len(out))
-        paths = np.array([g.keep.path for g in out], dtype=str)
+        paths = text_array([g.keep.path for g in out])
         return [out[k] for k in np.lexsort((paths, -count, -freed)).tolist()]
 
     def labelled_apart(self, threshold: float, not_duplicates: set[frozenset[str]]) -> int:
@@ -233,25 +276,41 @@ class DuplicateFinder:
         keep = ~(np.isin(graph.i, gone) | np.isin(graph.j, gone))
         return dataclasses.replace(graph, i=graph.i[keep], j=graph.j[keep], s=graph.s[keep])
 
-    def _group(self, kind: str, content_ids: list[int], removed: set[str]) -> DuplicateGroup | None:
+    def _members(self, content_ids: list[int], removed: set[str]) -> list[int] | None:
+        """The images of ``content_ids`` not removed, best to keep first (None: fewer than two)."""
         images = self.result.images
         members = [k for c in content_ids for k in self.contents[c] if images[k].path not in removed]
         if len(members) < 2:
             return None
-        members = [members[i] for i in keep_ranking([images[k] for k in members])]
-        rep_hash = images[members[0]].content_hash
-        if all(images[k].content_hash == rep_hash for k in members):
-            kind = "exact"  # what is left of a near group may be copies of one content only
-        vectors = self._vectors[self._content_of[members]]  # unit length, as searched: a same-picture pair is 1.0
-        sims = vectors @ vectors[0]
-        return DuplicateGroup(
-            kind,
-            tuple(
-                GroupMember(images[k], 1.0 if images[k].content_hash == rep_hash else float(min(1.0, s)))
-                for k, s in zip(members, sims, strict=True)
-            ),
-            vectors,
-        )
+        return [members[i] for i in keep_ranking([images[k] for k in members])]
+
+    def _made(self, picked: list[tuple[str, list[int]]]) -> list[DuplicateGroup]:
+        """The groups of ``picked`` (kind, image indices best first; emptied), each member's similarity to the
+        first, worked out for all groups at once (:func:`row_dots`)."""
+        images = self.result.images
+        sizes = np.fromiter((len(members) for _, members in picked), np.int64, len(picked))
+        flat = np.fromiter((k for _, members in picked for k in members), np.int64, int(sizes.sum()))
+        rows = self._content_of[flat]
+        firsts = np.repeat(rows[np.cumsum(sizes) - sizes], sizes)
+        sims = row_dots(self._vectors, rows, firsts)  # unit length, as searched: a same-picture pair is 1.0
+        same = rows == firsts
+        sims = np.where(same, np.float32(1.0), np.minimum(sims, np.float32(1.0))).tolist()
+        row_list = rows.tolist()
+        # what is left of a near group may be copies of one content only
+        one_content = np.logical_and.reduceat(same, np.cumsum(sizes) - sizes).tolist() if len(picked) else []
+        out = []
+        at = 0
+        picked.reverse()  # emptied as it goes (see drain)
+        for copies in one_content:
+            kind, members = picked.pop()
+            end = at + len(members)
+            out.append(DuplicateGroup(
+                "exact" if copies else kind,
+                tuple(GroupMember(images[k], s) for k, s in zip(members, sims[at:end], strict=True)),
+                (self._vectors, tuple(row_list[at:end])),
+            ))  # fmt: skip
+            at = end
+        return out
 
 
 def find_groups(

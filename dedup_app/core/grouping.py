@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from dedup_app.core.bulk import drain
 from dedup_app.core.index import SimilarityGraph
 
 
@@ -56,4 +57,5 @@ def clique_groups(graph: SimilarityGraph) -> list[list[int]]:
         if len(members) > 1:
             assigned.update(members)
             groups.append(members)
+    drain(adj)  # a neighbour map per image: freed at once, at a million images the window would wait for it
     return groups

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dedup_app.core.duplicates import DuplicateGroup, keep_order
+from dedup_app.core.duplicates import DuplicateGroup, keep_order, similarities_to_members
 from dedup_app.core.keep import keep_ranking
 from dedup_app.core.scan import ImageRecord
 
@@ -118,10 +118,40 @@ def mark_group(
     ``unsure`` (a group without stored vectors knows only similarities to its representative: then a member is
     sure when both it and the kept file are that close to the representative). Byte copies are always sure.
     """
+    return mark_groups([group], rule, reference_folders, references, sure)[0]
+
+
+def mark_groups(
+    groups: Sequence[DuplicateGroup],
+    rule: str,
+    reference_folders: Sequence[str] = (),
+    references: Collection[str] | None = None,
+    sure: float = 0.0,
+) -> list[Marks]:
+    """:func:`mark_group` of each of ``groups``, the similarities to the kept files worked out for all of them at
+    once (:func:`~dedup_app.core.duplicates.similarities_to_members`: a pool thread marking a million files this
+    way leaves the window its interpreter lock)."""
+    keeps = [_keep_index(group, rule, reference_folders, references) for group in groups]
+    to_keep = similarities_to_members(groups, keeps)
+    return [_marks(group, k, sims, reference_folders, references, sure)
+            for group, k, sims in zip(groups, keeps, to_keep, strict=True)]  # fmt: skip
+
+
+def _keep_index(group: DuplicateGroup, rule: str, folders: Sequence[str], references: Collection[str] | None) -> int:
     images = [m.image for m in group.members]
-    keep = choose_keep(images, rule, reference_folders, references)
-    keep_index = images.index(keep)
-    to_keep = group.similarities_to(keep_index)
+    return images.index(choose_keep(images, rule, folders, references))
+
+
+def _marks(
+    group: DuplicateGroup,
+    keep_index: int,
+    to_keep: np.ndarray,
+    reference_folders: Sequence[str],
+    references: Collection[str] | None,
+    sure: float,
+) -> Marks:
+    images = [m.image for m in group.members]
+    keep = images[keep_index]
     to_rep = group.similarities_to(0) if np.isnan(to_keep).any() else to_keep  # only without stored vectors
     marked: set[str] = set()
     unsure: set[str] = set()

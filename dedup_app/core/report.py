@@ -39,14 +39,14 @@ from typing import Any, TextIO
 
 from dedup_app import __version__
 from dedup_app.core.duplicates import DuplicateGroup
-from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, Marks, mark_group
+from dedup_app.core.marking import DEFAULT_RULE, SURE_SIMILARITY, Marks, mark_groups
 from dedup_app.core.scan import ScanResult
 
 
 def suggested(groups: Sequence[DuplicateGroup], rule: str = DEFAULT_RULE) -> list[Marks]:
     """What ``rule`` does to each group by itself: the kept file, the files ticked, the files left for review. The
     command line reports with the default rule, the window's default too."""
-    return [mark_group(g, rule, (), None, SURE_SIMILARITY) for g in groups]
+    return mark_groups(groups, rule, (), None, SURE_SIMILARITY)
 
 
 def _group_dict(g: DuplicateGroup, decision: Marks) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from PySide6.QtWidgets import QApplication
 
 from dedup_app.controllers.marks import Choices, MarkState, Prepared, prepare_marks
 from dedup_app.controllers.similar import SimilarGroup, probability_text
+from dedup_app.core.bulk import text_rank
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import Marks
 from dedup_app.core.units import format_bytes
@@ -100,8 +101,7 @@ def _sort_keys(groups: Sequence[DuplicateGroup]) -> dict[int, np.ndarray]:
     """The sort key of each group per column: members, lowest similarity, bytes freed, and (for the other columns)
     the rank of the kept suggestion's path. (NumPy sorts without holding Python's interpreter lock, so the window
     stays live while a pool thread prepares.)"""
-    rank = np.empty(len(groups), np.int64)
-    rank[np.argsort(np.array([g.keep.path for g in groups], dtype=str), kind="stable")] = np.arange(len(groups))
+    rank = text_rank([g.keep.path for g in groups])
     return {
         COL_FILE: np.fromiter((len(g.members) for g in groups), np.int64, len(groups)),
         COL_SIM: np.fromiter((g.min_similarity for g in groups), np.float64, len(groups)),
