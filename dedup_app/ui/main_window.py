@@ -75,6 +75,9 @@ log = logging.getLogger(__name__)
 SLIDER_MIN, SLIDER_MAX = 0.70, 0.99
 #: How long the similarity slider must rest before the groups are worked out again at its value.
 SLIDER_REST_MS = 150
+#: From this many scanned files a change of the rule or of the reference folders regroups on a pool thread, as the
+#: slider does (below it, at once: the result is there before the next paint).
+BACKGROUND_FROM = 20_000
 #: what the slider shows before any model was ever loaded (the shipped model's calibrated threshold)
 FIRST_THRESHOLD = 0.829
 #: images the file picker of Find similar offers
@@ -458,7 +461,7 @@ class MainWindow(QMainWindow):
         self.ctx.prefs.set(S.REFERENCE_FOLDERS, self.reference_folders())
         self._show_center()
         if self.review.finder is not None:
-            self.regroup()
+            self.regroup(background=self._large())
 
     def _rebuild_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -732,8 +735,19 @@ class MainWindow(QMainWindow):
 
     def _rule_changed(self) -> None:
         self.ctx.prefs.set(S.RULE, self.rule_box.currentData())
+        if self._large():  # marking every group again is seconds of Python at a million files: a pool thread's
+            self.model.marks.forget_user_choices()  # (the user asked for the rule)
+            self.statusBar().showMessage("Marking the groups by the new rule...", 5000)
+            self.regroup(background=True)
+            return
         self.model.set_rule(self.rule_box.currentData())
         self._after_groups_changed()
+
+    def _large(self) -> bool:
+        """Whether the scan shown is large enough to regroup and re-mark on a pool thread (see
+        :data:`BACKGROUND_FROM`) even where a small one is done at once."""
+        finder = self.review.finder
+        return finder is not None and len(finder.result.images) >= BACKGROUND_FROM
 
     def regroup(self, background: bool = False) -> None:
         """Regroup from memory at the slider's threshold, without the removed files and the "not duplicate"
@@ -793,7 +807,7 @@ class MainWindow(QMainWindow):
         if request != self._regroup_request:
             return  # a newer regroup is on its way
         rule, references = self.rule_box.currentData(), self.reference_folders()
-        if prepared.same_as_shown and self.model.reference_folders == references:
+        if prepared.same_as_shown and (self.model.marks.rule, self.model.reference_folders) == (rule, references):
             self._update_summary()
             self.groups_changed.emit()
             return  # the slider moved within a range where nothing changes: keep the view as it is

@@ -168,6 +168,28 @@ def test_a_slider_drag_regroups_once_it_rests(qtbot, make_window, tmp_path: Path
     assert all(min(m.similarity for m in g.members) >= 0.99 - 1e-3 for g in window.model.groups)
 
 
+def test_a_rule_change_on_a_large_scan_marks_on_a_pool_thread(qtbot, make_window, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import dedup_app.ui.main_window as main_window
+
+    monkeypatch.setattr(main_window, "BACKGROUND_FROM", 1)  # as a million files would
+    window = make_window()
+    show(window, pairs_finder(tmp_path))
+    model = window.model
+    three = next(g for g in model.groups if len(g.members) == 3)
+    middle = sorted(three.members, key=lambda m: m.image.size)[1].image.path
+    model.set_keep(middle)  # the user's choice, which a new rule drops
+    with qtbot.waitSignal(window.groups_changed, timeout=10_000):
+        window.rule_box.setCurrentIndex(window.rule_box.findData("largest"))
+        assert model.marks.rule == "best"  # not here and now: on a pool thread
+    assert model.marks.rule == "largest" and len(model.groups) == GROUPS
+    for group in model.groups:
+        largest = max(group.members, key=lambda m: m.image.size).image.path
+        assert model.marks.keep_of(group) == largest
+        others = {m.image.path for m in group.members} - {largest}
+        assert largest not in model.marked and model.marked | model.unsure >= others  # (unsure: under 0.95)
+    assert middle not in model.unsure and middle in model.marked
+
+
 def test_collection_waits_for_a_regroup_and_a_large_result_is_frozen(qtbot, make_window) -> None:  # type: ignore[no-untyped-def]
     make_window()
     collector = garbage_collector._installed
