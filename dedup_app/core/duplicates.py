@@ -26,7 +26,7 @@ import numpy as np
 from dedup_app.core.bulk import drain, flat_array, text_array
 from dedup_app.core.cache import EmbeddingCache
 from dedup_app.core.grouping import clique_groups
-from dedup_app.core.index import EXACT_MAX, SIMILARITY_TOLERANCE, SimilarityGraph, similarity_graph, unit_rows
+from dedup_app.core.index import EXACT_MAX, SIMILARITY_TOLERANCE, SimilarityGraph, UnitRows, similarity_graph
 from dedup_app.core.keep import keep_ranking
 from dedup_app.core.progress import CancelToken, Progress
 from dedup_app.core.scan import ImageRecord, ScanOptions, ScanResult, scan
@@ -59,7 +59,7 @@ class DuplicateGroup:
     members: tuple[GroupMember, ...]
     #: the members' embeddings as rows of a matrix all groups of one search share: ``(matrix, row per member)``
     #: (no copy per group: at a million files the groups' own copies were half a gigabyte)
-    rows: tuple[np.ndarray, tuple[int, ...]] | None = field(default=None, compare=False, repr=False)
+    rows: tuple[UnitRows, tuple[int, ...]] | None = field(default=None, compare=False, repr=False)
 
     @property
     def vectors(self) -> np.ndarray | None:
@@ -115,7 +115,7 @@ def similarities_to_members(groups: Sequence[DuplicateGroup], ks: Sequence[int])
     return out
 
 
-def row_dots(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_dots(matrix: UnitRows, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``matrix[a[i]] . matrix[b[i]]`` for every i, in blocks of :data:`_DOT_BLOCK` (float32).
 
     One small matrix product per group lets go of Python's interpreter lock and takes it back thousands of times a
@@ -152,10 +152,11 @@ class DuplicateFinder:
         self._copied = [c for c, ks in enumerate(self.contents) if len(ks) > 1]
         firsts = [c[0] for c in self.contents]
         distinct = len(firsts) == len(result.embeddings)  # every file its own content: rows in scan order already
-        self._vectors = (
-            unit_rows(result.embeddings if distinct else result.embeddings[firsts])
+        # the cache's float16 vectors themselves where every file is its own content (no copy; see UnitRows)
+        self._vectors = UnitRows(
+            (result.embeddings if distinct else result.embeddings[firsts])
             if self.contents
-            else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float32)
+            else np.zeros((0, result.embeddings.shape[1] if result.embeddings.ndim == 2 else 1), np.float16)
         )
         del firsts
         self.graph: SimilarityGraph | None = None

@@ -4,7 +4,8 @@ Embeddings are unit vectors, so inner product is cosine similarity. Up to ``exac
 search is exact, and uses its symmetry: each block of queries is searched only against the vectors from the
 block's start on, which halves the work. Above that, an inverted-file index gives each vector its candidates (8-bit
 scalar codes; from half a million vectors on, 4-bit fast-scan product-quantiser codes), whose similarities are then
-computed exactly from the vectors.
+computed exactly from the vectors. The finder hands its vectors over as :class:`UnitRows` (float16 as the cache keeps
+them, and each row's length), so no float32 copy of a million vectors is made.
 
 A uniform collection (scanned documents, screenshots, a burst of thousands of frames) can have every pair above the
 threshold, so the number of pairs is bounded: each image keeps at most ``max_neighbors`` (K) neighbours, its most
@@ -64,15 +65,43 @@ _QUERY_BLOCK = 4096
 _STRIPE = 1024
 
 
+class UnitRows:
+    """Embeddings as the finder compares them, without a float32 copy of them all: the float16 rows as the cache
+    stores them (not copied when they come as float16) and the inverse of each row's length. Indexing with a row,
+    a slice or an array of rows gives float32 rows of unit length; at a million 256-d embeddings this keeps 4 MB
+    beside the 512 MB of float16 where a float32 copy was another gigabyte."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        x = np.asarray(vectors)
+        #: the rows as stored (float16)
+        self.raw = np.ascontiguousarray(x if x.dtype == np.float16 else x.astype(np.float16))
+        if self.raw.ndim != 2:
+            raise ValueError(f"embeddings must be a 2-d array, got shape {self.raw.shape}")
+        norms = np.empty(len(self.raw), np.float32)
+        for start in range(0, len(self.raw), _ADD_BLOCK):  # no float32 copy of all of them at once
+            block = self.raw[start : start + _ADD_BLOCK].astype(np.float32)
+            norms[start : start + _ADD_BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+        #: 1 / the length of each row (1 for a zero row, which stays zero)
+        self.inverse = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0).astype(np.float32)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.raw.shape  # type: ignore[return-value]
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        out = self.raw[rows].astype(np.float32)
+        out *= self.inverse[rows][..., None]
+        return out
+
+
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """``vectors`` as the finder compares them: rounded to float16 as the cache stores them, then float32 rows of
-    unit length (float16 vectors are unit length only to about 1e-3; a same-picture pair must score 1.0)."""
-    x = np.asarray(vectors)
-    x = (x if x.dtype == np.float16 else x.astype(np.float16)).astype(np.float32)
-    # no temporary the size of x (np.linalg.norm squares a whole copy): at a million images that is 1 GB each
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
-    x /= np.where(norms > 0, norms, 1.0)
-    return x
+    """``vectors`` as the finder compares them (:class:`UnitRows`), all of them as float32 rows of unit length:
+    rounded to float16 as the cache stores them, then scaled (float16 vectors are unit length only to about 1e-3; a
+    same-picture pair must score 1.0)."""
+    return UnitRows(vectors)[:]
 
 
 @dataclass(frozen=True)
@@ -151,10 +180,15 @@ def pair_nprobe(n: int) -> int:
     return FAST_SCAN_NPROBE if fast_scan(n) else IVF_NPROBE
 
 
-def build_pair_index(x: np.ndarray, nlist: int | None = None) -> Any:
-    """The pair search's approximate index over the unit vectors ``x`` (float32): inverted lists with 8-bit scalar
-    codes, or from :data:`FAST_SCAN_FROM` vectors on with 4-bit fast-scan PQ codes (4 dimensions per code; 8-bit
-    codes where the dimension does not allow them); trained on a seeded sample, filled in blocks."""
+def build_pair_index(x: np.ndarray | UnitRows, nlist: int | None = None) -> Any:
+    """The pair search's approximate index over the unit vectors ``x`` (float32, or :class:`UnitRows`): inverted
+    lists with 8-bit scalar codes, or from :data:`FAST_SCAN_FROM` vectors on with 4-bit fast-scan PQ codes (4
+    dimensions per code; 8-bit codes where the dimension does not allow them); trained on a seeded sample, filled in
+    blocks.
+
+    Over :class:`UnitRows` it is a ``faiss.IndexRefine`` whose second index holds the float16 rows as stored (its
+    float16 codes hold them exactly): the candidates are scored from them, in FAISS, without a float32 copy of all
+    the vectors (:func:`_approximate_pairs` scales the scores by the rows' lengths)."""
     import faiss
 
     n, d = x.shape
@@ -165,13 +199,22 @@ def build_pair_index(x: np.ndarray, nlist: int | None = None) -> Any:
         rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, nlist * 40), replace=False))
         index = faiss.index_factory(d, f"IVF{nlist},PQ{d // 4}x4fs", faiss.METRIC_INNER_PRODUCT)
         index.train(np.ascontiguousarray(x[rows], np.float32))
+    stored = None
+    if isinstance(x, UnitRows):
+        stored = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
     for start in range(0, n, _ADD_BLOCK):
         index.add(np.ascontiguousarray(x[start : start + _ADD_BLOCK], np.float32))
-    return index
+        if stored is not None:
+            stored.add(x.raw[start : start + _ADD_BLOCK].astype(np.float32))  # type: ignore[union-attr]
+    if stored is None:
+        return index
+    refined = faiss.IndexRefine(index, stored)  # (FAISS's Python layer keeps both alive with it)
+    refined.k_factor = 1.0  # every candidate scored, none dropped (the caller asks for as many as it wants)
+    return refined
 
 
 def similarity_graph(
-    embeddings: np.ndarray,
+    embeddings: np.ndarray | UnitRows,
     min_threshold: float,
     exact_max: int = EXACT_MAX,
     cancel: CancelToken | None = None,
@@ -187,7 +230,7 @@ def similarity_graph(
     :func:`pair_nprobe`); ``ivf_index`` is an index from :func:`build_pair_index` over the same vectors, to reuse
     one across searches.
     """
-    x = np.ascontiguousarray(embeddings, dtype=np.float32)
+    x = embeddings if isinstance(embeddings, UnitRows) else np.ascontiguousarray(embeddings, dtype=np.float32)
     n = len(x)
     k = MAX_NEIGHBORS if max_neighbors is None else max_neighbors
     if k < 1:
@@ -197,8 +240,8 @@ def similarity_graph(
     overflow = np.full(n, -np.inf, np.float32)
     if n < 2:
         i, j, s = _no_pairs()
-    elif exact:
-        i, j, s = yield from _exact_pairs(x, k, radius, overflow, cancel)
+    elif exact:  # (up to EXACT_MAX vectors: a float32 copy of them is at most 100 MB)
+        i, j, s = yield from _exact_pairs(x[:] if isinstance(x, UnitRows) else x, k, radius, overflow, cancel)
     else:
         index = build_pair_index(x) if ivf_index is None else ivf_index
         probes = pair_nprobe(n) if nprobe is None else nprobe
@@ -356,15 +399,23 @@ def _unique_pairs(parts: list[_Pairs], n: int) -> _Pairs:
 
 
 def _approximate_pairs(
-    x: np.ndarray, index: Any, nprobe: int, k: int, radius: float, overflow: np.ndarray, cancel: CancelToken | None
+    x: np.ndarray | UnitRows,
+    index: Any,
+    nprobe: int,
+    k: int,
+    radius: float,
+    overflow: np.ndarray,
+    cancel: CancelToken | None,
 ) -> Generator[Progress, None, _Pairs]:
     """Each vector's ``k`` best neighbours above ``radius`` by the approximate index, every candidate re-scored
-    exactly (the codes' scores only choose the candidates)."""
+    exactly (the codes' scores only choose the candidates): from the float16 rows inside a refining index
+    (:func:`build_pair_index` over :class:`UnitRows`), or from the float32 vectors."""
     import faiss
 
     n = len(x)
     ivf = faiss.extract_index_ivf(index)
     ivf.nprobe = min(ivf.nlist, nprobe)
+    refined = isinstance(x, UnitRows) and isinstance(index, faiss.IndexRefine)
     ask = min(n, k + 2)  # the vector itself, its k best, and one more to tell whether it has more than k
     parts = []
     for start in range(0, n, _QUERY_BLOCK):
@@ -372,8 +423,13 @@ def _approximate_pairs(
             cancel.raise_if_cancelled()
         stop = min(n, start + _QUERY_BLOCK)
         queries = np.arange(start, stop)
-        labels = index.search(x[start:stop], ask)[1]
-        pairs, overflow[start:stop] = _best_others(queries, _rescored(x, queries, labels), labels, k, radius)
+        scores, labels = index.search(np.ascontiguousarray(x[start:stop], np.float32), ask)
+        if refined:  # query . stored row, exactly: scaled by the stored row's inverse length
+            sims = scores * x.inverse[np.maximum(labels, 0)]  # type: ignore[union-attr]
+            sims[(labels < 0) | (labels == queries[:, None])] = -np.inf
+        else:
+            sims = _rescored(x, queries, labels)  # type: ignore[arg-type]
+        pairs, overflow[start:stop] = _best_others(queries, sims, labels, k, radius)
         parts.append(pairs)
         yield Progress("Comparing", stop, n)
     return _unique_pairs(parts, n)

@@ -219,3 +219,29 @@ def test_the_fast_scan_index_of_large_collections_finds_the_copies(monkeypatch: 
     at_default = exact.at(0.829)
     assert np.isin(at_default.i * 3000 + at_default.j, approx.at(0.829).i * 3000 + approx.at(0.829).j).mean() >= 0.98
     assert np.allclose(approx.s, (x[approx.i] * x[approx.j]).sum(axis=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("fast_scan_from", [10**9, 1000])  # 8-bit codes, then 4-bit fast-scan codes
+def test_the_finder_searches_its_float16_vectors_without_a_float32_copy(
+    monkeypatch: pytest.MonkeyPatch, fast_scan_from: int
+) -> None:
+    """Issue 13, item 1: the finder keeps the cache's float16 vectors (no copy where every file is distinct) and
+    their lengths; the approximate search scores candidates from float16 rows inside FAISS, and must give the same
+    pairs and similarities as searching a float32 copy."""
+    from dedup_app.core import index as index_module
+
+    monkeypatch.setattr(index_module, "FAST_SCAN_FROM", fast_scan_from)
+    x, _ = clustered(3000, seed=5)
+    x16 = x.astype(np.float16)
+    images = [ImageRecord(f"/p/{k}.jpg", 1, k, f"h{k}", ImageInfo(8, 8, "JPEG")) for k in range(3000)]
+    finder = DuplicateFinder(ScanResult(["/p"], "m", 0.8, images, x16, []), exact_max=1000)
+    assert np.shares_memory(finder._vectors.raw, x16)  # the scan result's own vectors
+    drive(finder.search(0.8))
+    graph = finder.graph
+    assert graph is not None and not graph.exact
+    unit = index_module.unit_rows(x16)  # the float32 copy the finder no longer makes
+    copy = drive(similarity_graph(unit, 0.8, exact_max=1000))
+    assert np.array_equal(graph.i, copy.i) and np.array_equal(graph.j, copy.j)
+    assert np.allclose(graph.s, copy.s, atol=2e-6)
+    assert np.allclose(graph.s, np.einsum("ij,ij->i", unit[graph.i], unit[graph.j]), atol=2e-6)
+    assert len(graph.s) > 1000
