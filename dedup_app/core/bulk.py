@@ -40,9 +40,9 @@ def flat_array(lists: Sequence[Sequence[int]]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-def drain(items: list[Any] | dict[Any, Any]) -> None:
-    """Empty ``items`` (a list from the end, a dict an item at a time): the objects only it holds are freed a few at
-    a time instead of all at once when it goes."""
+def drain(items: list[Any] | dict[Any, Any] | set[Any]) -> None:
+    """Empty ``items`` (a list from the end, a dict or a set an item at a time): the objects only it holds are freed
+    a few at a time instead of all at once when it goes."""
     pop = items.popitem if isinstance(items, dict) else items.pop
     while items:
         pop()

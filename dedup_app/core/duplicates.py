@@ -43,7 +43,7 @@ APART = 0.001
 _DOT_BLOCK = 65_536
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class GroupMember:
     """A file in a group and its similarity to the group's representative (the file suggested to keep)."""
 
@@ -51,7 +51,7 @@ class GroupMember:
     similarity: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DuplicateGroup:
     """Files that are copies of each other. ``members[0]`` is the keep suggestion and the representative."""
 

@@ -70,7 +70,7 @@ def in_folders(path: str, folders: Sequence[str]) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Marks:
     """The outcome of a rule on one group: the file kept, the files marked for removal, and the files left unmarked
     for the user to review (similar, but not surely the same picture)."""

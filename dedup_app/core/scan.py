@@ -48,7 +48,7 @@ class ScanOptions:
     remote: Callable[[Sequence[FileEntry]], Iterable[tuple[FileEntry, Any]]] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageRecord:
     """A readable image in the scan result."""
 

@@ -64,7 +64,17 @@ from dedup_app.ui.compare import PREVIEW, CompareWidget
 from dedup_app.ui.find_similar import FindSimilarField
 from dedup_app.ui.geometry import place_window
 from dedup_app.ui.jobs import PRELOAD, JobRunner
-from dedup_app.ui.models import COL_DATE, COL_DIMS, COL_FILE, COL_SIM, COL_SIZE, THUMB, GroupsModel, PreparedGroups
+from dedup_app.ui.models import (
+    COL_DATE,
+    COL_DIMS,
+    COL_FILE,
+    COL_SIM,
+    COL_SIZE,
+    THUMB,
+    GroupsModel,
+    PreparedGroups,
+    release_all,
+)
 from dedup_app.ui.panels import ErrorsDialog, ProgressPanel
 from dedup_app.ui.sources import SourcesPanel
 from dedup_app.ui.thumbnails import ImageLoader
@@ -770,8 +780,12 @@ class MainWindow(QMainWindow):
         args = (finder, self.threshold, rule, refs, frozenset(self.file_actions.removed),
                 self.labels.not_duplicates())  # fmt: skip
         if background:  # the finder's search results are immutable: grouping may run on a pool thread
+            retired, self.model.retired = self.model.retired, []
 
             def work() -> PreparedGroups | None:
+                # the groups the last reset replaced, freed first, while nothing is painted: freeing them as the
+                # new ones are painted made each call of the view into the model wait for the interpreter lock
+                release_all(retired)
                 if request != self._regroup_request:
                     return None  # a newer one is queued behind this one: skip it
                 return prepare(grouping(*args))
@@ -836,9 +850,11 @@ class MainWindow(QMainWindow):
             self._current_path = None
 
     def _after_reset(self) -> None:
-        if self.model.retired:  # the result this reset replaced (any adopt: a regroup, a rule, a trash)
-            retired, self.model.retired = self.model.retired, []
-            self._regroup_calls.submit(retired.clear, lambda _out, _err: None)  # freed there, not here
+        # the result this reset replaced (any adopt: a regroup, a rule, a trash) is freed on the pool thread when
+        # the next regroup starts there (see regroup); older ones, left by resets without a regroup since, now
+        if len(self.model.retired) > 1:
+            older, self.model.retired = self.model.retired[:-1], self.model.retired[-1:]
+            self._regroup_calls.submit(lambda: release_all(older), lambda _out, _err: None)
         self._expand_new_groups(QModelIndex(), 0, self.model.fetched() - 1)
         remembered, self._current_path = self._current_path, None
         if remembered is None:

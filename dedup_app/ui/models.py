@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QApplication
 
 from dedup_app.controllers.marks import Choices, MarkState, Prepared, prepare_marks
 from dedup_app.controllers.similar import SimilarGroup, probability_text
-from dedup_app.core.bulk import text_rank
+from dedup_app.core.bulk import drain, text_rank
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import Marks
 from dedup_app.core.units import format_bytes
@@ -69,6 +69,18 @@ class PreparedGroups:
     reclaimable: int  # bytes freed by removing all but the kept suggestion of every duplicate group
     #: whether these are the groups already on screen (the slider moved within a range where nothing changes)
     same_as_shown: bool = False
+
+
+def release_all(retired: list[PreparedGroups]) -> None:
+    """Free groups no longer shown (:attr:`GroupsModel.retired`) a piece at a time, on a pool thread
+    (:mod:`dedup_app.core.bulk`): dropped at once, the 270,000 members of 74,000 groups held Python's interpreter
+    lock, and so the window, for 200 ms."""
+    while retired:
+        prepared = retired.pop()
+        marks = prepared.marks
+        for part in (marks.groups, marks.precomputed, marks.group_of, marks.keep, marks.review, marks.sizes,
+                     prepared.base_index, marks.marked, marks.unsure, marks.references):  # fmt: skip
+            drain(part)  # type: ignore[arg-type]
 
 
 class DisplayOrder(Sequence[DuplicateGroup]):
