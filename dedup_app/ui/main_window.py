@@ -669,7 +669,10 @@ class MainWindow(QMainWindow):
             return
         self.statusBar().showMessage(message, 15000)
         self.find_field.show_query(f"Showing: similar to {result.title}")
-        self.regroup()
+        self.regroup(background=self._large(), then=self._show_similar_result)
+
+    def _show_similar_result(self) -> None:
+        """The Find similar result on top of the groups, its best match selected."""
         self.center.setCurrentWidget(self.tree)
         if self.model.groups and isinstance(self.model.groups[0], SimilarGroup):
             first = self.model.index(0, 0)
@@ -686,8 +689,7 @@ class MainWindow(QMainWindow):
         self.similar.clear()
         self.find_field.show_query("")
         if regroup:
-            self.regroup()
-            self._show_center()
+            self.regroup(background=self._large(), then=self._show_center)
         self._update_enabled()
 
     def file_menu(self, index: QModelIndex) -> QMenu | None:
@@ -759,12 +761,13 @@ class MainWindow(QMainWindow):
         finder = self.review.finder
         return finder is not None and len(finder.result.images) >= BACKGROUND_FROM
 
-    def regroup(self, background: bool = False) -> None:
+    def regroup(self, background: bool = False, then: Callable[[], None] | None = None) -> None:
         """Regroup from memory at the slider's threshold, without the removed files and the "not duplicate"
-        pairs (no model, no index search).
+        pairs (no model, no index search); ``then`` runs once the new groups are shown.
 
-        With ``background`` (slider moves) the grouping, the marks and the order run on a pool thread and the
-        newest request wins, so dragging the slider never holds up the UI thread; otherwise it runs here and now.
+        With ``background`` (slider moves; any regroup of a large scan, :meth:`_large`) the grouping, the marks and
+        the order run on a pool thread and the newest request wins (an overtaken one's ``then`` is dropped), so
+        the UI thread is never held up for seconds; otherwise it runs here and now.
         """
         self._regroup_request += 1
         request = self._regroup_request
@@ -776,6 +779,8 @@ class MainWindow(QMainWindow):
         rule, refs = self.rule_box.currentData(), self.reference_folders()
         if finder is None:
             self._show_prepared(request, prepare(Grouping([], rule, tuple(refs), [])))
+            if then is not None:
+                then()
             return
         args = (finder, self.threshold, rule, refs, frozenset(self.file_actions.removed),
                 self.labels.not_duplicates())  # fmt: skip
@@ -791,9 +796,11 @@ class MainWindow(QMainWindow):
                 return prepare(grouping(*args))
 
             garbage_collector.pause()  # no collection walking what the pool thread builds
-            self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err))
+            self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err, then))
         else:
             self._show_prepared(request, prepare(grouping(*args)))
+            if then is not None:
+                then()
 
     def _preparer(
         self, similar: SimilarGroup | None = None, shown: Sequence[DuplicateGroup] | None = None
@@ -810,21 +817,28 @@ class MainWindow(QMainWindow):
 
         return prepare
 
-    def _regrouped(self, request: int, out: PreparedGroups | None, error: BaseException | None) -> None:
+    def _regrouped(
+        self,
+        request: int,
+        out: PreparedGroups | None,
+        error: BaseException | None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
         garbage_collector.resume()
         if error is not None:
             log.error("regrouping failed", exc_info=error)
-        elif out is not None:  # (None: skipped, a newer one followed)
-            self._show_prepared(request, out)
+        elif out is not None and self._show_prepared(request, out) and then is not None:  # (None: skipped)
+            then()
 
-    def _show_prepared(self, request: int, prepared: PreparedGroups) -> None:
+    def _show_prepared(self, request: int, prepared: PreparedGroups) -> bool:
+        """Show ``prepared`` unless a newer regroup is on its way (then False)."""
         if request != self._regroup_request:
-            return  # a newer regroup is on its way
+            return False
         rule, references = self.rule_box.currentData(), self.reference_folders()
         if prepared.same_as_shown and (self.model.marks.rule, self.model.reference_folders) == (rule, references):
             self._update_summary()
             self.groups_changed.emit()
-            return  # the slider moved within a range where nothing changes: keep the view as it is
+            return True  # the slider moved within a range where nothing changes: keep the view as it is
         self.tree.setUpdatesEnabled(False)  # one repaint for the reset and the expansion, not two
         if (prepared.marks.rule, prepared.marks.reference_folders) == (rule, references):
             self.model.adopt(prepared)
@@ -834,6 +848,7 @@ class MainWindow(QMainWindow):
         if self.review.finder is not None:  # a large result: later collections need not walk it
             garbage_collector.settle(len(self.review.finder.result.images))
         self._after_groups_changed()
+        return True
 
     def _expand_new_groups(self, parent: QModelIndex, first: int, last: int) -> None:
         if not parent.isValid():
@@ -1041,9 +1056,12 @@ class MainWindow(QMainWindow):
         if label == NOT_DUPLICATE:
             row = max(0, self.tree.currentIndex().parent().row() if self.tree.currentIndex().parent().isValid()
                       else self.tree.currentIndex().row())  # fmt: skip
-            self.regroup()
-            if self.model.groups:
-                self.tree.setCurrentIndex(self.model.index(min(row, len(self.model.groups) - 1), 0))
+
+            def select() -> None:  # the group now at the labelled one's place
+                if self.model.groups:
+                    self.tree.setCurrentIndex(self.model.index(min(row, len(self.model.groups) - 1), 0))
+
+            self.regroup(background=self._large(), then=select)
         self._update_summary()
         return True
 
@@ -1056,8 +1074,14 @@ class MainWindow(QMainWindow):
         )
         return answer == QMessageBox.StandardButton.Yes
 
+    def _marked_here(self) -> list[str]:
+        """The marked files shown that are still here (a large scan shows trashed or moved files until its
+        regroup on the pool thread lands)."""
+        removed = self.file_actions.removed
+        return [p for p in self.model.marked_in_view() if p not in removed]
+
     def trash_marked(self) -> None:
-        paths = self.model.marked_in_view()
+        paths = self._marked_here()
         if not paths:
             self.statusBar().showMessage("Nothing is marked", 5000)
             return
@@ -1071,7 +1095,7 @@ class MainWindow(QMainWindow):
         self.run_job("trash", self.file_actions.trash_job(paths), self._action_done, "Moving to trash")
 
     def move_marked(self) -> None:
-        paths = self.model.marked_in_view()
+        paths = self._marked_here()
         if not paths:
             self.statusBar().showMessage("Nothing is marked", 5000)
             return
@@ -1097,7 +1121,7 @@ class MainWindow(QMainWindow):
     def _show_outcome(self, outcome: Outcome) -> None:
         """After an action or an undo: regroup without what is gone, say what happened, list what failed."""
         self.statusBar().showMessage(outcome.message, 15000)
-        self.regroup()
+        self.regroup(background=self._large())
         record = outcome.record
         if record is None:
             return

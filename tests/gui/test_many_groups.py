@@ -190,6 +190,36 @@ def test_a_rule_change_on_a_large_scan_marks_on_a_pool_thread(qtbot, make_window
     assert middle not in model.unsure and middle in model.marked
 
 
+def test_a_large_scan_regroups_after_a_label_and_a_trash_on_a_pool_thread(  # type: ignore[no-untyped-def]
+    qtbot, make_window, tmp_path: Path, monkeypatch
+) -> None:
+    import dedup_app.ui.main_window as main_window
+
+    monkeypatch.setattr(main_window, "BACKGROUND_FROM", 1)  # as a million files would
+    window = make_window()
+    show(window, pairs_finder(tmp_path))
+    model = window.model
+    # "not duplicate" splits the pair shown; the group now at its place is selected once the regroup lands
+    gi = next(k for k, g in enumerate(model.groups) if len(g.members) == 2)
+    window.tree.setCurrentIndex(model.index(1, 0, model.index(gi, 0)))
+    pair = {window.compare.a.image.path, window.compare.b.image.path}
+    with qtbot.waitSignal(window.groups_changed, timeout=10_000):
+        window.act_notdup.trigger()
+        assert any(pair <= {m.image.path for m in g.members} for g in model.groups)  # not yet: on a pool thread
+    assert len(model.groups) == GROUPS - 1
+    assert not any(pair <= {m.image.path for m in g.members} for g in model.groups)
+    assert window.current_member()[0] == gi
+    # files trashed (or moved) stay on screen until the regroup lands: Trash again must not take them
+    marked = model.marked_in_view()
+    window.file_actions.removed.update(marked[:3])
+    assert window._marked_here() == marked[3:]
+    window.file_actions.removed.difference_update(marked[:3])
+    with qtbot.waitSignal(window.groups_changed, timeout=60_000):
+        window.act_trash.trigger()
+    assert not any(Path(p).exists() for p in marked)
+    assert not {m.image.path for g in model.groups for m in g.members} & set(marked)
+
+
 def test_collection_waits_for_a_regroup_and_a_large_result_is_frozen(qtbot, make_window) -> None:  # type: ignore[no-untyped-def]
     make_window()
     collector = garbage_collector._installed
