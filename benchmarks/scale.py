@@ -176,6 +176,20 @@ def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
     return rep
 
 
+def synthetic_scan(n: int, threshold: float = 0.8):  # type: ignore[no-untyped-def]
+    """A scan result of ``n`` files as a scan hands it to the finder: one record per file (distinct contents, sizes
+    and dates) and clustered float16 embeddings (``benchmarks/synthetic.py``)."""
+    from benchmarks.synthetic import clustered
+    from dedup_app.core.imageio import ImageInfo
+    from dedup_app.core.scan import ImageRecord, ScanResult
+
+    x, _ = clustered(n)
+    info = ImageInfo(4000, 3000, "JPEG")
+    images = [ImageRecord(f"/photos/d{k // 1000:04d}/{k:07d}.jpg", 2_000_000 + 7919 * k % 1_000_003, k, f"{k:032x}",
+                          info) for k in range(n)]  # fmt: skip
+    return ScanResult(["/photos"], "synthetic", threshold, images, x.astype(np.float16), [])
+
+
 def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
     """The window with a scan result of ``n`` files (clustered synthetic embeddings through the finder, as a scan
     hands them over), measured as issue 13's window item asks: how long the UI thread is held while the results are
@@ -190,23 +204,15 @@ def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
     from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from benchmarks.synthetic import clustered
     from dedup_app.controllers.review import ScanOutcome, grouping
     from dedup_app.core.duplicates import DuplicateFinder
-    from dedup_app.core.imageio import ImageInfo
     from dedup_app.core.labels import LabelStore
     from dedup_app.core.progress import drive
-    from dedup_app.core.scan import ImageRecord, ScanResult
     from dedup_app.ui import settings as S
     from dedup_app.ui.main_window import AppContext, MainWindow
     from dedup_app.ui.models import COL_DATE, COL_FILE, COL_SIM, COL_SIZE
 
-    x, _ = clustered(n)
-    info = ImageInfo(4000, 3000, "JPEG")
-    images = [ImageRecord(f"/photos/d{k // 1000:04d}/{k:07d}.jpg", 2_000_000 + 7919 * k % 1_000_003, k, f"{k:032x}",
-                          info) for k in range(n)]  # fmt: skip
-    result = ScanResult(["/photos"], "synthetic", threshold, images, x.astype(np.float16), [])
-    del x
+    result = synthetic_scan(n, threshold)
     import gc
 
     gc.collect()
