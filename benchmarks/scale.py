@@ -100,6 +100,17 @@ def make_tree(root: Path, n: int, per_folder: int = 1000) -> None:
     marker.touch()
 
 
+class Encoder:
+    """The model's interface for a warm rescan of the generated tree, which must never call ``embed``."""
+
+    backend, device, threshold, input_size = "none", "cpu", 0.8, 160
+    checkpoint = metrics = None
+    model_id, dim = "bench-synthetic", 256
+
+    def embed(self, images: object) -> np.ndarray:
+        raise AssertionError("a warm rescan embedded an image")
+
+
 def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
     """A warm rescan of ``n`` unchanged tiny files: the cache is filled as a scan would have left it (the files'
     stat keys, a content hash each, and a clustered 256-d embedding each: embedding a million images here would
@@ -117,17 +128,7 @@ def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
     make_tree(tree, n)
     made = time.perf_counter() - started
     cache_path = work / f"cache-{n}.sqlite3"
-    model_id, dim = "bench-synthetic", 256
-
-    class Encoder:  # the model's interface; a warm rescan must never call embed
-        backend, device, threshold, input_size = "none", "cpu", 0.8, 160
-        checkpoint = metrics = None
-
-        def __init__(self) -> None:
-            self.model_id, self.dim = model_id, dim
-
-        def embed(self, images: object) -> np.ndarray:
-            raise AssertionError("a warm rescan embedded an image")
+    model_id, dim = Encoder.model_id, Encoder.dim
 
     started = time.perf_counter()
     if not cache_path.exists():
@@ -142,15 +143,23 @@ def run_rescan(n: int, work: Path, vanish: int = 0) -> dict[str, object]:
             cache.commit()
         del x
     filled = time.perf_counter() - started
+    import gc
+
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:  # the scan's own peak, not the cache filling's
+        f.write("5")
+    before = _rss_mb()
     with EmbeddingCache(cache_path) as cache:
         started, cpu = time.perf_counter(), time.process_time()
         result = drive(scan([str(tree)], Encoder(), cache))  # type: ignore[arg-type]
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    peak, after = _peak_mb(), _rss_mb()
     stats = result.stats
     size = cache_path.stat().st_size + sum(p.stat().st_size for p in work.glob(f"cache-{n}.sqlite3-*"))
     rep = {"files": n, "make_tree_seconds": made, "fill_cache_seconds": filled, "warm_scan_seconds": seconds,
            "warm_scan_cpu_seconds": cpu_seconds, "decoded": stats.decoded, "cached": stats.cached,
-           "hashed": stats.hashed, "purged": stats.purged, "cache_bytes_per_image": size / n}  # fmt: skip
+           "hashed": stats.hashed, "purged": stats.purged, "cache_bytes_per_image": size / n,
+           "rss_before_scan_mb": before, "scan_peak_rss_mb": peak, "rss_with_result_mb": after}  # fmt: skip
     if vanish:  # the same rescan after a tenth of the files went away: their rows are purged (on a copy)
         import shutil
 
@@ -190,17 +199,20 @@ def synthetic_scan(n: int, threshold: float = 0.8):  # type: ignore[no-untyped-d
     return ScanResult(["/photos"], "synthetic", threshold, images, x.astype(np.float16), [])
 
 
-def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
+def run_window(n: int, threshold: float = 0.8, scanned: Path | None = None) -> dict[str, object]:
     """The window with a scan result of ``n`` files (clustered synthetic embeddings through the finder, as a scan
     hands them over), measured as issue 13's window item asks: how long the UI thread is held while the results are
     shown and until the first paint (the scan job's worker has grouped and prepared them, as in the app), then the
     longest hold of the UI thread while scrolling page by page, sorting by each column and moving the slider (the
     regroup runs on a pool thread; a 5 ms heartbeat timer on the UI thread measures how late it fires), and the
-    whole process's peak memory."""
+    whole process's peak memory. With ``scanned`` (the ``--work`` folder of ``--rescan n``), the scan result comes
+    from a warm scan of that tree instead, and the peak counts the scan too: the whole app's path."""
     import os
     import tempfile
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    import gc
+
     from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -212,12 +224,19 @@ def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
     from dedup_app.ui.main_window import AppContext, MainWindow
     from dedup_app.ui.models import COL_DATE, COL_FILE, COL_SIM, COL_SIZE
 
-    result = synthetic_scan(n, threshold)
-    import gc
-
-    gc.collect()
+    if scanned is None:
+        result = synthetic_scan(n, threshold)
+        gc.collect()
     with open("/proc/self/clear_refs", "w") as f:  # the peak from here on (making the vectors goes through float64)
         f.write("5")
+    if scanned is not None:  # the whole app: a warm scan of the tree --rescan made, then the same
+        from dedup_app.core.cache import EmbeddingCache
+        from dedup_app.core.scan import scan
+
+        started = time.perf_counter()
+        with EmbeddingCache(scanned / f"cache-{n}.sqlite3") as cache:
+            result = drive(scan([str(scanned / "tree")], Encoder(), cache))  # type: ignore[arg-type]
+        scan_seconds, scan_peak = time.perf_counter() - started, _peak_mb()
     app = QApplication.instance() or QApplication([])
     tmp = tempfile.mkdtemp()
     prefs = QSettings(os.path.join(tmp, "p.ini"), QSettings.Format.IniFormat)
@@ -281,9 +300,21 @@ def run_window(n: int, threshold: float = 0.8) -> dict[str, object]:
            "longest_scroll_step_ms": max(scroll) * 1000, "median_scroll_step_ms": float(np.median(scroll) * 1000),
            "sort_ms": {k: v * 1000 for k, v in sorts.items()}, "slider": slider_moves,
            "peak_rss_mb": _peak_mb()}  # fmt: skip
+    if scanned is not None:
+        rep.update(source="a warm scan of the generated tree", warm_scan_seconds=scan_seconds,
+                   warm_scan_peak_rss_mb=scan_peak)  # fmt: skip
     print(json.dumps(rep), flush=True)
     window.shutdown()
     return rep
+
+
+def _rss_mb() -> float:
+    """This process's resident memory now (``VmRSS``), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _peak_mb() -> float:
@@ -319,11 +350,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-app-bench/scale"),
                         help="where --rescan keeps its tree and cache between runs")  # fmt: skip
     parser.add_argument("--window", type=int, metavar="FILES", help="instead: the window with FILES files")
+    parser.add_argument(
+        "--scanned",
+        action="store_true",
+        help="--window: the whole app from a warm scan of the tree --rescan FILES made in --work",
+    )
     args = parser.parse_args(argv)
     if args.window:
-        rep = run_window(args.window)
+        rep = run_window(args.window, scanned=args.work if args.scanned else None)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"scale-window-{args.window}.json").write_text(json.dumps(rep, indent=1))
+        name = f"scale-window-{args.window}" + ("-scanned" if args.scanned else "")
+        (RESULTS / f"{name}.json").write_text(json.dumps(rep, indent=1))
         return 0
     if args.rescan:
         rep = run_rescan(args.rescan, args.work, args.vanish)

@@ -23,6 +23,7 @@ aside, a schema rebuild), so an index built on another cache's ids is never mist
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -193,7 +194,7 @@ def _is_read_only(exc: sqlite3.Error) -> bool:
     return str(getattr(exc, "sqlite_errorname", "") or "").startswith("SQLITE_READONLY") or "readonly" in str(exc)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CachedFile:
     """What the cache knows about one file at the size and mtime it was cached with."""
 
@@ -455,37 +456,53 @@ class EmbeddingCache:
         wanted = {_key(e.path): e for e in entries}
         keys = list(wanted)
 
-        def read() -> list[tuple[Any, ...]]:
-            rows: list[tuple[Any, ...]] = []
-            for chunk in _chunks(keys):
-                marks = ",".join("?" * len(chunk))
-                rows += self._conn.execute(
-                    f"SELECT f.path, f.size, f.mtime_ns, f.content_hash, f.error, e.vector, {_FACTS} FROM files f "
-                    "LEFT JOIN embeddings e ON e.path = f.path AND e.model_id = ? "
-                    f"WHERE f.path IN ({marks})",
-                    (model_id or "", *chunk),
-                ).fetchall()
-            return rows
+        def read(chunk: Sequence[bytes]) -> list[tuple[Any, ...]]:
+            marks = ",".join("?" * len(chunk))
+            return self._conn.execute(  # type: ignore[no-any-return]
+                f"SELECT f.path, f.size, f.mtime_ns, f.content_hash, f.error, e.vector, {_FACTS} FROM files f "
+                "LEFT JOIN embeddings e ON e.path = f.path AND e.model_id = ? "
+                f"WHERE f.path IN ({marks})",
+                (model_id or "", *chunk),
+            ).fetchall()
 
-        rows = self._guarded(read)
-        if dim is not None:
-            expected: int | None = 2 * dim
-        else:
+        def parts() -> Iterator[tuple[bool, list[tuple[Any, ...]]]]:
+            """Each chunk's rows, and whether the cache was found damaged and started afresh while it was read
+            (then what earlier chunks gave is gone too)."""
+            for chunk in _chunks(keys, _CHUNK):
+                conn = self._conn
+                rows = self._guarded(functools.partial(read, chunk))
+                yield self._conn is not conn, rows
+
+        # a chunk of rows at a time, each turned into CachedFile at once: at a million files the raw rows of all
+        # of them (twenty Python objects each) were 1.4 GB on top of what is kept
+        chunks: Iterable[tuple[bool, list[tuple[Any, ...]]]] = parts()
+        expected: int | None = 2 * dim if dim is not None else None
+        if dim is None:  # the length most vectors of the lookup have: all rows first
+            rows: list[tuple[Any, ...]] = []
+            for afresh, part in chunks:
+                if afresh:
+                    rows.clear()
+                rows += part
             lengths = Counter(len(r[5]) for r in rows if isinstance(r[5], bytes) and r[5])
             expected = lengths.most_common(1)[0][0] if lengths else None
+            chunks = [(False, rows)]
         found: dict[str, CachedFile] = {}
         bad = 0
-        for key, size, mtime, digest, error, blob, *facts in rows:
-            entry = wanted.get(key)
-            if entry is None or size != entry.size or mtime != entry.mtime_ns:
-                continue
-            vector = None
-            if blob is not None:
-                if isinstance(blob, bytes) and len(blob) == expected and len(blob) % 2 == 0:
-                    vector = np.frombuffer(blob, dtype=np.float16)
-                else:
-                    bad += 1
-            found[entry.path] = CachedFile(size, mtime, digest, _info(facts), error, vector)
+        for afresh, part in chunks:
+            if afresh:
+                found.clear()
+                bad = 0
+            for key, size, mtime, digest, error, blob, *facts in part:
+                entry = wanted.get(key)
+                if entry is None or size != entry.size or mtime != entry.mtime_ns:
+                    continue
+                vector = None
+                if blob is not None:
+                    if isinstance(blob, bytes) and len(blob) == expected and len(blob) % 2 == 0:
+                        vector = np.frombuffer(blob, dtype=np.float16)
+                    else:
+                        bad += 1
+                found[entry.path] = CachedFile(size, mtime, digest, _info(facts), error, vector)
         if bad:
             log.warning("cache %s: %d stored vectors have the wrong length; those files are read again", self.path, bad)
         return found

@@ -28,7 +28,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """An image file found by the walk, with the ``stat`` facts the cache is keyed by."""
 

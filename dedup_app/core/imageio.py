@@ -61,7 +61,7 @@ class ImageLoadError(Exception):
         self.transient = transient
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageInfo:
     """Facts about an image file: upright full-resolution size, format and a few EXIF fields.
 

@@ -112,7 +112,7 @@ _LUMA_BANK = _ijg_bank(_IJG_LUMA)
 _CHROMA_BANK = _ijg_bank(_IJG_CHROMA)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeepEvidence:
     """What a file shows about being an original or a copy (``None``: not known). See the module docstring."""
 

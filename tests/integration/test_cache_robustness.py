@@ -299,6 +299,46 @@ def test_lookup_with_dim_drops_vectors_of_another_length(tmp_path: Path) -> None
         assert cache.lookup([entry], "m")[entry.path].vector.shape == (8,)  # type: ignore[union-attr]
 
 
+def test_lookup_reads_in_chunks_and_forgets_what_a_damaged_cache_gave(  # type: ignore[no-untyped-def]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lookup turns each chunk of rows into files as it goes (at a million files all the rows at once were 1.4 GB);
+    a cache found damaged in a later chunk is started afresh, and what earlier chunks gave is dropped with it."""
+    import numpy as np
+
+    import dedup_app.core.cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_CHUNK", 7)
+    entries = [FileEntry(str(tmp_path / f"{k}.jpg"), 10 + k, k) for k in range(30)]
+    cache_path = tmp_path / "c.sqlite3"
+    with EmbeddingCache(cache_path) as cache:
+        for k, entry in enumerate(entries):
+            cache.put_file(entry, f"h{k}")
+            cache.put_embedding(entry.path, "m", np.full(8, k, np.float16))
+        cache.commit()
+        for dim in (8, None):
+            found = cache.lookup(entries, "m", dim=dim)
+            assert [found[e.path].content_hash for e in entries] == [f"h{k}" for k in range(30)]
+            assert [float(found[e.path].vector[0]) for e in entries] == list(range(30))  # type: ignore[index]
+        real, calls = cache._conn, [0]
+
+        class Damaged:  # the third chunk's read finds the file damaged
+            def execute(self, *args):  # type: ignore[no-untyped-def]
+                calls[0] += 1
+                if calls[0] == 3:
+                    raise sqlite3.DatabaseError("database disk image is malformed")
+                return real.execute(*args)
+
+            def close(self) -> None:
+                real.close()
+
+        cache._conn = Damaged()  # type: ignore[assignment]
+        assert cache.lookup(entries, "m", dim=8) == {}  # started afresh: the first two chunks' files are not known
+        assert calls[0] == 3 and cache._conn is not real
+        assert cache.lookup(entries, "m") == {}
+    assert len(list(tmp_path.glob("c.sqlite3.corrupt-*"))) == 1
+
+
 # -- read-only ----------------------------------------------------------------------------------------------------
 
 
