@@ -446,14 +446,22 @@ class EmbeddingCache:
     # -- reading ------------------------------------------------------------------------------------------------
 
     def lookup(
-        self, entries: Iterable[FileEntry], model_id: str | None, dim: int | None = None
+        self,
+        entries: Sequence[FileEntry],
+        model_id: str | None,
+        dim: int | None = None,
+        into: np.ndarray | None = None,
     ) -> dict[str, CachedFile]:
         """Rows for the given files that still match their size and mtime, with the model's vector if cached.
 
         A stored vector of the wrong length (``dim`` float16 values; without ``dim``, the length most vectors of
-        the lookup have) is left out: that file counts as not embedded and is read again.
+        the lookup have) is left out: that file counts as not embedded and is read again. With ``into`` (float16,
+        a row per entry, ``dim`` wide) each vector is copied to its entry's row and ``vector`` is that row: a scan
+        of a million files then holds one matrix instead of a million stored blobs and arrays over them.
         """
-        wanted = {_key(e.path): e for e in entries}
+        if into is not None and (dim is None or into.shape != (len(entries), dim) or into.dtype != np.float16):
+            raise ValueError("lookup into a matrix needs dim and a float16 row of that width per entry")
+        wanted = {_key(e.path): (k, e) for k, e in enumerate(entries)}
         keys = list(wanted)
 
         def read(chunk: Sequence[bytes]) -> list[tuple[Any, ...]]:
@@ -493,13 +501,16 @@ class EmbeddingCache:
                 found.clear()
                 bad = 0
             for key, size, mtime, digest, error, blob, *facts in part:
-                entry = wanted.get(key)
+                row, entry = wanted.get(key, (-1, None))
                 if entry is None or size != entry.size or mtime != entry.mtime_ns:
                     continue
                 vector = None
                 if blob is not None:
                     if isinstance(blob, bytes) and len(blob) == expected and len(blob) % 2 == 0:
                         vector = np.frombuffer(blob, dtype=np.float16)
+                        if into is not None:
+                            into[row] = vector
+                            vector = into[row]
                     else:
                         bad += 1
                 found[entry.path] = CachedFile(size, mtime, digest, _info(facts), error, vector)

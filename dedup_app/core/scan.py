@@ -34,6 +34,9 @@ if TYPE_CHECKING:  # torch stays out of the import of this module
 
 log = logging.getLogger(__name__)
 
+#: Rows moved per step when the rows of files that could not be read are taken out of the scan's matrix.
+_COMPACT_BLOCK = 65_536
+
 
 @dataclass(frozen=True)
 class ScanOptions:
@@ -126,7 +129,10 @@ def scan(
     yield Progress("Finding files", len(entries), len(entries), f"{len(entries):,} images found")
 
     # 2. cache
-    cached = cache.lookup(entries, embedder.model_id, dim=embedder.dim)
+    # every file's vector goes to its row of one matrix (a million stored blobs and arrays over them were 0.6 GB)
+    matrix = np.empty((len(entries), embedder.dim), np.float16)
+    row_of = {e.path: k for k, e in enumerate(entries)}
+    cached = cache.lookup(entries, embedder.model_id, dim=embedder.dim, into=matrix)
     hashes = {path: c.content_hash for path, c in cached.items() if c.content_hash}
 
     # 3. hash files whose size is shared: the only candidates for byte-identical copies
@@ -163,16 +169,16 @@ def scan(
 
     # 4. what is known, what is a copy of known content, what must be decoded
     records: dict[str, ImageRecord] = {}
-    vectors: dict[str, np.ndarray] = {}
     known: dict[str, tuple[ImageInfo, np.ndarray]] = {}  # content hash -> facts and vector
     for e in entries:
         c = cached.get(e.path)
         if c is not None and c.info is not None and c.vector is not None and c.content_hash:
             known.setdefault(c.content_hash, (c.info, c.vector))
 
-    def add(entry: FileEntry, digest: str, info: ImageInfo, vector: np.ndarray) -> None:
+    def add(entry: FileEntry, digest: str, info: ImageInfo, vector: np.ndarray, in_its_row: bool = False) -> None:
         records[entry.path] = ImageRecord(entry.path, entry.size, entry.mtime_ns, digest, info)
-        vectors[entry.path] = vector
+        if not in_its_row:  # (the lookup put a cached file's vector in its row; a copy's is another file's row)
+            matrix[row_of[entry.path]] = vector
 
     to_embed: list[FileEntry] = []
     waiting: dict[str, list[FileEntry]] = defaultdict(list)  # content hash -> copies of a file being embedded
@@ -186,7 +192,7 @@ def scan(
             continue
         digest = hashes.get(e.path)
         if c is not None and c.info is not None and c.vector is not None and digest:
-            add(e, digest, c.info, c.vector)
+            add(e, digest, c.info, c.vector, in_its_row=True)
             stats.cached += 1
         elif digest is not None and digest in known:
             info, vector = known[digest]
@@ -280,12 +286,13 @@ def scan(
     # 6. forget files that vanished from the scanned folders
     stats.purged = cache.purge_missing([r for r in abs_roots if os.path.isdir(r)], {e.path for e in entries})
 
-    images = [records[e.path] for e in entries if e.path in records]
-    dim = embedder.dim
-    matrix = (
-        np.stack([vectors[r.path] for r in images]).astype(np.float16)
-        if images
-        else np.zeros((0, dim), dtype=np.float16)
-    )
+    kept = [k for k, e in enumerate(entries) if e.path in records]
+    images = [records[entries[k].path] for k in kept]
+    row_of.clear()
+    if len(kept) < len(entries):  # files that could not be read: their rows go, in place (no second matrix)
+        for start in range(0, len(kept), _COMPACT_BLOCK):
+            part = kept[start : start + _COMPACT_BLOCK]
+            matrix[start : start + len(part)] = matrix[part]  # rows only move up: part[j] >= start + j
+        matrix = matrix[: len(kept)]
     errors.sort(key=lambda fe: fe.path)
     return ScanResult(abs_roots, embedder.model_id, embedder.threshold, images, matrix, errors, stats)

@@ -339,6 +339,37 @@ def test_lookup_reads_in_chunks_and_forgets_what_a_damaged_cache_gave(  # type: 
     assert len(list(tmp_path.glob("c.sqlite3.corrupt-*"))) == 1
 
 
+def test_each_files_vector_is_its_own_row_with_unreadable_files_between(  # type: ignore[no-untyped-def]
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan puts every file's vector in its row of one matrix, cached or new, and takes the rows of unreadable
+    files out in place: row k must still be images[k]'s vector as stored (read back one file at a time)."""
+    import numpy as np
+
+    import dedup_app.core.scan as scan_module
+
+    monkeypatch.setattr(scan_module, "_COMPACT_BLOCK", 2)  # rows moved in several steps
+    for k in range(7):
+        noise_image(k).save(tmp_path / f"{k}a.jpg", quality=90)
+        if k % 3 == 1:
+            (tmp_path / f"{k}b.jpg").write_bytes(b"not a picture")  # between readable ones, in walk order
+    cache_path = tmp_path / "c.sqlite3"
+    cold = run_scan(tmp_path, embedder, cache_path)
+    noise_image(7).save(tmp_path / "8new.jpg", quality=90)  # a new file among cached ones
+    shutil.copy(tmp_path / "2a.jpg", tmp_path / "9copy.jpg")  # and a new byte copy of a cached one
+    warm = run_scan(tmp_path, embedder, cache_path)
+    assert len(cold.errors) == len(warm.errors) == 2 and len(warm.images) == 9
+    assert (warm.stats.cached, warm.stats.copies, warm.stats.decoded) == (7, 1, 1)
+    with EmbeddingCache(cache_path) as cache:
+        for result in (cold, warm):
+            entries = [FileEntry(r.path, r.size, r.mtime_ns) for r in result.images]
+            stored = cache.lookup(entries, embedder.model_id)
+            assert len(result.embeddings) == len(result.images)
+            for row, record in zip(result.embeddings, result.images, strict=True):
+                assert np.array_equal(row, stored[record.path].vector)
+    assert not np.array_equal(warm.embeddings[0], warm.embeddings[1])
+
+
 # -- read-only ----------------------------------------------------------------------------------------------------
 
 
