@@ -21,7 +21,7 @@ from PySide6.QtWidgets import QApplication
 
 from dedup_app.controllers.marks import Choices, MarkState, Prepared, prepare_marks
 from dedup_app.controllers.similar import SimilarGroup, probability_text
-from dedup_app.core.bulk import drain, text_rank
+from dedup_app.core.bulk import drain, text_array, text_rank
 from dedup_app.core.duplicates import DuplicateGroup, GroupMember
 from dedup_app.core.marking import Marks
 from dedup_app.core.units import format_bytes
@@ -613,8 +613,15 @@ def same_groups(a: Sequence[DuplicateGroup], b: Sequence[DuplicateGroup]) -> boo
         ga.kind == gb.kind
         and [m.image.path for m in ga.members] == [m.image.path for m in gb.members]
         and getattr(ga, "copies", None) == getattr(gb, "copies", None)  # a Find similar result at another threshold
-        for ga, gb in zip(sorted(a, key=_group_key), sorted(b, key=_group_key), strict=True)
+        for ga, gb in zip(_by_key(a), _by_key(b), strict=True)
     )
+
+
+def _by_key(groups: Sequence[DuplicateGroup]) -> Iterator[DuplicateGroup]:
+    """``groups`` in the order of their first member's path, sorted by NumPy (a list sort of 200,000 paths holds
+    Python's interpreter lock, and the window waiting on a pool thread's regroup, for 80 ms)."""
+    order = np.argsort(text_array([_group_key(g) for g in groups]), kind="stable")
+    return map(groups.__getitem__, order.tolist())
 
 
 def _group_key(group: DuplicateGroup) -> str:
