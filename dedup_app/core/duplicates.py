@@ -95,12 +95,12 @@ def similarities_to_members(groups: Sequence[DuplicateGroup], ks: Sequence[int])
     out: list[np.ndarray] = []
     work: dict[int, list[int]] = defaultdict(list)  # groups with vectors, by the matrix they share
     for g, (group, k) in enumerate(zip(groups, ks, strict=True)):
-        if k == 0:  # worked out when the group was made
-            sims = np.array([m.similarity for m in group.members], np.float32)
-        else:  # from the vectors, below; without them only the representative's are known
-            sims = np.full(len(group.members), np.nan, np.float32)
-            if group.rows is not None:
-                work[id(group.rows[0])].append(g)
+        if k != 0 and group.rows is not None:  # from the vectors, below
+            work[id(group.rows[0])].append(g)
+            out.append(np.empty(0, np.float32))
+            continue
+        # the representative's were worked out when the group was made; without vectors no other member's are known
+        sims = np.array([m.similarity for m in group.members] if k == 0 else [np.nan] * len(group.members), np.float32)
         ref = group.members[k].image.content_hash
         sims[[m.image.content_hash == ref for m in group.members]] = 1.0
         out.append(sims)
@@ -109,10 +109,15 @@ def similarities_to_members(groups: Sequence[DuplicateGroup], ks: Sequence[int])
         rows = np.fromiter((r for g in todo for r in groups[g].rows[1]), np.int64)  # type: ignore[index]
         sizes = [len(groups[g].members) for g in todo]
         refs = np.repeat([groups[g].rows[1][ks[g]] for g in todo], sizes)  # type: ignore[index]
-        sims = np.where(rows == refs, np.float32(1.0), np.minimum(row_dots(matrix, rows, refs), np.float32(1.0)))
-        for g, part in zip(todo, np.split(sims, np.cumsum(sizes)[:-1]), strict=True):
+        for g, part in zip(todo, np.split(_similarities(matrix, rows, refs), np.cumsum(sizes)[:-1]), strict=True):
             out[g] = part
     return out
+
+
+def _similarities(matrix: UnitRows, rows: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """The similarity of each row to its reference row as a group shows it: 1.0 for the same content (a byte copy,
+    or the reference itself), never above 1.0."""
+    return np.where(rows == refs, np.float32(1.0), np.minimum(row_dots(matrix, rows, refs), np.float32(1.0)))
 
 
 def row_dots(matrix: UnitRows, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -292,13 +297,12 @@ class DuplicateFinder:
         sizes = np.fromiter((len(members) for _, members in picked), np.int64, len(picked))
         flat = np.fromiter((k for _, members in picked for k in members), np.int64, int(sizes.sum()))
         rows = self._content_of[flat]
-        firsts = np.repeat(rows[np.cumsum(sizes) - sizes], sizes)
-        sims = row_dots(self._vectors, rows, firsts)  # unit length, as searched: a same-picture pair is 1.0
-        same = rows == firsts
-        sims = np.where(same, np.float32(1.0), np.minimum(sims, np.float32(1.0))).tolist()
+        starts = np.cumsum(sizes) - sizes
+        firsts = np.repeat(rows[starts], sizes)
+        sims = _similarities(self._vectors, rows, firsts).tolist()
         row_list = rows.tolist()
         # what is left of a near group may be copies of one content only
-        one_content = np.logical_and.reduceat(same, np.cumsum(sizes) - sizes).tolist() if len(picked) else []
+        one_content = np.logical_and.reduceat(rows == firsts, starts).tolist() if len(picked) else []
         out = []
         at = 0
         picked.reverse()  # emptied as it goes (see drain)

@@ -82,7 +82,7 @@ class UnitRows:
             block = self.raw[start : start + _ADD_BLOCK].astype(np.float32)
             norms[start : start + _ADD_BLOCK] = np.sqrt(np.einsum("ij,ij->i", block, block))
         #: 1 / the length of each row (1 for a zero row, which stays zero)
-        self.inverse = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 1.0).astype(np.float32)
+        self.inverse = (1.0 / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -777,14 +777,17 @@ class MainWindow(QMainWindow):
             return  # no scan in this window, and no Find similar result to show either
         prepare = self._preparer(similar, shown=self.model.groups)
         rule, refs = self.rule_box.currentData(), self.reference_folders()
-        if finder is None:
-            self._show_prepared(request, prepare(Grouping([], rule, tuple(refs), [])))
-            if then is not None:
+        threshold, removed, apart = self.threshold, frozenset(self.file_actions.removed), self.labels.not_duplicates()
+
+        def group() -> Grouping:  # reads only what is copied above: may run on a pool thread
+            if finder is None:  # no scan: only a Find similar result
+                return Grouping([], rule, tuple(refs), [])
+            return grouping(finder, threshold, rule, refs, removed, apart)
+
+        if finder is None or not background:
+            if self._show_prepared(request, prepare(group())) and then is not None:
                 then()
-            return
-        args = (finder, self.threshold, rule, refs, frozenset(self.file_actions.removed),
-                self.labels.not_duplicates())  # fmt: skip
-        if background:  # the finder's search results are immutable: grouping may run on a pool thread
+        else:  # the finder's search results are immutable: grouping may run on a pool thread
             retired, self.model.retired = self.model.retired, []
 
             def work() -> PreparedGroups | None:
@@ -793,14 +796,10 @@ class MainWindow(QMainWindow):
                 release_all(retired)
                 if request != self._regroup_request:
                     return None  # a newer one is queued behind this one: skip it
-                return prepare(grouping(*args))
+                return prepare(group())
 
             garbage_collector.pause()  # no collection walking what the pool thread builds
             self._regroup_calls.submit(work, lambda out, err: self._regrouped(request, out, err, then))
-        else:
-            self._show_prepared(request, prepare(grouping(*args)))
-            if then is not None:
-                then()
 
     def _preparer(
         self, similar: SimilarGroup | None = None, shown: Sequence[DuplicateGroup] | None = None
